@@ -235,12 +235,14 @@ pub struct Map {
     pub val: Vec<MapEntry>,
 }
 
-/// `Map.ValEntry`: Feast declares `Map` as a repeated entry message, not a proto map,
-/// so entries keep their order on the wire.
+/// An entry of `Map.val`, a proto `map<string, Value>`. Modelled as its wire format (a
+/// repeated entry message) rather than a Rust map, so that decoding and encoding again
+/// keeps the entries' order, and with an optional key because Python's protobuf writes
+/// the key of a map entry even when it is empty.
 #[derive(Clone, PartialEq, Message)]
 pub struct MapEntry {
-    #[prost(string, tag = "1")]
-    pub key: String,
+    #[prost(string, optional, tag = "1")]
+    pub key: Option<String>,
     #[prost(message, optional, tag = "2")]
     pub value: Option<Value>,
 }

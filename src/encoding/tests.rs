@@ -28,6 +28,17 @@ fn repeated_numbers_are_packed() {
 }
 
 #[test]
+fn map_entries_keep_an_empty_key_and_their_order() {
+    // Python's protobuf writes map entries in hash order, with the key even when empty.
+    let python = b"\xa2\x01\x11\n\x07\n\x01c\x12\x02\x18\x01\n\x06\n\x00\x12\x02\x18\x02";
+    let decoded = decode_value(python).unwrap();
+    let Some(Val::MapVal(map)) = &decoded.val else { panic!("not a map: {decoded:?}") };
+    assert_eq!(map.val[0].key.as_deref(), Some("c"));
+    assert_eq!(map.val[1].key.as_deref(), Some(""));
+    assert_eq!(decoded.encode_to_vec(), python);
+}
+
+#[test]
 fn timestamp_wire_format() {
     let ts = Timestamp { seconds: 1_600_000_000, nanos: 5 };
     let bytes = ts.encode_to_vec();
@@ -103,7 +114,7 @@ fn scalar_val() -> impl Strategy<Value = Val> {
 fn arb_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![Just(Value::default()), scalar_val().prop_map(value)];
     leaf.prop_recursive(4, 32, 4, |inner| {
-        let entries = prop::collection::vec((any::<String>(), prop::option::of(inner.clone())), 0..4)
+        let entries = prop::collection::vec((prop::option::of(any::<String>()), prop::option::of(inner.clone())), 0..4)
             .prop_map(|entries| Map {
                 val: entries.into_iter().map(|(key, value)| MapEntry { key, value }).collect(),
             });
