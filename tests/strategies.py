@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from hypothesis import strategies as st
-
 from feast.protos.feast.types import Value_pb2 as V
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from hypothesis import strategies as st
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 INT64 = st.integers(-(2**63), 2**63 - 1)
@@ -107,9 +106,9 @@ def _nested(values) -> dict[str, st.SearchStrategy]:
     maps = _maps(values)
     map_lists = st.lists(maps, max_size=3).map(lambda val: V.MapList(val=val))
     repeated = st.lists(values, max_size=4).map(lambda val: V.RepeatedValue(val=val))
-    scalar_map = st.lists(
-        st.builds(V.ScalarMapEntry, key=MAP_KEYS, value=values), max_size=3
-    ).map(lambda val: V.ScalarMap(val=val))
+    scalar_map = st.lists(st.builds(V.ScalarMapEntry, key=MAP_KEYS, value=values), max_size=3).map(
+        lambda val: V.ScalarMap(val=val)
+    )
     return {
         "map_val": maps,
         "map_list_val": map_lists,
@@ -128,9 +127,7 @@ def _variant(name, strategy):
 def values() -> st.SearchStrategy[V.Value]:
     """Every variant of ``Value``: scalars, lists, sets, null, zoned timestamps, and maps,
     structs, value lists and scalar maps nested a few levels deep; sometimes empty."""
-    leaves = st.one_of(
-        st.just(V.Value()), *[_variant(name, s) for name, s in SCALARS.items()]
-    )
+    leaves = st.one_of(st.just(V.Value()), *[_variant(name, s) for name, s in SCALARS.items()])
     return st.recursive(
         leaves,
         lambda inner: st.one_of(*[_variant(name, s) for name, s in _nested(inner).items()]),

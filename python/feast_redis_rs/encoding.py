@@ -50,7 +50,9 @@ def redis_key(
 ) -> bytes:
     """The Redis key of an entity: its serialized key followed by the project name
     (``helpers._redis_key``)."""
-    return _native.redis_key(project, entity_key.SerializeToString(), entity_key_serialization_version)
+    return _native.redis_key(
+        project, entity_key.SerializeToString(), entity_key_serialization_version
+    )
 
 
 def serialize_entity_key_prefix(

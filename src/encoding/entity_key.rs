@@ -60,7 +60,12 @@ impl<'a> EntityValue<'a> {
         }
     }
 
-    fn write(self, version: KeySerializationVersion, join_key: &str, out: &mut Vec<u8>) -> Result<(), EncodingError> {
+    fn write(
+        self,
+        version: KeySerializationVersion,
+        join_key: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodingError> {
         let mut put = |type_number: u32, bytes: &[u8]| {
             out.extend_from_slice(&type_number.to_le_bytes());
             out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
@@ -97,13 +102,19 @@ pub struct EntityKeyLayout {
 }
 
 impl EntityKeyLayout {
-    pub fn new<S: AsRef<str>>(join_keys: &[S], version: KeySerializationVersion) -> Result<Self, EncodingError> {
+    pub fn new<S: AsRef<str>>(
+        join_keys: &[S],
+        version: KeySerializationVersion,
+    ) -> Result<Self, EncodingError> {
         let join_keys: Vec<String> = join_keys.iter().map(|k| k.as_ref().to_owned()).collect();
         let mut sorted_positions: Vec<usize> = (0..join_keys.len()).collect();
         // Rust orders `str` by UTF-8 bytes, which is code-point order: the order of
         // Python's `sorted` over the names.
         sorted_positions.sort_by(|&a, &b| join_keys[a].cmp(&join_keys[b]));
-        if let Some(pair) = sorted_positions.windows(2).find(|p| join_keys[p[0]] == join_keys[p[1]]) {
+        if let Some(pair) = sorted_positions
+            .windows(2)
+            .find(|p| join_keys[p[0]] == join_keys[p[1]])
+        {
             return Err(EncodingError::DuplicateJoinKey(join_keys[pair[0]].clone()));
         }
         let mut prefix = Vec::new();
@@ -138,7 +149,11 @@ impl EntityKeyLayout {
 
     /// Appends the serialized entity key of `values` (given in the join-key order this
     /// layout was built with) to `out`. On error `out` may hold a partial key.
-    pub fn write_entity_key(&self, values: &[EntityValue<'_>], out: &mut Vec<u8>) -> Result<(), EncodingError> {
+    pub fn write_entity_key(
+        &self,
+        values: &[EntityValue<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodingError> {
         if values.len() != self.join_keys.len() {
             return Err(EncodingError::CountMismatch {
                 join_keys: self.join_keys.len(),
@@ -153,7 +168,12 @@ impl EntityKeyLayout {
     }
 
     /// Appends the Redis key of `values`: the serialized entity key, then the project.
-    pub fn write_redis_key(&self, values: &[EntityValue<'_>], project: &str, out: &mut Vec<u8>) -> Result<(), EncodingError> {
+    pub fn write_redis_key(
+        &self,
+        values: &[EntityValue<'_>],
+        project: &str,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodingError> {
         self.write_entity_key(values, out)?;
         out.extend_from_slice(project.as_bytes());
         Ok(())
@@ -161,7 +181,10 @@ impl EntityKeyLayout {
 }
 
 /// `serialize_entity_key(entity_key, version)` of a whole `EntityKey` proto.
-pub fn serialize_entity_key(entity_key: &EntityKey, version: KeySerializationVersion) -> Result<Vec<u8>, EncodingError> {
+pub fn serialize_entity_key(
+    entity_key: &EntityKey,
+    version: KeySerializationVersion,
+) -> Result<Vec<u8>, EncodingError> {
     let layout = EntityKeyLayout::new(&entity_key.join_keys, version)?;
     if entity_key.entity_values.len() != entity_key.join_keys.len() {
         return Err(EncodingError::CountMismatch {
@@ -181,7 +204,11 @@ pub fn serialize_entity_key(entity_key: &EntityKey, version: KeySerializationVer
 }
 
 /// `helpers._redis_key(project, entity_key, version)`.
-pub fn redis_key(project: &str, entity_key: &EntityKey, version: KeySerializationVersion) -> Result<Vec<u8>, EncodingError> {
+pub fn redis_key(
+    project: &str,
+    entity_key: &EntityKey,
+    version: KeySerializationVersion,
+) -> Result<Vec<u8>, EncodingError> {
     let mut key = serialize_entity_key(entity_key, version)?;
     key.extend_from_slice(project.as_bytes());
     Ok(key)
@@ -189,9 +216,16 @@ pub fn redis_key(project: &str, entity_key: &EntityKey, version: KeySerializatio
 
 /// The inverse of `serialize_entity_key` for version 3 keys (`deserialize_entity_key`).
 /// Like Feast, it strips trailing NUL characters from join-key names.
-pub fn deserialize_entity_key(bytes: &[u8], version: KeySerializationVersion) -> Result<EntityKey, EncodingError> {
+pub fn deserialize_entity_key(
+    bytes: &[u8],
+    version: KeySerializationVersion,
+) -> Result<EntityKey, EncodingError> {
     if version != KeySerializationVersion::V3 {
-        let number = if version == KeySerializationVersion::V2 { 2 } else { 1 };
+        let number = if version == KeySerializationVersion::V2 {
+            2
+        } else {
+            1
+        };
         return Err(EncodingError::NotDeserializable(number));
     }
     let mut reader = Reader { bytes, offset: 0 };
@@ -216,11 +250,17 @@ pub fn deserialize_entity_key(bytes: &[u8], version: KeySerializationVersion) ->
         let val = match type_number {
             value_type::BYTES => Val::BytesVal(reader.take(length, "a bytes value")?.to_vec()),
             value_type::STRING => Val::StringVal(reader.utf8(length, "string value")?.to_owned()),
-            value_type::INT32 => Val::Int32Val(i32::from_le_bytes(reader.fixed(length, "INT32", value_offset)?)),
-            value_type::INT64 => Val::Int64Val(i64::from_le_bytes(reader.fixed(length, "INT64", value_offset)?)),
-            value_type::UNIX_TIMESTAMP => {
-                Val::UnixTimestampVal(i64::from_le_bytes(reader.fixed(length, "UNIX_TIMESTAMP", value_offset)?))
+            value_type::INT32 => {
+                Val::Int32Val(i32::from_le_bytes(reader.fixed(length, "INT32", value_offset)?))
             }
+            value_type::INT64 => {
+                Val::Int64Val(i64::from_le_bytes(reader.fixed(length, "INT64", value_offset)?))
+            }
+            value_type::UNIX_TIMESTAMP => Val::UnixTimestampVal(i64::from_le_bytes(reader.fixed(
+                length,
+                "UNIX_TIMESTAMP",
+                value_offset,
+            )?)),
             other => return Err(EncodingError::BadEntityValueType(other, type_offset)),
         };
         entity_values.push(Value { val: Some(val) });
@@ -238,7 +278,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, needed: usize, what: &'static str) -> Result<&'a [u8], EncodingError> {
-        let end = self.offset.checked_add(needed).filter(|&end| end <= self.bytes.len());
+        let end = self
+            .offset
+            .checked_add(needed)
+            .filter(|&end| end <= self.bytes.len());
         let end = end.ok_or(EncodingError::Truncated {
             what,
             needed,
@@ -261,7 +304,12 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes).map_err(|_| EncodingError::InvalidUtf8 { what, offset })
     }
 
-    fn fixed<const N: usize>(&mut self, length: usize, value_type: &'static str, offset: usize) -> Result<[u8; N], EncodingError> {
+    fn fixed<const N: usize>(
+        &mut self,
+        length: usize,
+        value_type: &'static str,
+        offset: usize,
+    ) -> Result<[u8; N], EncodingError> {
         if length != N {
             return Err(EncodingError::BadEntityValueLength {
                 value_type,
@@ -323,7 +371,11 @@ mod tests {
             (Val::StringVal("é".into()), 2, "é".as_bytes().to_vec()),
             (Val::Int32Val(-2), 3, (-2i32).to_le_bytes().to_vec()),
             (Val::Int64Val(i64::MIN), 4, i64::MIN.to_le_bytes().to_vec()),
-            (Val::UnixTimestampVal(1_700_000_000), 8, 1_700_000_000i64.to_le_bytes().to_vec()),
+            (
+                Val::UnixTimestampVal(1_700_000_000),
+                8,
+                1_700_000_000i64.to_le_bytes().to_vec(),
+            ),
         ];
         for (val, type_number, payload) in cases {
             let bytes = serialize_entity_key(&key(&["k"], vec![val]), V3).unwrap();
@@ -336,8 +388,14 @@ mod tests {
 
     #[test]
     fn join_keys_are_sorted_with_their_values() {
-        let unsorted = key(&["zip", "applicant"], vec![Val::Int64Val(76104), Val::StringVal("a".into())]);
-        let sorted = key(&["applicant", "zip"], vec![Val::StringVal("a".into()), Val::Int64Val(76104)]);
+        let unsorted = key(
+            &["zip", "applicant"],
+            vec![Val::Int64Val(76104), Val::StringVal("a".into())],
+        );
+        let sorted = key(
+            &["applicant", "zip"],
+            vec![Val::StringVal("a".into()), Val::Int64Val(76104)],
+        );
         assert_eq!(
             serialize_entity_key(&unsorted, V3).unwrap(),
             serialize_entity_key(&sorted, V3).unwrap()
@@ -355,7 +413,10 @@ mod tests {
             .write_entity_key(&[EntityValue::Int32(1), EntityValue::String("x")], &mut out)
             .unwrap();
         assert!(out.starts_with(layout.prefix()));
-        assert_eq!(layout.prefix(), b"\x02\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00a\x02\x00\x00\x00\x01\x00\x00\x00b");
+        assert_eq!(
+            layout.prefix(),
+            b"\x02\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00a\x02\x00\x00\x00\x01\x00\x00\x00b"
+        );
     }
 
     #[test]
@@ -373,7 +434,13 @@ mod tests {
 
         let mismatch = key(&["a", "b"], vec![Val::Int32Val(1)]);
         let err = serialize_entity_key(&mismatch, V3).unwrap_err();
-        assert_eq!(err, EncodingError::CountMismatch { join_keys: 2, values: 1 });
+        assert_eq!(
+            err,
+            EncodingError::CountMismatch {
+                join_keys: 2,
+                values: 1
+            }
+        );
 
         let duplicate = key(&["a", "a"], vec![Val::Int32Val(1), Val::Int32Val(2)]);
         assert_eq!(
@@ -385,7 +452,10 @@ mod tests {
             join_keys: vec!["a".into()],
             entity_values: vec![Value::default()],
         };
-        assert!(serialize_entity_key(&empty_value, V3).unwrap_err().to_string().contains("'a'"));
+        assert!(serialize_entity_key(&empty_value, V3)
+            .unwrap_err()
+            .to_string()
+            .contains("'a'"));
 
         assert_eq!(
             KeySerializationVersion::from_config(4).unwrap_err(),
@@ -420,12 +490,18 @@ mod tests {
             let err = deserialize_entity_key(&good[..cut], V3);
             // Cutting exactly after the names leaves a valid key with no values.
             if cut != 4 + 8 + 2 {
-                assert!(matches!(err, Err(EncodingError::Truncated { .. })), "cut {cut}: {err:?}");
+                assert!(
+                    matches!(err, Err(EncodingError::Truncated { .. })),
+                    "cut {cut}: {err:?}"
+                );
             }
         }
         let mut bad_type = good.clone();
         bad_type[4] = 9;
-        assert_eq!(deserialize_entity_key(&bad_type, V3).unwrap_err(), EncodingError::BadJoinKeyType(9, 4));
+        assert_eq!(
+            deserialize_entity_key(&bad_type, V3).unwrap_err(),
+            EncodingError::BadJoinKeyType(9, 4)
+        );
         let mut bad_utf8 = good.clone();
         bad_utf8[12] = 0xff;
         assert!(matches!(
@@ -438,9 +514,16 @@ mod tests {
         bad_len.extend_from_slice(&[1, 2, 3]);
         assert!(matches!(
             deserialize_entity_key(&bad_len, V3),
-            Err(EncodingError::BadEntityValueLength { expected: 8, len: 3, .. })
+            Err(EncodingError::BadEntityValueLength {
+                expected: 8,
+                len: 3,
+                ..
+            })
         ));
-        assert_eq!(deserialize_entity_key(&good, V2).unwrap_err(), EncodingError::NotDeserializable(2));
+        assert_eq!(
+            deserialize_entity_key(&good, V2).unwrap_err(),
+            EncodingError::NotDeserializable(2)
+        );
     }
 
     #[test]

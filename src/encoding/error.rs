@@ -66,8 +66,5 @@ pub enum EncodingError {
     InvalidUtf8 { what: &'static str, offset: usize },
 
     #[error("invalid {message} bytes: {reason}")]
-    InvalidProto {
-        message: &'static str,
-        reason: String,
-    },
+    InvalidProto { message: &'static str, reason: String },
 }

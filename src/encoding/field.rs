@@ -32,7 +32,10 @@ mod tests {
         assert_eq!(&feature_field("feature_view_1", "feature_11"), b"\xc37\x9a\xbf");
         assert_eq!(&feature_field("feature_view_1", "feature_12"), b"wr\xb5d");
         // Feast prefixes the view name even to an already qualified requested feature.
-        assert_eq!(&feature_field("feature_view_1", "my-feature-view:feature1"), b"Si\x86J");
+        assert_eq!(
+            &feature_field("feature_view_1", "my-feature-view:feature1"),
+            b"Si\x86J"
+        );
     }
 
     #[test]

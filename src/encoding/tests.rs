@@ -2,8 +2,8 @@
 
 use super::proto::*;
 use super::*;
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 
 fn value(val: Val) -> Value {
     Value { val: Some(val) }
@@ -13,10 +13,16 @@ fn value(val: Val) -> Value {
 fn scalars_have_python_protobuf_bytes() {
     // Bytes written by Python's protobuf for the same messages.
     assert_eq!(value(Val::Int32Val(1)).encode_to_vec(), b"\x18\x01");
-    assert_eq!(value(Val::Int64Val(-1)).encode_to_vec(), b"\x20\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01");
+    assert_eq!(
+        value(Val::Int64Val(-1)).encode_to_vec(),
+        b"\x20\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"
+    );
     assert_eq!(value(Val::StringVal(String::new())).encode_to_vec(), b"\x12\x00");
     assert_eq!(value(Val::BoolVal(false)).encode_to_vec(), b"\x38\x00");
-    assert_eq!(value(Val::DoubleVal(1.0)).encode_to_vec(), b"\x29\x00\x00\x00\x00\x00\x00\xf0\x3f");
+    assert_eq!(
+        value(Val::DoubleVal(1.0)).encode_to_vec(),
+        b"\x29\x00\x00\x00\x00\x00\x00\xf0\x3f"
+    );
     assert_eq!(value(Val::NullVal(0)).encode_to_vec(), b"\x98\x01\x00");
     assert_eq!(Value::default().encode_to_vec(), b"");
 }
@@ -32,7 +38,9 @@ fn map_entries_keep_an_empty_key_and_their_order() {
     // Python's protobuf writes map entries in hash order, with the key even when empty.
     let python = b"\xa2\x01\x11\n\x07\n\x01c\x12\x02\x18\x01\n\x06\n\x00\x12\x02\x18\x02";
     let decoded = decode_value(python).unwrap();
-    let Some(Val::MapVal(map)) = &decoded.val else { panic!("not a map: {decoded:?}") };
+    let Some(Val::MapVal(map)) = &decoded.val else {
+        panic!("not a map: {decoded:?}")
+    };
     assert_eq!(map.val[0].key.as_deref(), Some("c"));
     assert_eq!(map.val[1].key.as_deref(), Some(""));
     assert_eq!(decoded.encode_to_vec(), python);
@@ -40,7 +48,10 @@ fn map_entries_keep_an_empty_key_and_their_order() {
 
 #[test]
 fn timestamp_wire_format() {
-    let ts = Timestamp { seconds: 1_600_000_000, nanos: 5 };
+    let ts = Timestamp {
+        seconds: 1_600_000_000,
+        nanos: 5,
+    };
     let bytes = ts.encode_to_vec();
     assert_eq!(bytes, b"\x08\x80\xa0\xf8\xfa\x05\x10\x05");
     assert_eq!(decode_timestamp(&bytes).unwrap(), ts);
@@ -49,9 +60,18 @@ fn timestamp_wire_format() {
 
 #[test]
 fn field_names_follow_python_which_oneof() {
-    assert_eq!(Val::UnixTimestampListVal(Int64List::default()).field_name(), "unix_timestamp_list_val");
-    assert_eq!(Val::ZonedTimestampVal(ZonedTimestamp::default()).field_name(), "zoned_timestamp_val");
-    assert_eq!(Val::ScalarMapVal(ScalarMap::default()).field_name(), "scalar_map_val");
+    assert_eq!(
+        Val::UnixTimestampListVal(Int64List::default()).field_name(),
+        "unix_timestamp_list_val"
+    );
+    assert_eq!(
+        Val::ZonedTimestampVal(ZonedTimestamp::default()).field_name(),
+        "zoned_timestamp_val"
+    );
+    assert_eq!(
+        Val::ScalarMapVal(ScalarMap::default()).field_name(),
+        "scalar_map_val"
+    );
 }
 
 #[test]
@@ -106,39 +126,50 @@ fn scalar_val() -> impl Strategy<Value = Val> {
         any::<Vec<f64>>().prop_map(|val| Val::DoubleListVal(DoubleList { val })),
         any::<Vec<f32>>().prop_map(|val| Val::FloatSetVal(FloatList { val })),
         any::<Vec<bool>>().prop_map(|val| Val::BoolListVal(BoolList { val })),
-        (any::<i64>(), any::<String>())
-            .prop_map(|(unix_timestamp, zone)| Val::ZonedTimestampVal(ZonedTimestamp { unix_timestamp, zone })),
+        (any::<i64>(), any::<String>()).prop_map(|(unix_timestamp, zone)| Val::ZonedTimestampVal(
+            ZonedTimestamp { unix_timestamp, zone }
+        )),
     ]
 }
 
 fn arb_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![Just(Value::default()), scalar_val().prop_map(value)];
     leaf.prop_recursive(4, 32, 4, |inner| {
-        let entries = prop::collection::vec((prop::option::of(any::<String>()), prop::option::of(inner.clone())), 0..4)
-            .prop_map(|entries| Map {
-                val: entries.into_iter().map(|(key, value)| MapEntry { key, value }).collect(),
-            });
+        let entries = prop::collection::vec(
+            (prop::option::of(any::<String>()), prop::option::of(inner.clone())),
+            0..4,
+        )
+        .prop_map(|entries| Map {
+            val: entries
+                .into_iter()
+                .map(|(key, value)| MapEntry { key, value })
+                .collect(),
+        });
         let map_key = prop_oneof![
             any::<i64>().prop_map(MapKeyVal::Int64Key),
             any::<Vec<u8>>().prop_map(MapKeyVal::BytesKey),
             any::<String>().prop_map(MapKeyVal::DecimalKey),
         ];
         prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(|val| value(Val::ListVal(RepeatedValue { val }))),
-            prop::collection::vec(inner.clone(), 0..4).prop_map(|val| value(Val::SetVal(RepeatedValue { val }))),
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|val| value(Val::ListVal(RepeatedValue { val }))),
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|val| value(Val::SetVal(RepeatedValue { val }))),
             entries.clone().prop_map(|m| value(Val::StructVal(m))),
             prop::collection::vec(entries, 0..3).prop_map(|val| value(Val::MapListVal(MapList { val }))),
-            prop::collection::vec((prop::option::of(map_key), prop::option::of(inner)), 0..3).prop_map(|entries| {
-                value(Val::ScalarMapVal(ScalarMap {
-                    val: entries
-                        .into_iter()
-                        .map(|(key, value)| ScalarMapEntry {
-                            key: key.map(|key| MapKey { key: Some(key) }),
-                            value,
-                        })
-                        .collect(),
-                }))
-            }),
+            prop::collection::vec((prop::option::of(map_key), prop::option::of(inner)), 0..3).prop_map(
+                |entries| {
+                    value(Val::ScalarMapVal(ScalarMap {
+                        val: entries
+                            .into_iter()
+                            .map(|(key, value)| ScalarMapEntry {
+                                key: key.map(|key| MapKey { key: Some(key) }),
+                                value,
+                            })
+                            .collect(),
+                    }))
+                }
+            ),
         ]
     })
 }

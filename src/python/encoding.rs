@@ -78,12 +78,17 @@ fn timestamp_field<'py>(py: Python<'py>, feature_view: &str) -> Bound<'py, PyByt
 
 #[pyfunction]
 fn value_kind(value_bytes: &[u8]) -> PyResult<Option<&'static str>> {
-    Ok(encoding::decode_value(value_bytes)?.val.map(|val| val.field_name()))
+    Ok(encoding::decode_value(value_bytes)?
+        .val
+        .map(|val| val.field_name()))
 }
 
 #[pyfunction]
 fn canonical_value<'py>(py: Python<'py>, value_bytes: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    Ok(PyBytes::new(py, &encoding::decode_value(value_bytes)?.encode_to_vec()))
+    Ok(PyBytes::new(
+        py,
+        &encoding::decode_value(value_bytes)?.encode_to_vec(),
+    ))
 }
 
 #[pyfunction]
