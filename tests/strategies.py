@@ -42,45 +42,51 @@ def _lists(element, message):
     return st.lists(element, max_size=5).map(lambda items: message(val=items))
 
 
-SCALARS = {
-    "bytes_val": BYTES,
-    "string_val": TEXT,
-    "int32_val": INT32,
-    "int64_val": INT64,
-    "double_val": DOUBLE,
-    "float_val": FLOAT32,
-    "bool_val": st.booleans(),
-    "unix_timestamp_val": INT64,
-    "null_val": st.just(V.NULL),
-    "json_val": TEXT,
-    "uuid_val": st.uuids().map(str),
-    "time_uuid_val": st.uuids(version=1).map(str),
-    "decimal_val": st.decimals(allow_nan=False).map(str),
-    "bytes_list_val": _lists(BYTES, V.BytesList),
-    "string_list_val": _lists(TEXT, V.StringList),
-    "int32_list_val": _lists(INT32, V.Int32List),
-    "int64_list_val": _lists(INT64, V.Int64List),
-    "double_list_val": _lists(DOUBLE, V.DoubleList),
-    "float_list_val": _lists(FLOAT32, V.FloatList),
-    "bool_list_val": _lists(st.booleans(), V.BoolList),
-    "unix_timestamp_list_val": _lists(INT64, V.Int64List),
-    "bytes_set_val": _lists(BYTES, V.BytesSet),
-    "string_set_val": _lists(TEXT, V.StringSet),
-    "int32_set_val": _lists(INT32, V.Int32Set),
-    "int64_set_val": _lists(INT64, V.Int64Set),
-    "double_set_val": _lists(DOUBLE, V.DoubleSet),
-    "float_set_val": _lists(FLOAT32, V.FloatSet),
-    "bool_set_val": _lists(st.booleans(), V.BoolSet),
-    "unix_timestamp_set_val": _lists(INT64, V.Int64Set),
-    "json_list_val": _lists(TEXT, V.StringList),
-    "uuid_list_val": _lists(st.uuids().map(str), V.StringList),
-    "time_uuid_list_val": _lists(st.uuids(version=1).map(str), V.StringList),
-    "uuid_set_val": _lists(st.uuids().map(str), V.StringSet),
-    "time_uuid_set_val": _lists(st.uuids(version=1).map(str), V.StringSet),
-    "decimal_list_val": _lists(st.decimals(allow_nan=False).map(str), V.StringList),
-    "decimal_set_val": _lists(st.decimals(allow_nan=False).map(str), V.StringSet),
-    "zoned_timestamp_val": st.builds(V.ZonedTimestamp, unix_timestamp=INT64, zone=TEXT),
-}
+def _scalars(text, binary) -> dict[str, st.SearchStrategy]:
+    return {
+        "bytes_val": binary,
+        "string_val": text,
+        "int32_val": INT32,
+        "int64_val": INT64,
+        "double_val": DOUBLE,
+        "float_val": FLOAT32,
+        "bool_val": st.booleans(),
+        "unix_timestamp_val": INT64,
+        "null_val": st.just(V.NULL),
+        "json_val": text,
+        "uuid_val": st.uuids().map(str),
+        "time_uuid_val": st.uuids(version=1).map(str),
+        "decimal_val": st.decimals(allow_nan=False).map(str),
+        "bytes_list_val": _lists(binary, V.BytesList),
+        "string_list_val": _lists(text, V.StringList),
+        "int32_list_val": _lists(INT32, V.Int32List),
+        "int64_list_val": _lists(INT64, V.Int64List),
+        "double_list_val": _lists(DOUBLE, V.DoubleList),
+        "float_list_val": _lists(FLOAT32, V.FloatList),
+        "bool_list_val": _lists(st.booleans(), V.BoolList),
+        "unix_timestamp_list_val": _lists(INT64, V.Int64List),
+        "bytes_set_val": _lists(binary, V.BytesSet),
+        "string_set_val": _lists(text, V.StringSet),
+        "int32_set_val": _lists(INT32, V.Int32Set),
+        "int64_set_val": _lists(INT64, V.Int64Set),
+        "double_set_val": _lists(DOUBLE, V.DoubleSet),
+        "float_set_val": _lists(FLOAT32, V.FloatSet),
+        "bool_set_val": _lists(st.booleans(), V.BoolSet),
+        "unix_timestamp_set_val": _lists(INT64, V.Int64Set),
+        "json_list_val": _lists(text, V.StringList),
+        "uuid_list_val": _lists(st.uuids().map(str), V.StringList),
+        "time_uuid_list_val": _lists(st.uuids(version=1).map(str), V.StringList),
+        "uuid_set_val": _lists(st.uuids().map(str), V.StringSet),
+        "time_uuid_set_val": _lists(st.uuids(version=1).map(str), V.StringSet),
+        "decimal_list_val": _lists(st.decimals(allow_nan=False).map(str), V.StringList),
+        "decimal_set_val": _lists(st.decimals(allow_nan=False).map(str), V.StringSet),
+        "zoned_timestamp_val": st.builds(V.ZonedTimestamp, unix_timestamp=INT64, zone=text),
+    }
+
+
+SCALARS = _scalars(TEXT, BYTES)
+# Inside maps and lists, short strings keep a nested value's size reasonable.
+NESTED_SCALARS = _scalars(st.text(max_size=6), st.binary(max_size=6))
 
 MAP_KEYS = st.one_of(
     st.builds(V.MapKey, int32_key=INT32),
@@ -89,7 +95,7 @@ MAP_KEYS = st.one_of(
     st.builds(V.MapKey, double_key=DOUBLE),
     st.builds(V.MapKey, bool_key=st.booleans()),
     st.builds(V.MapKey, unix_timestamp_key=INT64),
-    st.builds(V.MapKey, bytes_key=BYTES),
+    st.builds(V.MapKey, bytes_key=st.binary(max_size=6)),
     st.builds(V.MapKey, uuid_key=st.uuids().map(str)),
     st.builds(V.MapKey, time_uuid_key=st.uuids(version=1).map(str)),
     st.builds(V.MapKey, decimal_key=st.decimals(allow_nan=False).map(str)),
@@ -99,7 +105,7 @@ MAP_KEYS = st.one_of(
 
 def _maps(values):
     # `Map.val` is a proto map<string, Value>.
-    return st.dictionaries(TEXT, values, max_size=4).map(lambda val: V.Map(val=val))
+    return st.dictionaries(st.text(max_size=6), values, max_size=4).map(lambda val: V.Map(val=val))
 
 
 def _nested(values) -> dict[str, st.SearchStrategy]:
