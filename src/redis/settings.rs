@@ -1,0 +1,440 @@
+//! Feast's Redis `connection_string`, parsed the way Feast parses it:
+//! `host:port[,host2:port2...][,key=value...]`, where a part without `=` is a node and a
+//! value is read as JSON when it is JSON (`ssl=true`, `db=0`) and as text otherwise.
+//! Feast hands the keys to redis-py as keyword arguments; the ones that mean something
+//! to this store are accepted and anything else is refused by name.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A password or other secret: kept out of `Debug` output and error messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topology {
+    Standalone,
+    Cluster,
+    /// The nodes are sentinels; the master is found by its name.
+    Sentinel {
+        master_name: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Verify the server's certificate (`ssl_cert_reqs=none` turns it off).
+    pub verify_certificate: bool,
+    /// Check that the certificate names the host (`ssl_check_hostname`).
+    pub check_hostname: bool,
+    /// PEM file of the CA that signed the server's certificate (`ssl_ca_certs`);
+    /// the system's roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key for mutual TLS (`ssl_certfile`, `ssl_keyfile`).
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            verify_certificate: true,
+            check_hostname: true,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    pub topology: Topology,
+    /// `(host, port)` of each node given; one for standalone, any for cluster seeds
+    /// and sentinels.
+    pub nodes: Vec<(String, u16)>,
+    pub db: i64,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tls: Option<TlsSettings>,
+    pub client_name: Option<String>,
+    pub connect_timeout: Option<Duration>,
+    pub command_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("connection_string has no host:port; write it as 'host:port[,key=value...]', e.g. 'localhost:6379,db=0'")]
+    NoNodes,
+
+    #[error("connection_string: '{0}' is not a valid host:port")]
+    BadNode(String),
+
+    #[error("connection_string: a standalone Redis takes one host:port, but {0} were given; set redis_type: redis_cluster or redis_sentinel for several")]
+    TooManyNodes(usize),
+
+    #[error("connection_string: unknown key '{key}'; supported keys: {supported}")]
+    UnknownKey { key: String, supported: &'static str },
+
+    #[error("connection_string: '{key}' is given twice")]
+    DuplicateKey { key: String },
+
+    #[error("connection_string: '{key}' must be {expected}")]
+    BadValue { key: String, expected: &'static str },
+
+    #[error("connection_string: '{key}' cannot be used with redis_type: {topology}")]
+    NotForTopology { key: String, topology: &'static str },
+}
+
+const SUPPORTED_KEYS: &str = "ssl, password, username, db, ssl_cert_reqs, ssl_check_hostname, \
+    ssl_ca_certs, ssl_certfile, ssl_keyfile, client_name, socket_timeout, socket_connect_timeout, \
+    skip_full_coverage_check";
+
+const DEFAULT_PORT: u16 = 6379;
+
+/// One `key=value` parameter with the value as Feast's `json.loads` attempt leaves it.
+#[derive(Debug, Clone, PartialEq)]
+enum ParamValue {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+    Null,
+}
+
+impl ParamValue {
+    fn parse(raw: &str) -> Self {
+        match raw.trim() {
+            "true" => Self::Bool(true),
+            "false" => Self::Bool(false),
+            "null" => Self::Null,
+            trimmed => match trimmed.parse::<f64>() {
+                // JSON numbers only: no 'inf', 'nan', leading '+' or '.5' forms.
+                Ok(number) if number.is_finite() && is_json_number(trimmed) => Self::Number(number),
+                _ => match trimmed.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+                    Some(inner) => Self::Text(inner.to_owned()),
+                    None => Self::Text(raw.to_owned()),
+                },
+            },
+        }
+    }
+}
+
+fn is_json_number(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let first = digits.chars().next();
+    matches!(first, Some('0'..='9'))
+        && !(digits.starts_with('0') && digits.len() > 1 && digits.as_bytes()[1].is_ascii_digit())
+        && digits
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
+}
+
+impl ConnectionSettings {
+    /// Parses `connection_string` for `topology`. Errors name the part or key at fault and
+    /// never repeat a password.
+    pub fn parse(connection_string: &str, topology: Topology) -> Result<Self, SettingsError> {
+        let mut settings = ConnectionSettings {
+            topology,
+            nodes: Vec::new(),
+            db: 0,
+            username: None,
+            password: None,
+            tls: None,
+            client_name: None,
+            connect_timeout: None,
+            command_timeout: None,
+        };
+        let mut ssl = false;
+        let mut tls = TlsSettings::default();
+        let mut tls_keys_given = Vec::new();
+        let mut seen: Vec<String> = Vec::new();
+
+        for part in connection_string.split(',') {
+            let Some((key, raw)) = part.split_once('=') else {
+                if !part.trim().is_empty() {
+                    settings.nodes.push(parse_node(part)?);
+                }
+                continue;
+            };
+            let key = key.trim().to_owned();
+            if seen.contains(&key) {
+                return Err(SettingsError::DuplicateKey { key });
+            }
+            seen.push(key.clone());
+            let value = ParamValue::parse(raw);
+            match key.as_str() {
+                "ssl" => ssl = boolean(&key, &value)?,
+                // A password is taken verbatim: it is never reinterpreted or echoed back.
+                "password" => settings.password = Some(Secret::new(raw)),
+                "username" => settings.username = Some(text(&key, value)?),
+                "db" => settings.db = integer(&key, &value)?,
+                "client_name" => settings.client_name = Some(text(&key, value)?),
+                "socket_timeout" => settings.command_timeout = seconds(&key, &value)?,
+                "socket_connect_timeout" => settings.connect_timeout = seconds(&key, &value)?,
+                "ssl_cert_reqs" => {
+                    tls.verify_certificate = match &value {
+                        ParamValue::Text(t) if t.eq_ignore_ascii_case("none") => false,
+                        ParamValue::Null => false,
+                        ParamValue::Text(t) if t.eq_ignore_ascii_case("required") => true,
+                        _ => {
+                            return Err(SettingsError::BadValue {
+                                key,
+                                expected: "'required' or 'none'",
+                            })
+                        }
+                    };
+                    tls_keys_given.push(key);
+                }
+                "ssl_check_hostname" => {
+                    tls.check_hostname = boolean(&key, &value)?;
+                    tls_keys_given.push(key);
+                }
+                "ssl_ca_certs" => {
+                    tls.ca_file = Some(PathBuf::from(text(&key, value)?));
+                    tls_keys_given.push(key);
+                }
+                "ssl_certfile" => {
+                    tls.client_cert_file = Some(PathBuf::from(text(&key, value)?));
+                    tls_keys_given.push(key);
+                }
+                "ssl_keyfile" => {
+                    tls.client_key_file = Some(PathBuf::from(text(&key, value)?));
+                    tls_keys_given.push(key);
+                }
+                // redis-py's cluster client option; this store always maps every slot.
+                "skip_full_coverage_check" => {
+                    boolean(&key, &value)?;
+                }
+                _ => {
+                    return Err(SettingsError::UnknownKey {
+                        key,
+                        supported: SUPPORTED_KEYS,
+                    })
+                }
+            }
+        }
+
+        if settings.nodes.is_empty() {
+            return Err(SettingsError::NoNodes);
+        }
+        if settings.topology == Topology::Standalone && settings.nodes.len() > 1 {
+            return Err(SettingsError::TooManyNodes(settings.nodes.len()));
+        }
+        if settings.topology == Topology::Cluster && settings.db != 0 {
+            return Err(SettingsError::NotForTopology {
+                key: "db".into(),
+                topology: "redis_cluster (a cluster has only db 0)",
+            });
+        }
+        if ssl {
+            settings.tls = Some(tls);
+        } else if let Some(key) = tls_keys_given.into_iter().next() {
+            return Err(SettingsError::BadValue {
+                key,
+                expected: "used together with ssl=true",
+            });
+        }
+        Ok(settings)
+    }
+
+    /// `host:port` of every node, for error messages.
+    pub fn addresses(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|(host, port)| format!("{host}:{port}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn parse_node(part: &str) -> Result<(String, u16), SettingsError> {
+    let part = part.trim();
+    let (host, port) = match part.rsplit_once(':') {
+        // A bracketed IPv6 address: [::1]:6379.
+        Some((host, port)) if !host.contains(':') || (host.starts_with('[') && host.ends_with(']')) => {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| SettingsError::BadNode(part.to_owned()))?;
+            (host.trim_start_matches('[').trim_end_matches(']'), port)
+        }
+        Some(_) => return Err(SettingsError::BadNode(part.to_owned())),
+        None => (part, DEFAULT_PORT),
+    };
+    if host.is_empty() || host.contains('/') || port == 0 {
+        return Err(SettingsError::BadNode(part.to_owned()));
+    }
+    Ok((host.to_owned(), port))
+}
+
+fn boolean(key: &str, value: &ParamValue) -> Result<bool, SettingsError> {
+    match value {
+        ParamValue::Bool(b) => Ok(*b),
+        ParamValue::Text(t) if t.eq_ignore_ascii_case("true") => Ok(true),
+        ParamValue::Text(t) if t.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(SettingsError::BadValue {
+            key: key.to_owned(),
+            expected: "true or false",
+        }),
+    }
+}
+
+fn integer(key: &str, value: &ParamValue) -> Result<i64, SettingsError> {
+    match value {
+        ParamValue::Number(n) if n.fract() == 0.0 && *n >= 0.0 && *n < 1e15 => Ok(*n as i64),
+        _ => Err(SettingsError::BadValue {
+            key: key.to_owned(),
+            expected: "a whole number of 0 or more",
+        }),
+    }
+}
+
+fn seconds(key: &str, value: &ParamValue) -> Result<Option<Duration>, SettingsError> {
+    match value {
+        ParamValue::Null => Ok(None),
+        ParamValue::Number(n) if *n > 0.0 && *n < 1e9 => Ok(Some(Duration::from_secs_f64(*n))),
+        _ => Err(SettingsError::BadValue {
+            key: key.to_owned(),
+            expected: "a number of seconds greater than 0",
+        }),
+    }
+}
+
+fn text(key: &str, value: ParamValue) -> Result<String, SettingsError> {
+    match value {
+        ParamValue::Text(t) if !t.is_empty() => Ok(t),
+        _ => Err(SettingsError::BadValue {
+            key: key.to_owned(),
+            expected: "a non-empty text",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standalone(s: &str) -> Result<ConnectionSettings, SettingsError> {
+        ConnectionSettings::parse(s, Topology::Standalone)
+    }
+
+    #[test]
+    fn host_and_port() {
+        let settings = standalone("localhost:6380").unwrap();
+        assert_eq!(settings.nodes, vec![("localhost".to_owned(), 6380)]);
+        assert_eq!(settings.db, 0);
+        assert_eq!(settings.tls, None);
+        assert_eq!(
+            standalone("redis-host").unwrap().nodes,
+            vec![("redis-host".to_owned(), 6379)]
+        );
+        assert_eq!(
+            standalone("[::1]:7000").unwrap().nodes,
+            vec![("::1".to_owned(), 7000)]
+        );
+    }
+
+    #[test]
+    fn elasticache_style_string() {
+        let settings = ConnectionSettings::parse(
+            "clustercfg.feast.abc123.use1.cache.amazonaws.com:6379,ssl=true,password=s3cr=t,username=feast",
+            Topology::Cluster,
+        )
+        .unwrap();
+        assert_eq!(settings.nodes.len(), 1);
+        assert_eq!(settings.tls, Some(TlsSettings::default()));
+        assert_eq!(settings.password.as_ref().map(Secret::expose), Some("s3cr=t"));
+        assert_eq!(settings.username.as_deref(), Some("feast"));
+    }
+
+    #[test]
+    fn several_cluster_seeds_and_parameters() {
+        let settings = ConnectionSettings::parse(
+            "redis1:6379,redis2:6379,skip_full_coverage_check=true,ssl=true,ssl_cert_reqs=none,socket_timeout=2.5,socket_connect_timeout=1",
+            Topology::Cluster,
+        )
+        .unwrap();
+        assert_eq!(settings.nodes.len(), 2);
+        assert!(!settings.tls.as_ref().unwrap().verify_certificate);
+        assert_eq!(settings.command_timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(settings.connect_timeout, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn db_and_tls_files() {
+        let settings =
+            standalone("h:1,db=3,ssl=true,ssl_ca_certs=/etc/ca.pem,ssl_check_hostname=false").unwrap();
+        assert_eq!(settings.db, 3);
+        let tls = settings.tls.unwrap();
+        assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(!tls.check_hostname);
+        assert!(tls.verify_certificate);
+    }
+
+    #[test]
+    fn errors_name_the_key_or_part() {
+        let unknown = standalone("h:1,decode_responses=true").unwrap_err();
+        assert!(
+            unknown.to_string().contains("unknown key 'decode_responses'"),
+            "{unknown}"
+        );
+        assert_eq!(
+            standalone("h:1,db=x").unwrap_err().to_string(),
+            "connection_string: 'db' must be a whole number of 0 or more"
+        );
+        assert_eq!(
+            standalone("h:port").unwrap_err(),
+            SettingsError::BadNode("h:port".into())
+        );
+        assert_eq!(standalone("db=1").unwrap_err(), SettingsError::NoNodes);
+        assert_eq!(standalone("a:1,b:2").unwrap_err(), SettingsError::TooManyNodes(2));
+        assert!(
+            matches!(standalone("h:1,ssl=yes"), Err(SettingsError::BadValue { key, .. }) if key == "ssl")
+        );
+        assert!(
+            matches!(standalone("h:1,ssl_ca_certs=/ca.pem"), Err(SettingsError::BadValue { key, .. }) if key == "ssl_ca_certs")
+        );
+        assert!(
+            matches!(standalone("h:1,db=1,db=2"), Err(SettingsError::DuplicateKey { key }) if key == "db")
+        );
+        assert!(ConnectionSettings::parse("h:1,db=1", Topology::Cluster).is_err());
+        assert!(standalone("redis://localhost:6379").is_err());
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let settings = standalone("h:1,password=hunter2").unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let err = standalone("h:1,password=hunter2,bogus=1").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn values_are_read_as_json_like_feast() {
+        assert_eq!(ParamValue::parse("true"), ParamValue::Bool(true));
+        assert_eq!(ParamValue::parse("0"), ParamValue::Number(0.0));
+        assert_eq!(ParamValue::parse("-1.5e3"), ParamValue::Number(-1500.0));
+        assert_eq!(ParamValue::parse("\"quoted\""), ParamValue::Text("quoted".into()));
+        assert_eq!(ParamValue::parse("01"), ParamValue::Text("01".into()));
+        assert_eq!(ParamValue::parse("inf"), ParamValue::Text("inf".into()));
+        assert_eq!(ParamValue::parse("null"), ParamValue::Null);
+    }
+}
