@@ -86,8 +86,12 @@ pub enum SettingsError {
     #[error("connection_string has no host:port; write it as 'host:port[,key=value...]', e.g. 'localhost:6379,db=0'")]
     NoNodes,
 
-    #[error("connection_string: '{0}' is not a valid host:port")]
-    BadNode(String),
+    // The part itself is not repeated: a password containing ',' splits into parts too.
+    #[error(
+        "connection_string: part {0} (counting from 1, split at ',') is neither host:port nor key=value; \
+         a password cannot contain ','"
+    )]
+    BadNode(usize),
 
     #[error("connection_string: a standalone Redis takes one host:port, but {0} were given; set redis_type: redis_cluster or redis_sentinel for several")]
     TooManyNodes(usize),
@@ -168,10 +172,11 @@ impl ConnectionSettings {
         let mut tls_keys_given = Vec::new();
         let mut seen: Vec<String> = Vec::new();
 
-        for part in connection_string.split(',') {
+        for (index, part) in connection_string.split(',').enumerate() {
             let Some((key, raw)) = part.split_once('=') else {
                 if !part.trim().is_empty() {
-                    settings.nodes.push(parse_node(part)?);
+                    let node = parse_node(part).ok_or(SettingsError::BadNode(index + 1))?;
+                    settings.nodes.push(node);
                 }
                 continue;
             };
@@ -183,8 +188,15 @@ impl ConnectionSettings {
             let value = ParamValue::parse(raw);
             match key.as_str() {
                 "ssl" => ssl = boolean(&key, &value)?,
-                // A password is taken verbatim: it is never reinterpreted or echoed back.
-                "password" => settings.password = Some(Secret::new(raw)),
+                // Feast reads a quoted password as JSON text and hands anything else to
+                // redis-py, which turns it into text: so only quotes are stripped.
+                "password" => {
+                    let password = match value {
+                        ParamValue::Text(text) => text,
+                        _ => raw.trim().to_owned(),
+                    };
+                    settings.password = Some(Secret::new(password));
+                }
                 "username" => settings.username = Some(text(&key, value)?),
                 "db" => settings.db = integer(&key, &value)?,
                 "client_name" => settings.client_name = Some(text(&key, value)?),
@@ -266,23 +278,22 @@ impl ConnectionSettings {
     }
 }
 
-fn parse_node(part: &str) -> Result<(String, u16), SettingsError> {
+fn parse_node(part: &str) -> Option<(String, u16)> {
     let part = part.trim();
     let (host, port) = match part.rsplit_once(':') {
         // A bracketed IPv6 address: [::1]:6379.
-        Some((host, port)) if !host.contains(':') || (host.starts_with('[') && host.ends_with(']')) => {
-            let port = port
-                .parse::<u16>()
-                .map_err(|_| SettingsError::BadNode(part.to_owned()))?;
-            (host.trim_start_matches('[').trim_end_matches(']'), port)
-        }
-        Some(_) => return Err(SettingsError::BadNode(part.to_owned())),
+        Some((host, port)) if !host.contains(':') || (host.starts_with('[') && host.ends_with(']')) => (
+            host.trim_start_matches('[').trim_end_matches(']'),
+            port.parse::<u16>().ok()?,
+        ),
+        Some(_) => return None,
         None => (part, DEFAULT_PORT),
     };
-    if host.is_empty() || host.contains('/') || port == 0 {
-        return Err(SettingsError::BadNode(part.to_owned()));
-    }
-    Ok((host.to_owned(), port))
+    let valid_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+    (valid_host && port != 0).then(|| (host.to_owned(), port))
 }
 
 fn boolean(key: &str, value: &ParamValue) -> Result<bool, SettingsError> {
@@ -400,9 +411,10 @@ mod tests {
             standalone("h:1,db=x").unwrap_err().to_string(),
             "connection_string: 'db' must be a whole number of 0 or more"
         );
+        assert_eq!(standalone("h:port").unwrap_err(), SettingsError::BadNode(1));
         assert_eq!(
-            standalone("h:port").unwrap_err(),
-            SettingsError::BadNode("h:port".into())
+            standalone("h:1,db=1,h2:0").unwrap_err(),
+            SettingsError::BadNode(3)
         );
         assert_eq!(standalone("db=1").unwrap_err(), SettingsError::NoNodes);
         assert_eq!(standalone("a:1,b:2").unwrap_err(), SettingsError::TooManyNodes(2));
@@ -417,6 +429,17 @@ mod tests {
         );
         assert!(ConnectionSettings::parse("h:1,db=1", Topology::Cluster).is_err());
         assert!(standalone("redis://localhost:6379").is_err());
+    }
+
+    #[test]
+    fn quoted_and_numeric_passwords() {
+        let split = standalone("h:1,password=\"p,w0rd\"").unwrap_err();
+        assert_eq!(split, SettingsError::BadNode(3));
+        assert!(!split.to_string().contains("w0rd"));
+        let quoted = standalone("h:1,password=\"pw\"").unwrap();
+        assert_eq!(quoted.password.unwrap().expose(), "pw");
+        let numeric = standalone("h:1,password=1234").unwrap();
+        assert_eq!(numeric.password.unwrap().expose(), "1234");
     }
 
     #[test]
