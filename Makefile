@@ -61,8 +61,18 @@ lint: $(DEPS_STAMP)
 test-rust:
 	cargo test --no-default-features
 
+# The tests start their own servers on free ports; they only need the binary.
+.PHONY: redis-server
+redis-server:
+	@if [ -z "$$REDIS_SERVER" ] && ! command -v redis-server >/dev/null; then \
+		echo "redis-server not found: installing Debian's package"; \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server; \
+	fi
+
 .PHONY: test-python
-test-python: build-dev
+test-python: build-dev redis-server
 	$(BIN)/pytest
 
 .PHONY: test
