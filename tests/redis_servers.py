@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -43,7 +43,6 @@ class RedisServer:
     workdir: Path
     process: subprocess.Popen
     password: str | None = None
-    extra_args: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> str:
@@ -78,7 +77,7 @@ def start_redis(workdir: Path, *extra_args: str, password: str | None = None) ->
     if password:
         args += ["--requirepass", password]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    server = RedisServer("127.0.0.1", port, workdir, process, password, list(extra_args))
+    server = RedisServer("127.0.0.1", port, workdir, process, password)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:

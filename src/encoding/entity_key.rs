@@ -143,10 +143,6 @@ impl EntityKeyLayout {
         &self.prefix
     }
 
-    pub fn join_keys(&self) -> &[String] {
-        &self.join_keys
-    }
-
     /// Appends the serialized entity key of `values` (given in the join-key order this
     /// layout was built with) to `out`. On error `out` may hold a partial key.
     pub fn write_entity_key(

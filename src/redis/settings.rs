@@ -267,15 +267,6 @@ impl ConnectionSettings {
         }
         Ok(settings)
     }
-
-    /// `host:port` of every node, for error messages.
-    pub fn addresses(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|(host, port)| format!("{host}:{port}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 fn parse_node(part: &str) -> Option<(String, u16)> {
