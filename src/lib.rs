@@ -1,9 +1,11 @@
 //! The Rust core of feast-redis-rs. Layers, from the bottom: `encoding` (Feast's Redis
-//! format), `redis` (connection settings and clients) and, with the `python` feature,
-//! `python` (the `_native` extension module).
+//! format), `redis` (connection settings and the client), `store` (Feast's online-store
+//! operations as Redis commands) and, with the `python` feature, `python` (the
+//! `_native` extension module).
 
 pub mod encoding;
 pub mod redis;
+pub mod store;
 
 #[cfg(feature = "python")]
 mod python;

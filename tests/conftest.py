@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import pytest
 
+from .deployments import Deployment, start_deployment
 from .redis_servers import RedisServer, start_redis
+
+DEPLOYMENTS = ["standalone", "cluster", "tls", "sentinel", "acl"]
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +22,26 @@ def redis_db(redis_server):
     client.flushall()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def started_deployments(tmp_path_factory):
+    """Deployments started on first use and stopped at the end of the session."""
+    started: dict[str, Deployment] = {}
+
+    def get(name: str) -> Deployment:
+        if name not in started:
+            started[name] = start_deployment(name, tmp_path_factory.mktemp(name))
+        return started[name]
+
+    yield get
+    for deployment in started.values():
+        deployment.stop()
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+def deployment(request, started_deployments) -> Deployment:
+    """Each Redis deployment in turn, emptied before the test."""
+    chosen = started_deployments(request.param)
+    chosen.flush()
+    return chosen

@@ -37,18 +37,55 @@ def free_port() -> int:
 
 
 @dataclass
+class TlsFiles:
+    """A CA and a server certificate it signed, for localhost and 127.0.0.1."""
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def make_tls_files(workdir: Path) -> TlsFiles:
+    workdir.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = workdir / "ca.key", workdir / "ca.crt"
+    key, csr, cert = workdir / "server.key", workdir / "server.csr", workdir / "server.crt"
+    ext = workdir / "san.ext"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+            "/CN=feast-redis-rs test CA", "-keyout", str(ca_key), "-out", str(ca_cert))  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+    return TlsFiles(ca_cert, cert, key)
+
+
+@dataclass
 class RedisServer:
     host: str
     port: int
     workdir: Path
     process: subprocess.Popen
     password: str | None = None
+    tls: TlsFiles | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def client(self) -> redis.Redis:
+        if self.tls:
+            return redis.Redis(
+                host=self.host,
+                port=self.port,
+                password=self.password,
+                ssl=True,
+                ssl_ca_certs=str(self.tls.ca_cert),
+            )
         return redis.Redis(host=self.host, port=self.port, password=self.password)
 
     def stop(self) -> None:
@@ -60,13 +97,24 @@ class RedisServer:
             self.process.wait(timeout=5)
 
 
-def start_redis(workdir: Path, *extra_args: str, password: str | None = None) -> RedisServer:
-    """Start a standalone server on a free loopback port and wait until it answers PING."""
+def start_redis(
+    workdir: Path,
+    *extra_args: str,
+    password: str | None = None,
+    tls: TlsFiles | None = None,
+) -> RedisServer:
+    """Start a server on a free loopback port and wait until it answers PING."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    if tls:
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no",
+                  "--tls-cert-file", str(tls.server_cert), "--tls-key-file", str(tls.server_key),
+                  "--tls-ca-cert-file", str(tls.ca_cert)]  # fmt: skip
+    else:
+        listen = ["--port", str(port)]
     args = [
         redis_server_binary(),
-        "--port", str(port),
+        *listen,
         "--bind", "127.0.0.1",
         "--save", "",
         "--appendonly", "no",
@@ -77,7 +125,7 @@ def start_redis(workdir: Path, *extra_args: str, password: str | None = None) ->
     if password:
         args += ["--requirepass", password]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    server = RedisServer("127.0.0.1", port, workdir, process, password)
+    server = RedisServer("127.0.0.1", port, workdir, process, password, tls)
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -91,6 +139,94 @@ def start_redis(workdir: Path, *extra_args: str, password: str | None = None) ->
     raise RuntimeError(
         f"redis-server on port {port} did not answer within {START_TIMEOUT_SECONDS}s"
     )
+
+
+def start_cluster(workdir: Path, masters: int = 3) -> list[RedisServer]:
+    """Start ``masters`` cluster-enabled servers and join them with
+    ``redis-cli --cluster create``; returns once every node reports ``cluster_state:ok``."""
+    nodes = []
+    try:
+        for i in range(masters):
+            nodes.append(
+                start_redis(
+                    workdir / f"node{i}",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                )
+            )
+        subprocess.run(
+            [
+                redis_cli_binary(),
+                "--cluster",
+                "create",
+                *(n.address for n in nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        while not all(_cluster_ok(n) for n in nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test cluster did not reach cluster_state:ok in 30s")
+            time.sleep(0.1)
+        return nodes
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+
+
+def _cluster_ok(node: RedisServer) -> bool:
+    info = node.client().execute_command("CLUSTER", "INFO").decode()
+    return "cluster_state:ok" in info
+
+
+def redis_cli_binary() -> str:
+    server = Path(redis_server_binary())
+    beside = server.with_name("redis-cli")
+    found = str(beside) if beside.exists() else shutil.which("redis-cli")
+    if not found:
+        raise RuntimeError("redis-cli not found beside redis-server nor on the PATH")
+    return found
+
+
+def start_sentinel(workdir: Path, master: RedisServer, master_name: str) -> RedisServer:
+    """Start a sentinel watching ``master`` under ``master_name`` (quorum 1)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config = workdir / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+        f"sentinel monitor {master_name} {master.host} {master.port} 1\n"
+        f"sentinel down-after-milliseconds {master_name} 1000\n"
+        f"sentinel failover-timeout {master_name} 5000\n"
+    )
+    process = subprocess.Popen(
+        [redis_server_binary(), str(config), "--sentinel", "--logfile", str(workdir / "redis.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    sentinel = RedisServer("127.0.0.1", port, workdir, process)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"sentinel on port {port} exited: {_log_tail(workdir)}")
+        try:
+            if sentinel.client().sentinel_get_master_addr_by_name(master_name):
+                return sentinel
+        except redis.exceptions.ConnectionError:
+            pass
+        time.sleep(0.05)
+    sentinel.stop()
+    raise RuntimeError(f"sentinel on port {port} did not answer within {START_TIMEOUT_SECONDS}s")
 
 
 def _log_tail(workdir: Path) -> str:

@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def serialize_entity_key(
@@ -97,14 +98,19 @@ def canonical_value(value_bytes: bytes) -> bytes:
     return _native.canonical_value(value_bytes)
 
 
+def event_time_micros(event_time: datetime) -> int:
+    """Microseconds since the epoch of an event time, as ``Timestamp.FromDatetime`` counts
+    them (whole microseconds; a naive datetime is taken as UTC, as Feast does)."""
+    if event_time.tzinfo is None:
+        event_time = event_time.replace(tzinfo=timezone.utc)
+    return (event_time - _EPOCH) // _MICROSECOND
+
+
 def encode_timestamp(event_time: datetime) -> bytes:
     """Serialize an event time as the ``google.protobuf.Timestamp`` stored in ``_ts:`` fields.
     A naive datetime is taken as UTC, as Feast does."""
-    if event_time.tzinfo is None:
-        event_time = event_time.replace(tzinfo=timezone.utc)
-    delta = event_time - _EPOCH
-    seconds = delta.days * 86_400 + delta.seconds
-    return _native.encode_timestamp(seconds, delta.microseconds * 1000)
+    seconds, micros = divmod(event_time_micros(event_time), 1_000_000)
+    return _native.encode_timestamp(seconds, micros * 1000)
 
 
 def decode_timestamp(timestamp_bytes: bytes) -> datetime:

@@ -1,6 +1,14 @@
-//! Talking to Redis: connection settings today; the clients for standalone, cluster
-//! and sentinel deployments build on them. Knows nothing of Feast.
+//! Talking to Redis: connection settings, connections, and one client for standalone,
+//! cluster and sentinel deployments. Knows nothing of Feast.
 
+mod client;
+mod cluster;
+mod connection;
+mod error;
 mod settings;
 
+pub use client::{Batch, RedisClient, RetryPolicy};
+pub use cluster::key_slot;
+pub use connection::{NodeAddr, Timeouts};
+pub use error::ClientError;
 pub use settings::{ConnectionSettings, Secret, SettingsError, TlsSettings, Topology};

@@ -1,0 +1,473 @@
+"""``feast_redis_rs.RedisOnlineStore``: Feast's Redis online store with the Redis work,
+the key encoding and the response building done in Rust, the GIL released meanwhile.
+
+Keys, hash fields and values are byte-identical to what ``type: redis`` writes, so the
+two stores read each other's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import re
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from feast import Entity, FeatureView, RepoConfig, utils
+from feast.infra.online_stores.helpers import compute_versioned_name
+from feast.infra.online_stores.online_store import OnlineStore
+from feast.infra.online_stores.redis import RedisClient, RedisType
+from feast.infra.supported_async_methods import SupportedAsyncMethods
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import RepeatedValue
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_config import FeastConfigBaseModel
+from pydantic import (
+    ConfigDict,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StrictStr,
+    model_validator,
+)
+
+from feast_redis_rs import _native
+from feast_redis_rs.encoding import event_time_micros
+
+_PASSWORD = re.compile(r"(password\s*=)[^,]*")
+
+
+class RedisOnlineStoreConfig(FeastConfigBaseModel):
+    """Online store config for ``feast_redis_rs.RedisOnlineStore``.
+
+    Every field of Feast's ``RedisOnlineStoreConfig`` keeps its meaning; the fields after
+    ``skip_dedup`` are this store's own, all optional."""
+
+    # Validation errors must not echo the input: connection_string may hold a password.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    type: Literal["feast_redis_rs.RedisOnlineStore"] = "feast_redis_rs.RedisOnlineStore"
+    """Online store type selector"""
+
+    redis_type: RedisType = RedisType.redis
+    """``redis`` (one server), ``redis_cluster`` or ``redis_sentinel``"""
+
+    client: RedisClient = RedisClient.redis
+    """Accepted for compatibility with Feast's config; every command goes through this
+    store's Rust client whatever it says."""
+
+    sentinel_master: StrictStr = "mymaster"
+    """Sentinel's master name"""
+
+    connection_string: StrictStr = "localhost:6379"
+    """``host:port[,host2:port2...][,key=value...]`` as for Feast's Redis store: the
+    nodes (cluster seeds or sentinels when several), then ``ssl=true``, ``password=``,
+    ``username=``, ``db=``, ``ssl_cert_reqs=none``, ``ssl_check_hostname=``,
+    ``ssl_ca_certs=``, ``ssl_certfile=``, ``ssl_keyfile=``, ``client_name=``,
+    ``socket_timeout=``, ``socket_connect_timeout=``, ``skip_full_coverage_check=``"""
+
+    key_ttl_seconds: NonNegativeInt | None = None
+    """(Optional) EXPIRE set on every key written; unset or 0 for none"""
+
+    full_scan_for_deletion: bool | None = True
+    """(Optional) whether ``feast apply`` deletes the data of removed feature views"""
+
+    skip_dedup: bool = False
+    """(Optional) write without first reading the stored event times: faster, but an
+    older row can then overwrite a newer one"""
+
+    connect_timeout_seconds: PositiveFloat | None = None
+    """(Optional) time to open and authenticate a connection; default
+    ``socket_connect_timeout`` of the connection string, else 5"""
+
+    command_timeout_seconds: PositiveFloat | None = None
+    """(Optional) time to wait for Redis to answer one pipeline; default
+    ``socket_timeout`` of the connection string, else 10"""
+
+    retries: NonNegativeInt = 3
+    """(Optional) retries after a refused or lost connection (never after a timeout)"""
+
+    retry_backoff_seconds: PositiveFloat = 0.05
+    """(Optional) pause before the first retry, doubled for each next one (at most 1 s)"""
+
+    tls_ca_file: StrictStr | None = None
+    """(Optional) PEM file of the CA that signed the servers' certificates; default
+    ``ssl_ca_certs``, else the system's roots. Needs ``ssl=true``."""
+
+    tls_cert_file: StrictStr | None = None
+    """(Optional) PEM client certificate for mutual TLS (with ``tls_key_file``)"""
+
+    tls_key_file: StrictStr | None = None
+    """(Optional) PEM key of ``tls_cert_file``"""
+
+    tls_check_hostname: bool | None = None
+    """(Optional) check that the server's certificate names the host; default
+    ``ssl_check_hostname``, else true"""
+
+    write_batch_size: PositiveInt = 10_000
+    """(Optional) rows per pipeline when writing: bounds memory on large batches"""
+
+    @model_validator(mode="after")
+    def _check_connection_string(self) -> RedisOnlineStoreConfig:
+        _native.check_connection_string(
+            self.connection_string, self.redis_type.value, self.sentinel_master
+        )
+        return self
+
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            if name == "connection_string":
+                value = _PASSWORD.sub(r"\1<redacted>", value)
+            yield name, value
+
+
+def _versioned_name(table: FeatureView, config: RepoConfig) -> str:
+    return compute_versioned_name(table, config.registry.enable_online_feature_view_versioning)
+
+
+def _feature_names(table: FeatureView, requested_features: Sequence[str] | None) -> list[str]:
+    return list(requested_features) if requested_features else [f.name for f in table.features]
+
+
+def _event_time(seconds_nanos: tuple[int, int] | None) -> datetime:
+    # Stock Feast goes through a float, so a timestamp is rounded to microseconds the same way.
+    seconds, nanos = seconds_nanos or (0, 0)
+    return datetime.fromtimestamp(seconds + nanos / 1_000_000_000.0, tz=timezone.utc)
+
+
+def _check_join_keys(
+    table_entity_values: dict[str, list[ValueProto]],
+    entity_name_to_join_key_map: dict[str, str],
+    join_key_values: dict[str, list[ValueProto]],
+) -> None:
+    """The check of ``feast.utils._get_unique_entities``, with its error."""
+    expected = set(entity_name_to_join_key_map.values()) - {"__dummy_id"}
+    missing = sorted(k for k in expected if k not in table_entity_values)
+    empty = sorted(k for k in expected if not table_entity_values.get(k))
+    if (missing or empty) and not any(table_entity_values.values()):
+        raise KeyError(
+            f"Missing join key values for keys: {missing}. "
+            f"No values provided for keys: {empty}. "
+            f"Provided join_key_values: {list(join_key_values.keys())}"
+        )
+
+
+class RedisOnlineStore(OnlineStore):
+    """Feast's Redis online store, byte-compatible with ``type: redis``, with a Rust core.
+
+    Reads of every feature view of a ``get_online_features`` request go out in one
+    pipeline per Redis node; writes are pipelined in chunks of ``write_batch_size``.
+    See https://github.com/feast-dev/feast/blob/master/docs/specs/online_store_format.md
+    for the data model, which this store shares with Feast's own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._client: _native.RedisStoreClient | None = None
+        self._client_config: RedisOnlineStoreConfig | None = None
+
+    @property
+    def async_supported(self) -> SupportedAsyncMethods:
+        return SupportedAsyncMethods(read=True, write=True)
+
+    def _is_versioned_read_supported(self) -> bool:
+        return True
+
+    def _get_client(self, online_store_config: RedisOnlineStoreConfig) -> _native.RedisStoreClient:
+        """The client for this config, built on first use (it connects lazily)."""
+        if self._client is None or (
+            self._client_config is not online_store_config
+            and self._client_config != online_store_config
+        ):
+            if not isinstance(online_store_config, RedisOnlineStoreConfig):
+                raise TypeError(
+                    "feast_redis_rs.RedisOnlineStore needs online_store: type: "
+                    f"feast_redis_rs.RedisOnlineStore, not {type(online_store_config).__name__}"
+                )
+            c = online_store_config
+            self._client = _native.RedisStoreClient(
+                c.connection_string,
+                c.redis_type.value,
+                c.sentinel_master,
+                connect_timeout=c.connect_timeout_seconds,
+                command_timeout=c.command_timeout_seconds,
+                retries=c.retries,
+                retry_backoff=c.retry_backoff_seconds,
+                tls_ca_file=c.tls_ca_file,
+                tls_cert_file=c.tls_cert_file,
+                tls_key_file=c.tls_key_file,
+                tls_check_hostname=c.tls_check_hostname,
+            )
+        self._client_config = online_store_config
+        return self._client
+
+    def online_write_batch(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
+        """Writes a batch of feature rows to Redis.
+
+        A row whose event time is not newer than the stored one (or than an earlier row of
+        the batch for the same entity) is skipped unless ``skip_dedup``. ``progress`` is
+        called with the number of rows handled after each chunk.
+
+        Args:
+            config: The config for the current feature store.
+            table: Feature view to which these feature rows correspond.
+            data: A list of quadruplets containing feature data. Each quadruplet contains an
+                entity key, a dict containing feature values, an event timestamp for the row,
+                and the created timestamp for the row if it exists.
+            progress: Function to be called once a batch of rows is written to the online
+                store, used to show progress.
+        """
+        online_config = config.online_store
+        client = self._get_client(online_config)
+        view = _versioned_name(table, config)
+        rows_left = iter(data)
+        while chunk := list(itertools.islice(rows_left, online_config.write_batch_size)):
+            rows = [
+                (
+                    entity_key.SerializeToString(),
+                    list(values),
+                    [value.SerializeToString() for value in values.values()],
+                    event_time_micros(event_time),
+                )
+                for entity_key, values, event_time, _ in chunk
+            ]
+            client.write(
+                config.project,
+                view,
+                config.entity_key_serialization_version,
+                rows,
+                online_config.key_ttl_seconds or None,
+                online_config.skip_dedup,
+            )
+            if progress:
+                progress(len(chunk))
+
+    async def online_write_batch_async(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        data: list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]],
+        progress: Callable[[int], Any] | None,
+    ) -> None:
+        """Writes a batch of feature rows to Redis without blocking the event loop (the
+        work runs in the default executor with the GIL released while Redis answers)."""
+        await _in_executor(self.online_write_batch, config, table, data, progress)
+
+    def online_read(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None = None,
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        """Reads feature values for the given entity keys.
+
+        As with Feast's Redis store, an entity with no data gets the epoch as its event
+        time and an empty ``Value`` for each feature.
+
+        Args:
+            config: The config for the current feature store.
+            table: The feature view whose feature values should be read.
+            entity_keys: The list of entity keys for which feature values should be read.
+            requested_features: The list of features that should be read (all when empty).
+
+        Returns:
+            A list of the same length as entity_keys. Each item in the list is a tuple where
+            the first item is the event timestamp for the row, and the second item is a dict
+            mapping feature names to values, which are returned in proto format.
+        """
+        features = _feature_names(table, requested_features)
+        rows = self._get_client(config.online_store).read(
+            config.project,
+            _versioned_name(table, config),
+            config.entity_key_serialization_version,
+            features,
+            [entity_key.SerializeToString() for entity_key in entity_keys],
+        )
+        result: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
+        for stored_ts, values in rows:
+            feature_values = {
+                name: ValueProto.FromString(value) if value else ValueProto()
+                for name, value in zip(features, values, strict=False)
+            }
+            if feature_values:
+                result.append((_event_time(stored_ts), feature_values))
+            else:
+                result.append((None, None))
+        return result
+
+    async def online_read_async(
+        self,
+        config: RepoConfig,
+        table: FeatureView,
+        entity_keys: list[EntityKeyProto],
+        requested_features: list[str] | None = None,
+    ) -> list[tuple[datetime | None, dict[str, ValueProto] | None]]:
+        """``online_read`` without blocking the event loop."""
+        return await _in_executor(self.online_read, config, table, entity_keys, requested_features)
+
+    def _read_features_per_fv(
+        self,
+        config: RepoConfig,
+        grouped_refs,
+        join_key_values,
+        entity_name_to_join_key_map,
+        online_features_response,
+        full_feature_names: bool,
+        include_feature_view_version_metadata: bool,
+    ) -> None:
+        """Reads every feature view of a request in one batch (one pipeline per Redis
+        node) and merges the serialized feature vectors, built in Rust, into the
+        response at once."""
+        columns: dict[int, bytes] = {}
+
+        def column_bytes(values: list[ValueProto]) -> bytes:
+            # One C-level serialization per join-key column, shared by the views using it.
+            key = id(values)
+            if key not in columns:
+                columns[key] = RepeatedValue(val=values).SerializeToString()
+            return columns[key]
+
+        metadata = online_features_response.metadata
+        views = []
+        counts = []
+        for table, requested_features in grouped_refs:
+            table_entity_values = utils._get_table_entity_values(
+                table, entity_name_to_join_key_map, join_key_values
+            )
+            _check_join_keys(table_entity_values, entity_name_to_join_key_map, join_key_values)
+            features = _feature_names(table, requested_features)
+            view = _versioned_name(table, config)
+            views.append(
+                (
+                    view,
+                    features,
+                    list(table_entity_values),
+                    [column_bytes(v) for v in table_entity_values.values()],
+                )
+            )
+            rows = min((len(v) for v in table_entity_values.values()), default=0)
+            counts.append((table.name, len(features) * rows, rows))
+
+            # The response columns of stock Feast, including its `_ts:{view}` column,
+            # which get_online_features drops before answering.
+            table_name = table.projection.name_to_use()
+            names = [*features, f"_ts:{view}"]
+            metadata.feature_names.val.extend(
+                [f"{table_name}__{n}" for n in names] if full_feature_names else names
+            )
+            if include_feature_view_version_metadata:
+                clean_name = table.projection.name_alias or table.projection.name
+                if clean_name not in [m.name for m in metadata.feature_view_metadata]:
+                    entry = metadata.feature_view_metadata.add()
+                    entry.name = clean_name
+                    entry.version = getattr(table, "current_version_number", 0) or 0
+
+        if not views:
+            return
+        online_features_response.MergeFromString(
+            self._get_client(config.online_store).read_response(
+                config.project, config.entity_key_serialization_version, views
+            )
+        )
+        try:
+            from feast.metrics import track_feature_statuses
+
+            for name, present, not_found in counts:
+                track_feature_statuses(name, present, not_found)
+        except Exception:
+            pass
+
+    async def _read_features_per_fv_async(
+        self,
+        config: RepoConfig,
+        grouped_refs,
+        join_key_values,
+        entity_name_to_join_key_map,
+        online_features_response,
+        full_feature_names: bool,
+        include_feature_view_version_metadata: bool,
+    ) -> None:
+        """``_read_features_per_fv`` without blocking the event loop."""
+        await _in_executor(
+            self._read_features_per_fv,
+            config,
+            grouped_refs,
+            join_key_values,
+            entity_name_to_join_key_map,
+            online_features_response,
+            full_feature_names,
+            include_feature_view_version_metadata,
+        )
+
+    def update(
+        self,
+        config: RepoConfig,
+        tables_to_delete: Sequence[FeatureView],
+        tables_to_keep: Sequence[FeatureView],
+        entities_to_delete: Sequence[Entity],
+        entities_to_keep: Sequence[Entity],
+        partial: bool,
+    ):
+        """Deletes the data of feature views that are no longer in use, when
+        ``full_scan_for_deletion`` (the default).
+
+        Args:
+            config: Feast config
+            tables_to_delete: Feature views to delete
+            tables_to_keep: Feature views to keep
+            entities_to_delete: Entities to delete
+            entities_to_keep: Entities to keep
+            partial: Whether to do a partial update
+        """
+        if config.online_store.full_scan_for_deletion:
+            for table in tables_to_delete:
+                self.delete_table(config, table)
+
+    def teardown(
+        self,
+        config: RepoConfig,
+        tables: Sequence[FeatureView],
+        entities: Sequence[Entity],
+    ):
+        """Deletes every key of the entities of ``tables`` (all their views' data)."""
+        for join_keys in {tuple(table.join_keys) for table in tables}:
+            self.delete_entity_values(config, list(join_keys))
+
+    def delete_table(self, config: RepoConfig, table: FeatureView) -> int:
+        """Deletes a feature view's data from every master: a hash that holds only this
+        view is deleted, otherwise the view's fields are removed from it.
+
+        Returns:
+            How many entity hashes held the view.
+        """
+        return self._get_client(config.online_store).delete_table(
+            config.project,
+            config.entity_key_serialization_version,
+            list(table.join_keys),
+            _versioned_name(table, config),
+            [f.name for f in table.features],
+        )
+
+    def delete_entity_values(self, config: RepoConfig, join_keys: list[str]) -> int:
+        """Deletes the hashes of every entity with these join keys, on every master.
+
+        Returns:
+            How many hashes were deleted.
+        """
+        return self._get_client(config.online_store).delete_entity_values(
+            config.project, config.entity_key_serialization_version, list(join_keys)
+        )
+
+
+async def _in_executor(function: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(function, *args)
+    )

@@ -1,0 +1,503 @@
+//! One client for the three deployments Feast knows. Callers hand it a batch of
+//! commands, each tagged with its key; the client sends one pipeline per node (the
+//! nodes of a cluster in parallel), follows MOVED/ASK, retries with backoff after a
+//! lost connection, finds a new master after a sentinel failover, and returns one reply
+//! per command in the caller's order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ::redis::{Cmd, Pipeline, ServerErrorKind, Value};
+use futures_util::future::join_all;
+
+use super::cluster::{key_slot, SlotMap};
+use super::connection::{Connector, NodeAddr, Pool, Role, Timeouts};
+use super::error::ClientError;
+use super::settings::{ConnectionSettings, Topology};
+
+/// Retries after a lost connection, and the pause before the first (doubled each time,
+/// at most one second).
+#[derive(Clone, Debug)]
+pub struct RetryPolicy {
+    pub retries: u32,
+    pub backoff: Duration,
+}
+
+impl RetryPolicy {
+    fn pause(&self, attempt: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1 << attempt.min(16))
+            .min(Duration::from_secs(1).max(self.backoff))
+    }
+}
+
+/// How often a cluster batch may be redirected or retried before giving up.
+const MAX_CLUSTER_ROUNDS: usize = 16;
+
+/// Commands to run, each with the key that decides which node runs it.
+#[derive(Default, Clone)]
+pub struct Batch {
+    commands: Vec<(u16, Cmd)>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            commands: Vec::with_capacity(capacity),
+        }
+    }
+
+    pub fn push(&mut self, key: &[u8], command: Cmd) {
+        self.commands.push((key_slot(key), command));
+    }
+
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+}
+
+enum Deployment {
+    Standalone(NodeAddr),
+    Sentinel {
+        sentinels: Vec<NodeAddr>,
+        sentinel_pool: Box<Pool>,
+        master_name: String,
+        master: RwLock<Option<NodeAddr>>,
+    },
+    Cluster {
+        seeds: Vec<NodeAddr>,
+        slots: RwLock<Option<Arc<SlotMap>>>,
+    },
+}
+
+pub struct RedisClient {
+    pool: Pool,
+    deployment: Deployment,
+    retry: RetryPolicy,
+}
+
+enum Target {
+    SlotOwner,
+    Moved(NodeAddr),
+    Ask(NodeAddr),
+}
+
+fn list(addrs: &[NodeAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn server_error(addr: &NodeAddr, value: &Value) -> Option<ClientError> {
+    match value {
+        Value::ServerError(err) => Some(ClientError::Server {
+            addr: addr.to_string(),
+            message: match err.details() {
+                Some(details) => format!("{} {details}", err.code()),
+                None => err.code().to_owned(),
+            },
+        }),
+        _ => None,
+    }
+}
+
+impl RedisClient {
+    /// Builds the client; nothing is connected until the first command.
+    pub fn new(
+        settings: &ConnectionSettings,
+        timeouts: Timeouts,
+        retry: RetryPolicy,
+    ) -> Result<Self, ClientError> {
+        let connector = Connector::new(settings, timeouts)?;
+        let nodes: Vec<NodeAddr> = settings
+            .nodes
+            .iter()
+            .map(|(host, port)| NodeAddr::new(host.clone(), *port))
+            .collect();
+        let deployment = match &settings.topology {
+            Topology::Standalone => Deployment::Standalone(nodes[0].clone()),
+            Topology::Cluster => Deployment::Cluster {
+                seeds: nodes,
+                slots: RwLock::new(None),
+            },
+            Topology::Sentinel { master_name } => Deployment::Sentinel {
+                sentinels: nodes,
+                sentinel_pool: Box::new(Pool::new(connector.clone(), Role::Sentinel)),
+                master_name: master_name.clone(),
+                master: RwLock::new(None),
+            },
+        };
+        Ok(Self {
+            pool: Pool::new(connector, Role::Data),
+            deployment,
+            retry,
+        })
+    }
+
+    /// Runs every command of `batch` and returns their replies in order. A command that
+    /// Redis answers with an error fails the batch with that error.
+    pub async fn execute(&self, batch: &Batch) -> Result<Vec<Value>, ClientError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.deployment {
+            Deployment::Cluster { .. } => self.execute_cluster(batch).await,
+            _ => {
+                let mut pipeline = Pipeline::with_capacity(batch.len());
+                for (_, command) in &batch.commands {
+                    pipeline.add_command(command.clone());
+                }
+                self.execute_on_master(&pipeline).await
+            }
+        }
+    }
+
+    /// The masters that hold data: the one node, the sentinels' master, or every
+    /// master of the cluster.
+    pub async fn masters(&self) -> Result<Vec<NodeAddr>, ClientError> {
+        match &self.deployment {
+            Deployment::Standalone(addr) => Ok(vec![addr.clone()]),
+            Deployment::Sentinel { .. } => Ok(vec![self.sentinel_master().await?]),
+            Deployment::Cluster { .. } => Ok(self.slot_map().await?.masters().to_vec()),
+        }
+    }
+
+    /// Every key matching `pattern` on every master (`SCAN MATCH`), in no set order.
+    pub async fn scan(&self, pattern: &[u8]) -> Result<Vec<Vec<u8>>, ClientError> {
+        let mut keys = Vec::new();
+        for master in self.masters().await? {
+            let mut cursor = 0u64;
+            loop {
+                let mut command = ::redis::cmd("SCAN");
+                command
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let mut pipeline = Pipeline::new();
+                pipeline.add_command(command);
+                let reply = self.send_with_retries(&master, &pipeline).await?.pop();
+                let parsed = match reply {
+                    Some(Value::Array(mut parts)) if parts.len() == 2 => {
+                        let found = parts.pop();
+                        let next = parts.pop();
+                        match (next, found) {
+                            (Some(Value::BulkString(next)), Some(Value::Array(found))) => {
+                                std::str::from_utf8(&next)
+                                    .ok()
+                                    .and_then(|n| n.parse::<u64>().ok())
+                                    .map(|n| (n, found))
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let Some((next, found)) = parsed else {
+                    return Err(ClientError::Protocol {
+                        addr: master.to_string(),
+                        command: "SCAN",
+                        reply: "not [cursor, keys]".into(),
+                    });
+                };
+                keys.extend(found.into_iter().filter_map(|key| match key {
+                    Value::BulkString(key) => Some(key),
+                    _ => None,
+                }));
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn send_with_retries(
+        &self,
+        addr: &NodeAddr,
+        pipeline: &Pipeline,
+    ) -> Result<Vec<Value>, ClientError> {
+        let mut attempt = 0;
+        loop {
+            match self.pool.send(addr, pipeline).await {
+                Err(err) if err.is_retryable() && attempt < self.retry.retries => {
+                    tokio::time::sleep(self.retry.pause(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn execute_on_master(&self, pipeline: &Pipeline) -> Result<Vec<Value>, ClientError> {
+        let mut attempt = 0;
+        loop {
+            let err = match self.send_to_master(pipeline).await {
+                Ok(values) => return Ok(values),
+                Err(err) => err,
+            };
+            if !err.is_retryable() || attempt >= self.retry.retries {
+                return Err(err);
+            }
+            self.forget_master();
+            tokio::time::sleep(self.retry.pause(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn send_to_master(&self, pipeline: &Pipeline) -> Result<Vec<Value>, ClientError> {
+        let master = self.current_master().await?;
+        let values = self.pool.send(&master, pipeline).await?;
+        let demoted = values
+            .iter()
+            .any(|v| matches!(v, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::ReadOnly)));
+        if demoted && matches!(self.deployment, Deployment::Sentinel { .. }) {
+            // A failover made the master we knew a replica: find the new one.
+            return Err(ClientError::Io {
+                addr: master.to_string(),
+                reason: "the server is now a read-only replica".into(),
+            });
+        }
+        match values.iter().find_map(|v| server_error(&master, v)) {
+            Some(err) => Err(err),
+            None => Ok(values),
+        }
+    }
+
+    async fn current_master(&self) -> Result<NodeAddr, ClientError> {
+        match &self.deployment {
+            Deployment::Standalone(addr) => Ok(addr.clone()),
+            Deployment::Sentinel { .. } => self.sentinel_master().await,
+            Deployment::Cluster { .. } => unreachable!("cluster batches are routed by slot"),
+        }
+    }
+
+    fn forget_master(&self) {
+        if let Deployment::Sentinel { master, .. } = &self.deployment {
+            *master.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    async fn sentinel_master(&self) -> Result<NodeAddr, ClientError> {
+        let Deployment::Sentinel {
+            sentinels,
+            sentinel_pool,
+            master_name,
+            master,
+        } = &self.deployment
+        else {
+            unreachable!("only sentinel deployments discover their master");
+        };
+        if let Some(known) = master.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(known);
+        }
+        let mut last_error = None;
+        for sentinel in sentinels {
+            let mut pipeline = Pipeline::new();
+            pipeline
+                .cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(master_name);
+            match sentinel_pool.send(sentinel, &pipeline).await {
+                Ok(mut values) => match values.pop() {
+                    Some(Value::Array(parts)) if parts.len() == 2 => {
+                        let text = |v: &Value| match v {
+                            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+                            _ => None,
+                        };
+                        let port = text(&parts[1]).and_then(|p| p.parse::<u16>().ok());
+                        if let (Some(host), Some(port)) = (text(&parts[0]), port) {
+                            let found = NodeAddr::new(host, port);
+                            *master.write().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
+                            return Ok(found);
+                        }
+                    }
+                    _ => {}
+                },
+                Err(err) => last_error = Some(err),
+            }
+        }
+        match last_error {
+            // No sentinel answered at all: that is a connection problem, not a name problem.
+            Some(err) if err.is_retryable() || matches!(err, ClientError::Timeout { .. }) => Err(err),
+            _ => Err(ClientError::NoMaster {
+                sentinels: list(sentinels),
+                master: master_name.clone(),
+            }),
+        }
+    }
+
+    async fn slot_map(&self) -> Result<Arc<SlotMap>, ClientError> {
+        let Deployment::Cluster { slots, .. } = &self.deployment else {
+            unreachable!("only a cluster has a slot map");
+        };
+        if let Some(map) = slots.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            return Ok(map);
+        }
+        self.refresh_slots().await
+    }
+
+    async fn refresh_slots(&self) -> Result<Arc<SlotMap>, ClientError> {
+        let Deployment::Cluster { seeds, slots } = &self.deployment else {
+            unreachable!("only a cluster has a slot map");
+        };
+        let known = slots.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut candidates: Vec<NodeAddr> = known.map(|m| m.masters().to_vec()).unwrap_or_default();
+        candidates.extend(
+            seeds
+                .iter()
+                .filter(|s| !candidates.contains(s))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        let mut last_error = String::from("no node given");
+        for node in &candidates {
+            let mut pipeline = Pipeline::new();
+            pipeline.cmd("CLUSTER").arg("SLOTS");
+            match self.pool.send(node, &pipeline).await {
+                Ok(values) => {
+                    if let Some(err) = values.iter().find_map(|v| server_error(node, v)) {
+                        last_error = err.to_string();
+                        continue;
+                    }
+                    match values
+                        .first()
+                        .and_then(|reply| SlotMap::from_cluster_slots(reply, node))
+                    {
+                        Some(map) => {
+                            let map = Arc::new(map);
+                            *slots.write().unwrap_or_else(|e| e.into_inner()) = Some(map.clone());
+                            return Ok(map);
+                        }
+                        None => {
+                            last_error = format!("{node} sent a CLUSTER SLOTS reply that is not a slot list")
+                        }
+                    }
+                }
+                Err(err) => last_error = err.to_string(),
+            }
+        }
+        Err(ClientError::NoClusterNodes {
+            nodes: list(&candidates),
+            reason: last_error,
+        })
+    }
+
+    async fn execute_cluster(&self, batch: &Batch) -> Result<Vec<Value>, ClientError> {
+        let mut replies: Vec<Option<Value>> = vec![None; batch.len()];
+        let mut pending: Vec<(usize, Target)> = (0..batch.len()).map(|i| (i, Target::SlotOwner)).collect();
+        let mut last_error = None;
+        for round in 0..MAX_CLUSTER_ROUNDS {
+            let map = self.slot_map().await?;
+            let mut groups: HashMap<NodeAddr, Vec<(usize, bool)>> = HashMap::new();
+            for (index, target) in pending.drain(..) {
+                let (addr, asking) = match target {
+                    Target::SlotOwner => {
+                        let slot = batch.commands[index].0;
+                        let owner = map.owner(slot).ok_or(ClientError::SlotUncovered { slot })?;
+                        (owner.clone(), false)
+                    }
+                    Target::Moved(addr) => (addr, false),
+                    Target::Ask(addr) => (addr, true),
+                };
+                groups.entry(addr).or_default().push((index, asking));
+            }
+            let sends = groups.into_iter().map(|(addr, items)| async move {
+                let mut pipeline = Pipeline::with_capacity(items.len());
+                for &(index, asking) in &items {
+                    if asking {
+                        pipeline.cmd("ASKING");
+                    }
+                    pipeline.add_command(batch.commands[index].1.clone());
+                }
+                let result = self.pool.send(&addr, &pipeline).await;
+                (addr, items, result)
+            });
+            let mut refresh = false;
+            let mut pause = false;
+            for (addr, items, result) in join_all(sends).await {
+                let values = match result {
+                    Ok(values) => values,
+                    Err(err) if err.is_retryable() => {
+                        refresh = true;
+                        pause = true;
+                        pending.extend(items.into_iter().map(|(i, _)| (i, Target::SlotOwner)));
+                        last_error = Some(err);
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
+                let mut values = values.into_iter();
+                for (index, asking) in items {
+                    if asking {
+                        values.next();
+                    }
+                    let value = values.next().ok_or_else(|| ClientError::Protocol {
+                        addr: addr.to_string(),
+                        command: "pipeline",
+                        reply: "fewer replies than commands".into(),
+                    })?;
+                    let Value::ServerError(err) = &value else {
+                        replies[index] = Some(value);
+                        continue;
+                    };
+                    let redirect = || {
+                        err.details()
+                            .and_then(|d| d.split_whitespace().nth(1))
+                            .and_then(|a| NodeAddr::parse_reply(a, &addr))
+                    };
+                    match err.kind() {
+                        Some(ServerErrorKind::Moved) => {
+                            refresh = true;
+                            pending.push((index, redirect().map_or(Target::SlotOwner, Target::Moved)));
+                        }
+                        Some(ServerErrorKind::Ask) => {
+                            pending.push((index, redirect().map_or(Target::SlotOwner, Target::Ask)));
+                        }
+                        Some(
+                            ServerErrorKind::TryAgain
+                            | ServerErrorKind::ClusterDown
+                            | ServerErrorKind::MasterDown
+                            | ServerErrorKind::ReadOnly
+                            | ServerErrorKind::BusyLoading,
+                        ) => {
+                            refresh = true;
+                            pause = true;
+                            last_error = server_error(&addr, &value);
+                            pending.push((index, Target::SlotOwner));
+                        }
+                        _ => return Err(server_error(&addr, &value).expect("a server error")),
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return Ok(replies.into_iter().map(|v| v.unwrap_or(Value::Nil)).collect());
+            }
+            if pause {
+                if round as u32 >= self.retry.retries {
+                    break;
+                }
+                tokio::time::sleep(self.retry.pause(round as u32)).await;
+            }
+            if refresh {
+                if let Err(err) = self.refresh_slots().await {
+                    last_error = Some(err);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(ClientError::TooManyRedirects(MAX_CLUSTER_ROUNDS)))
+    }
+}

@@ -1,0 +1,87 @@
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// What went wrong talking to Redis. Every variant names the address it concerns; none
+/// carries a password (redis-rs never puts one in its messages, and neither do we).
+#[derive(Debug, Error, Clone)]
+pub enum ClientError {
+    #[error("cannot connect to Redis at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+
+    #[error("Redis at {addr} did not answer within {timeout:?} (command_timeout_seconds / connect_timeout_seconds)")]
+    Timeout { addr: String, timeout: Duration },
+
+    #[error("lost the connection to Redis at {addr}: {reason}")]
+    Io { addr: String, reason: String },
+
+    #[error(
+        "Redis at {addr} refused the credentials: {reason}; check password/username in connection_string"
+    )]
+    Auth { addr: String, reason: String },
+
+    #[error("Redis at {addr} answered with an error: {message}")]
+    Server { addr: String, message: String },
+
+    #[error("unexpected reply from Redis at {addr} to {command}: {reply}")]
+    Protocol {
+        addr: String,
+        command: &'static str,
+        reply: String,
+    },
+
+    #[error("no sentinel among {sentinels} knows a master named '{master}' (sentinel_master)")]
+    NoMaster { sentinels: String, master: String },
+
+    #[error("Redis Cluster: no node among {nodes} answered CLUSTER SLOTS: {reason}")]
+    NoClusterNodes { nodes: String, reason: String },
+
+    #[error("Redis Cluster: slot {slot} is served by no node (cluster down or resharding)")]
+    SlotUncovered { slot: u16 },
+
+    #[error(
+        "Redis Cluster: still redirected after {0} attempts; the cluster is resharding or misconfigured"
+    )]
+    TooManyRedirects(usize),
+
+    #[error("TLS setting {setting}: {reason}")]
+    TlsConfig { setting: &'static str, reason: String },
+}
+
+impl ClientError {
+    /// Failures after which a new connection (or a refreshed topology) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Connect { .. } | Self::Io { .. })
+    }
+
+    pub(crate) fn from_redis(addr: &str, err: ::redis::RedisError, timeout: Duration) -> Self {
+        let addr = addr.to_owned();
+        if err.is_timeout() {
+            return Self::Timeout { addr, timeout };
+        }
+        if err.kind() == ::redis::ErrorKind::AuthenticationFailed
+            || matches!(err.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
+        {
+            return Self::Auth {
+                addr,
+                reason: err.to_string(),
+            };
+        }
+        if err.is_connection_refusal() {
+            return Self::Connect {
+                addr,
+                reason: err.to_string(),
+            };
+        }
+        if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
+            return Self::Io {
+                addr,
+                reason: err.to_string(),
+            };
+        }
+        Self::Server {
+            addr,
+            message: err.to_string(),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+use super::error::StoreError;
+use crate::redis::{Batch, RedisClient};
+
+/// A `SCAN MATCH` pattern for keys that start with `prefix` and end with `project`.
+/// Glob characters in either are escaped: entity-key prefixes hold length bytes that
+/// can be `*`, `?`, `[` or `\`, which stock Feast leaves to match too much or nothing.
+pub fn scan_pattern(prefix: &[u8], project: &str) -> Vec<u8> {
+    let mut pattern = Vec::with_capacity(prefix.len() + project.len() + 8);
+    let escaped = |bytes: &[u8], pattern: &mut Vec<u8>| {
+        for &b in bytes {
+            if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+                pattern.push(b'\\');
+            }
+            pattern.push(b);
+        }
+    };
+    escaped(prefix, &mut pattern);
+    pattern.push(b'*');
+    escaped(project.as_bytes(), &mut pattern);
+    pattern
+}
+
+/// Deletes every key matching `pattern` (all of an entity's views), on every master.
+pub async fn delete_entity_values(client: &RedisClient, pattern: &[u8]) -> Result<usize, StoreError> {
+    let keys = client.scan(pattern).await?;
+    let mut batch = Batch::with_capacity(keys.len());
+    for key in &keys {
+        let mut command = ::redis::cmd("DEL");
+        command.arg(key.as_slice());
+        batch.push(key, command);
+    }
+    client.execute(&batch).await?;
+    Ok(keys.len())
+}
+
+/// Deletes a view's data from the keys matching `pattern`: a hash that holds only
+/// this view (its one `_ts:` field is `timestamp_field`) is deleted, otherwise the
+/// view's `fields` are removed from it. Returns how many hashes held the view.
+pub async fn delete_table(
+    client: &RedisClient,
+    pattern: &[u8],
+    timestamp_field: &[u8],
+    fields: &[Vec<u8>],
+) -> Result<usize, StoreError> {
+    let keys = client.scan(pattern).await?;
+    let mut hkeys = Batch::with_capacity(keys.len());
+    for key in &keys {
+        let mut command = ::redis::cmd("HKEYS");
+        command.arg(key.as_slice());
+        hkeys.push(key, command);
+    }
+    let replies = client.execute(&hkeys).await?;
+    let mut deletes = Batch::new();
+    for (key, reply) in keys.iter().zip(replies) {
+        let ::redis::Value::Array(names) = reply else {
+            return Err(StoreError::UnexpectedReply {
+                command: "HKEYS",
+                reply: "a non-array".into(),
+            });
+        };
+        let mut views = 0;
+        let mut holds_view = false;
+        for name in &names {
+            if let ::redis::Value::BulkString(name) = name {
+                if name.starts_with(b"_ts:") {
+                    views += 1;
+                    holds_view |= name.as_slice() == timestamp_field;
+                }
+            }
+        }
+        if !holds_view {
+            continue;
+        }
+        let command = if views == 1 {
+            let mut command = ::redis::cmd("DEL");
+            command.arg(key.as_slice());
+            command
+        } else {
+            let mut command = ::redis::cmd("HDEL");
+            command.arg(key.as_slice());
+            for field in fields {
+                command.arg(field.as_slice());
+            }
+            command
+        };
+        deletes.push(key, command);
+    }
+    let deleted = deletes.len();
+    client.execute(&deletes).await?;
+    Ok(deleted)
+}

@@ -1,0 +1,113 @@
+use std::collections::HashMap;
+
+use prost::Message;
+
+use super::error::{printable_key, StoreError};
+use super::read::{read_hashes, HashRead};
+use crate::encoding::{self, Timestamp};
+use crate::redis::{Batch, RedisClient};
+
+/// One row of `online_write_batch`: an entity's Redis key, its feature fields with
+/// their serialized `Value`s, and the row's event time.
+pub struct WriteRow {
+    pub key: Vec<u8>,
+    pub fields: Vec<([u8; 4], Vec<u8>)>,
+    pub event_time: Timestamp,
+}
+
+pub struct WriteOptions<'a> {
+    pub view: &'a str,
+    /// `_ts:{view}`.
+    pub timestamp_field: &'a [u8],
+    pub key_ttl_seconds: Option<i64>,
+    pub skip_dedup: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteSummary {
+    pub written: usize,
+    pub skipped: usize,
+}
+
+fn total_nanos(ts: Timestamp) -> i128 {
+    i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)
+}
+
+/// Writes `rows` as stock Feast does: unless `skip_dedup`, a row is skipped when its
+/// event time is not newer than the stored `_ts:{view}` of its key and than every
+/// earlier row of `rows` with the same key; each written row is one HSET of its fields
+/// and `_ts:{view}`, plus EXPIRE when a TTL is set. Callers bound memory by passing
+/// rows in chunks: a later chunk's check reads what the earlier chunks wrote.
+pub async fn write_rows(
+    client: &RedisClient,
+    rows: &[WriteRow],
+    options: &WriteOptions<'_>,
+) -> Result<WriteSummary, StoreError> {
+    let latest_stored = if options.skip_dedup {
+        HashMap::new()
+    } else {
+        stored_event_times(client, rows, options).await?
+    };
+    let mut latest_in_batch: HashMap<&[u8], i128> = HashMap::new();
+    let commands_per_row = if options.key_ttl_seconds.is_some() { 2 } else { 1 };
+    let mut batch = Batch::with_capacity(rows.len() * commands_per_row);
+    let mut summary = WriteSummary::default();
+    for row in rows {
+        let new = total_nanos(row.event_time);
+        if !options.skip_dedup {
+            let stored = latest_stored.get(row.key.as_slice()).copied().unwrap_or(0);
+            let seen = stored.max(latest_in_batch.get(row.key.as_slice()).copied().unwrap_or(0));
+            if seen != 0 && new <= seen {
+                summary.skipped += 1;
+                continue;
+            }
+            latest_in_batch.insert(&row.key, new);
+        }
+        let mut hset = ::redis::cmd("HSET");
+        hset.arg(row.key.as_slice())
+            .arg(options.timestamp_field)
+            .arg(row.event_time.encode_to_vec());
+        for (field, value) in &row.fields {
+            hset.arg(field.as_slice()).arg(value.as_slice());
+        }
+        batch.push(&row.key, hset);
+        if let Some(ttl) = options.key_ttl_seconds {
+            let mut expire = ::redis::cmd("EXPIRE");
+            expire.arg(row.key.as_slice()).arg(ttl);
+            batch.push(&row.key, expire);
+        }
+        summary.written += 1;
+    }
+    client.execute(&batch).await?;
+    Ok(summary)
+}
+
+/// The stored `_ts:{view}` of every distinct key of `rows`, in nanoseconds.
+async fn stored_event_times(
+    client: &RedisClient,
+    rows: &[WriteRow],
+    options: &WriteOptions<'_>,
+) -> Result<HashMap<Vec<u8>, i128>, StoreError> {
+    let mut distinct: Vec<Vec<u8>> = rows.iter().map(|row| row.key.clone()).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let fields = [options.timestamp_field.to_vec()];
+    let read = HashRead {
+        fields: &fields,
+        keys: &distinct,
+    };
+    let hashes = read_hashes(client, &[read]).await?.pop().unwrap_or_default();
+    let mut stored = HashMap::with_capacity(distinct.len());
+    for (key, hash) in distinct.into_iter().zip(hashes) {
+        let Some(Some(bytes)) = hash.into_iter().next() else {
+            continue;
+        };
+        let ts = encoding::decode_timestamp(&bytes).map_err(|err| StoreError::CorruptTimestamp {
+            view: options.view.to_owned(),
+            key: printable_key(&key),
+            reason: err.to_string(),
+        })?;
+        stored.insert(key, total_nanos(ts));
+    }
+    Ok(stored)
+}
