@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from feast import Entity, FeatureView, RepoConfig, utils
 from feast.infra.online_stores.helpers import compute_versioned_name
-from feast.infra.online_stores.online_store import OnlineStore
 from feast.infra.online_stores.redis import RedisClient, RedisType
+from feast.infra.online_stores.redis import RedisOnlineStore as StockRedisOnlineStore
 from feast.infra.supported_async_methods import SupportedAsyncMethods
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import RepeatedValue
@@ -154,13 +154,18 @@ def _check_join_keys(
         )
 
 
-class RedisOnlineStore(OnlineStore):
+class RedisOnlineStore(StockRedisOnlineStore):
     """Feast's Redis online store, byte-compatible with ``type: redis``, with a Rust core.
 
     Reads of every feature view of a ``get_online_features`` request go out in one
     pipeline per Redis node; writes are pipelined in chunks of ``write_batch_size``.
     See https://github.com/feast-dev/feast/blob/master/docs/specs/online_store_format.md
-    for the data model, which this store shares with Feast's own."""
+    for the data model, which this store shares with Feast's own.
+
+    It subclasses Feast's store so that Feast's checks for a Redis store (versioned
+    reads, the entity scan of ``precompute_feature_service``) see one; every method
+    that touches Redis is overridden, and ``_get_client`` returns the Rust client, which
+    offers the ``scan_iter`` Feast uses."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -170,9 +175,6 @@ class RedisOnlineStore(OnlineStore):
     @property
     def async_supported(self) -> SupportedAsyncMethods:
         return SupportedAsyncMethods(read=True, write=True)
-
-    def _is_versioned_read_supported(self) -> bool:
-        return True
 
     def _get_client(self, online_store_config: RedisOnlineStoreConfig) -> _native.RedisStoreClient:
         """The client for this config, built on first use (it connects lazily)."""

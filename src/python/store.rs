@@ -373,6 +373,14 @@ impl RedisStoreClient {
         )??)
     }
 
+    /// Every key matching the glob `match` on every master, like redis-py's
+    /// `scan_iter` (Feast's `precompute_feature_service` scans entities with it).
+    fn scan_iter<'py>(&self, py: Python<'py>, r#match: Vec<u8>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let client = &self.client;
+        let keys = block_on(py, client.scan(&r#match))??;
+        Ok(keys.iter().map(|k| PyBytes::new(py, k)).collect())
+    }
+
     /// Deletes every hash of entities with these join keys. Returns how many.
     fn delete_entity_values(
         &self,
