@@ -30,10 +30,14 @@ def redis_server_binary() -> str:
     return binary
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def free_port(below: int = 65536) -> int:
+    """A free loopback port under `below` (a cluster node's bus port is its port + 10000)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < below:
+            return port
 
 
 @dataclass
@@ -102,10 +106,12 @@ def start_redis(
     *extra_args: str,
     password: str | None = None,
     tls: TlsFiles | None = None,
+    port: int | None = None,
 ) -> RedisServer:
-    """Start a server on a free loopback port and wait until it answers PING."""
+    """Start a server on `port` (a free loopback port by default) and wait until it
+    answers PING."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     if tls:
         listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no",
                   "--tls-cert-file", str(tls.server_cert), "--tls-key-file", str(tls.server_key),
@@ -156,6 +162,7 @@ def start_cluster(workdir: Path, masters: int = 3) -> list[RedisServer]:
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    port=free_port(below=55536),
                 )
             )
         subprocess.run(

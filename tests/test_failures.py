@@ -1,0 +1,167 @@
+"""Bad configuration, unreachable and slow servers, lost connections, corrupt data:
+clear errors that name the problem and the address, within the timeouts, no secrets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from feast import RepoConfig
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from pydantic import ValidationError
+
+from feast_redis_rs import RedisOnlineStore, RedisOnlineStoreConfig, encoding
+
+from . import loan_repo
+from .redis_servers import free_port, start_redis
+
+SECRET = "hunter2-secret"
+
+
+def config(connection_string: str, **settings) -> RepoConfig:
+    return RepoConfig(
+        project=loan_repo.PROJECT,
+        provider="local",
+        registry="unused.db",
+        online_store=RedisOnlineStoreConfig(connection_string=connection_string, **settings),
+        entity_key_serialization_version=3,
+    )
+
+
+def key(applicant: str = "a") -> EntityKey:
+    return EntityKey(join_keys=["dob_ssn"], entity_values=[Value(string_val=applicant)])
+
+
+VIEW = loan_repo.views(loan_repo.Path("."))[1]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"connection_string": f"localhost:6379,pasword={SECRET}"}, "unknown key 'pasword'"),
+        ({"connection_string": "localhost:6379,db=x"}, "'db' must be a whole number"),
+        ({"connection_string": "localhost:notaport"}, "part 1"),
+        ({"connection_string": "a:1,b:2"}, "redis_cluster or redis_sentinel"),
+        ({"redis_type": "redis_cluster", "connection_string": "a:1,db=2"}, "'db' cannot"),
+        ({"redis_type": "redis_clstr"}, "redis_type"),
+        ({"connection_strin": "localhost:6379"}, "connection_strin"),
+        ({"key_ttl_seconds": -5}, "key_ttl_seconds"),
+        ({"write_batch_size": 0}, "write_batch_size"),
+        ({"command_timeout_seconds": 0}, "command_timeout_seconds"),
+        ({"connection_string": f"h:1,ssl_ca_certs=/x,password={SECRET}"}, "ssl=true"),
+    ],
+)
+def test_bad_config_names_the_key_and_hides_the_password(settings, named):
+    with pytest.raises(ValidationError) as raised:
+        RedisOnlineStoreConfig(**settings)
+    assert named in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+def test_secrets_stay_out_of_reprs():
+    online = RedisOnlineStoreConfig(connection_string=f"h:1,password={SECRET},ssl=true")
+    assert SECRET not in repr(online) and SECRET not in str(online)
+    store = RedisOnlineStore()
+    store._get_client(online)
+    assert SECRET not in repr(store._client)
+
+
+def test_tls_settings_need_ssl(tmp_path):
+    with pytest.raises(ValueError, match="tls_ca_file is set but TLS is off"):
+        RedisOnlineStore()._get_client(
+            RedisOnlineStoreConfig(connection_string="h:1", tls_ca_file="ca.pem")
+        )
+    with pytest.raises(ValueError, match="cannot read"):
+        RedisOnlineStore()._get_client(
+            RedisOnlineStoreConfig(connection_string="h:1,ssl=true", tls_ca_file="/nonexistent.pem")
+        )
+
+
+def test_unreachable_server_is_a_connection_error_naming_it():
+    port = free_port()
+    repo = config(f"127.0.0.1:{port},password={SECRET}", connect_timeout_seconds=1)
+    started = time.monotonic()
+    with pytest.raises(ConnectionError) as raised:
+        RedisOnlineStore().online_read(repo, VIEW, [key()])
+    assert time.monotonic() - started < 5
+    assert f"127.0.0.1:{port}" in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+def test_wrong_password_is_named(redis_server, tmp_path):
+    server = start_redis(tmp_path / "auth", password="right")
+    try:
+        with pytest.raises(ConnectionError, match="refused the credentials") as raised:
+            RedisOnlineStore().online_read(
+                config(f"{server.address},password=wrong"), VIEW, [key()]
+            )
+        assert server.address in str(raised.value)
+    finally:
+        server.stop()
+
+
+def test_slow_server_times_out_then_recovers(tmp_path):
+    server = start_redis(tmp_path / "slow")
+    store = RedisOnlineStore()
+    repo = config(server.address, command_timeout_seconds=0.5, connect_timeout_seconds=0.5)
+    try:
+        assert store.online_read(repo, VIEW, [key()], ["c_i64"])[0][1]["c_i64"] == Value()
+        os.kill(server.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError) as raised:
+            store.online_read(repo, VIEW, [key()], ["c_i64"])
+        assert time.monotonic() - started < 3
+        assert server.address in str(raised.value)
+        os.kill(server.process.pid, signal.SIGCONT)
+        assert store.online_read(repo, VIEW, [key()], ["c_i64"])[0][1]["c_i64"] == Value()
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_client_reconnects_after_a_restart(tmp_path):
+    server = start_redis(tmp_path / "first")
+    store = RedisOnlineStore()
+    repo = config(server.address, retries=0)
+    row = (key(), {"c_i64": Value(int64_val=1)}, loan_repo.BASE_TIME, None)
+    store.online_write_batch(repo, VIEW, [row], None)
+    server.stop()
+    with pytest.raises(ConnectionError, match=server.address):
+        store.online_read(repo, VIEW, [key()], ["c_i64"])
+    again = start_redis(tmp_path / "second", port=server.port)
+    try:
+        store.online_write_batch(repo, VIEW, [row], None)
+        assert store.online_read(repo, VIEW, [key()], ["c_i64"])[0][1]["c_i64"].int64_val == 1
+    finally:
+        again.stop()
+
+
+def test_corrupt_stored_values_are_named(redis_server, redis_db, tmp_path):
+    store = RedisOnlineStore()
+    repo = config(redis_server.address)
+    redis_key = encoding.redis_key(loan_repo.PROJECT, key())
+    redis_db.hset(redis_key, encoding.mmh3_field("credit_history:c_i64"), b"\x0a\xff\xff")
+    redis_db.hset(redis_key, encoding.timestamp_field("credit_history"), b"not a timestamp")
+    feature_store = loan_repo.feature_store(tmp_path / "repo", repo.online_store)
+    with pytest.raises(ValueError, match="feature 'c_i64' of view 'credit_history'"):
+        feature_store.get_online_features(
+            features=["credit_history:c_i64"], entity_rows=[{"dob_ssn": "a"}]
+        )
+    with pytest.raises(ValueError, match="_ts:credit_history"):
+        store.online_read(repo, VIEW, [key()], ["c_i64"])
+    row = (key(), {"c_i64": Value(int64_val=1)}, loan_repo.BASE_TIME, None)
+    with pytest.raises(ValueError, match="_ts:credit_history"):
+        store.online_write_batch(repo, VIEW, [row], None)
+
+    redis_db.set(encoding.redis_key(loan_repo.PROJECT, key("plain")), b"not a hash")
+    with pytest.raises(RuntimeError, match=f"{redis_server.address}.*WRONGTYPE"):
+        store.online_read(repo, VIEW, [key("plain")], ["c_i64"])
+
+
+def test_bad_entity_values_are_named(redis_server, redis_db):
+    bad = EntityKey(join_keys=["dob_ssn"], entity_values=[Value(double_val=1.5)])
+    with pytest.raises(ValueError, match="join key 'dob_ssn' has a value of type double_val"):
+        RedisOnlineStore().online_read(config(redis_server.address), VIEW, [bad])
