@@ -71,7 +71,7 @@ def test_cluster_reads_reach_every_master(cluster, tmp_path):
     found = [ts.seconds > 0 for ts in response.results[-1].event_timestamps]
     assert found == [True] * len(loan_repo.APPLICANTS)
     after = [hmget_calls(c) for c in clients]
-    assert [a - b for a, b in zip(after, before)] == [c.dbsize() for c in clients]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [c.dbsize() for c in clients]
 
 
 def node_id(client: redis.Redis) -> str:
@@ -153,7 +153,7 @@ def test_sentinel_with_an_unknown_master_name(tmp_path):
             )
         )
         with pytest.raises(
-            ConnectionError, match="no sentinel among .* knows a master named 'nope'"
+            ConnectionError, match=r"no sentinel among .* knows a master named 'nope'"
         ):
             RedisOnlineStore().online_read(config, VIEW, [key(1)])
     finally:
