@@ -231,3 +231,21 @@ def loan_repo_stock(redis_server):
     from feast.infra.online_stores.redis import RedisOnlineStoreConfig as StockConfig
 
     return StockConfig(connection_string=redis_server.address)
+
+
+def test_version_2_data_is_deleted_unlike_stock(redis_server, redis_db, tmp_path):
+    """Stock Feast scans with the version 3 prefix whatever the config says, so its
+    deletes miss version 2 keys; ours use the configured version."""
+    remaining = {}
+    for name, online in (
+        ("stock", loan_repo_stock(redis_server)),
+        ("ours", loan_repo_online(redis_server)),
+    ):
+        redis_db.flushall()
+        feature_store = loan_repo.feature_store(tmp_path / name, online, version=2)
+        credit, _ = applied_views(feature_store, tmp_path / name)
+        store = feature_store._get_provider().online_store
+        store.online_write_batch(feature_store.config, credit, [row("a", 1, 1)], None)
+        store.update(feature_store.config, [credit], [], [], [], partial=False)
+        remaining[name] = redis_db.dbsize()
+    assert remaining == {"stock": 1, "ours": 0}
