@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from feast_redis_rs import RedisOnlineStore, RedisOnlineStoreConfig, encoding
 
 from . import loan_repo
-from .redis_servers import free_port, start_redis
+from .redis_servers import free_port, make_tls_files, start_redis
 
 SECRET = "hunter2-secret"
 
@@ -165,3 +165,30 @@ def test_bad_entity_values_are_named(redis_server, redis_db):
     bad = EntityKey(join_keys=["dob_ssn"], entity_values=[Value(double_val=1.5)])
     with pytest.raises(ValueError, match="join key 'dob_ssn' has a value of type double_val"):
         RedisOnlineStore().online_read(config(redis_server.address), VIEW, [bad])
+
+
+def test_tls_verifies_certificates_by_default(tmp_path):
+    tls = make_tls_files(tmp_path / "certs", names="DNS:elsewhere.example")
+    server = start_redis(tmp_path / "tls", tls=tls)
+    port = server.port
+    store = RedisOnlineStore()
+    try:
+        with pytest.raises(ConnectionError, match=f"localhost:{port}"):
+            store.online_read(config(f"localhost:{port},ssl=true"), VIEW, [key()])
+        wrong_name = config(f"localhost:{port},ssl=true,ssl_ca_certs={tls.ca_cert}")
+        with pytest.raises(ConnectionError, match=f"localhost:{port}"):
+            RedisOnlineStore().online_read(wrong_name, VIEW, [key()])
+        for trusted in (
+            config(
+                f"localhost:{port},ssl=true,ssl_ca_certs={tls.ca_cert}", tls_check_hostname=False
+            ),
+            config(
+                f"localhost:{port},ssl=true,ssl_check_hostname=false", tls_ca_file=str(tls.ca_cert)
+            ),
+            config(f"localhost:{port},ssl=true,ssl_cert_reqs=none"),
+        ):
+            assert RedisOnlineStore().online_read(trusted, VIEW, [key()], ["c_i64"])[0][1] == {
+                "c_i64": Value()
+            }
+    finally:
+        server.stop()

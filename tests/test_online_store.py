@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 from feast import FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore as StockStore
@@ -249,3 +250,51 @@ def test_version_2_data_is_deleted_unlike_stock(redis_server, redis_db, tmp_path
         store.update(feature_store.config, [credit], [], [], [], partial=False)
         remaining[name] = redis_db.dbsize()
     assert remaining == {"stock": 1, "ours": 0}
+
+
+def test_on_demand_views_and_version_metadata_match_stock(redis_server, redis_db, tmp_path):
+    from feast import Field, RequestSource
+    from feast.on_demand_feature_view import on_demand_feature_view
+    from feast.types import Float64, Int64
+
+    answers = []
+    for name, online in (
+        ("stock", loan_repo_stock(redis_server)),
+        ("ours", loan_repo_online(redis_server)),
+    ):
+        redis_db.flushall()
+        store = loan_repo.feature_store(tmp_path / name, online)
+        credit = store.get_feature_view("credit_history")
+        application = RequestSource(
+            name="application", schema=[Field(name="loan_amnt", dtype=Int64)]
+        )
+
+        @on_demand_feature_view(
+            sources=[credit, application],
+            schema=[Field(name="due_per_loan", dtype=Float64)],
+        )
+        def debt_ratio(inputs: pd.DataFrame) -> pd.DataFrame:
+            return pd.DataFrame({"due_per_loan": inputs["c_i64"] / inputs["loan_amnt"]})
+
+        store.apply([debt_ratio])
+        store.write_to_online_store("credit_history", loan_repo.frame(credit))
+        applicants = [*loan_repo.APPLICANTS[:6], "nobody"]
+        for full_names in (False, True):
+            response = store.get_online_features(
+                features=[
+                    "debt_ratio:due_per_loan",
+                    "credit_history:c_i64",
+                    "zipcode_features:z_text",
+                ],
+                entity_rows=[
+                    {"dob_ssn": a, "zipcode": loan_repo.ZIPCODES[i], "loan_amnt": 1000 + i}
+                    for i, a in enumerate(applicants)
+                ],
+                full_feature_names=full_names,
+                include_feature_view_version_metadata=True,
+            )
+            answers.append((name, full_names, response.proto, response.to_dict()))
+    stock, ours = answers[:2], answers[2:]
+    assert [a[2:] for a in ours] == [a[2:] for a in stock]
+    assert len(ours[0][2].metadata.feature_view_metadata) == 2
+    assert ours[0][3]["due_per_loan"][0] is not None
