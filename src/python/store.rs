@@ -5,20 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use super::runtime::block_on;
-use crate::encoding::proto::RepeatedValue;
-use crate::encoding::{
-    self, feature_field, timestamp_field, EntityKeyLayout, KeySerializationVersion, Timestamp,
-};
+use crate::encoding::{self, feature_field, timestamp_field, EntityKeyLayout, KeySerializationVersion};
 use crate::redis::{
     ClientError, ConnectionSettings, RedisClient, RetryPolicy, SettingsError, Timeouts, Topology,
 };
-use crate::store::{self, HashRead, StoreError, WriteOptions, WriteRow};
+use crate::store::{self, HashRead, ProtoRow, StoreError, ViewRequest, WriteOptions};
 
 /// A row of `write`: entity key proto, feature names, value protos, event time in µs.
 type PyWriteRow = (Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64);
@@ -206,33 +202,15 @@ impl RedisStoreClient {
         skip_dedup: bool,
     ) -> PyResult<(usize, usize)> {
         let version = version(entity_key_serialization_version)?;
-        let mut fields = std::collections::HashMap::<String, [u8; 4]>::new();
-        let mut write_rows = Vec::with_capacity(rows.len());
-        for (entity_key, names, values, micros) in rows {
-            if names.len() != values.len() {
-                return Err(PyValueError::new_err("every feature name needs one value"));
-            }
-            let entity_key = encoding::decode_entity_key_proto(&entity_key)?;
-            let key = encoding::redis_key(project, &entity_key, version)?;
-            let fields = names
-                .iter()
-                .map(|name| {
-                    *fields
-                        .entry(name.clone())
-                        .or_insert_with(|| feature_field(view, name))
-                })
-                .zip(values)
-                .collect();
-            let event_time = Timestamp {
-                seconds: micros.div_euclid(1_000_000),
-                nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-            };
-            write_rows.push(WriteRow {
-                key,
-                fields,
-                event_time,
-            });
-        }
+        let rows: Vec<ProtoRow> = rows
+            .into_iter()
+            .map(|(entity_key, features, values, event_time_micros)| ProtoRow {
+                entity_key,
+                features,
+                values,
+                event_time_micros,
+            })
+            .collect();
         let ts_field = timestamp_field(view);
         let options = WriteOptions {
             view,
@@ -241,7 +219,10 @@ impl RedisStoreClient {
             skip_dedup,
         };
         let client = &self.client;
-        let summary = block_on(py, store::write_rows(client, &write_rows, &options))??;
+        let summary = block_on(py, async {
+            let rows = store::rows_from_protos(project, version, view, rows)?;
+            store::write_rows(client, &rows, &options).await
+        })??;
         Ok((summary.written, summary.skipped))
     }
 
@@ -307,46 +288,17 @@ impl RedisStoreClient {
         views: Vec<PyViewRead>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let version = version(entity_key_serialization_version)?;
-        let mut plans = Vec::with_capacity(views.len());
-        for (view, features, join_keys, columns) in &views {
-            let columns = columns
-                .iter()
-                .map(|bytes| {
-                    RepeatedValue::decode(bytes.as_slice())
-                        .map(|r| r.val)
-                        .map_err(|err| {
-                            PyValueError::new_err(format!("entity values of view '{view}': {err}"))
-                        })
-                })
-                .collect::<PyResult<Vec<_>>>()?;
-            let rows = store::entity_keys_of_rows(join_keys, &columns, version, project)?;
-            let mut fields: Vec<Vec<u8>> = features.iter().map(|f| feature_field(view, f).to_vec()).collect();
-            fields.push(timestamp_field(view));
-            plans.push((rows, fields));
-        }
+        let views: Vec<ViewRequest> = views
+            .into_iter()
+            .map(|(view, features, join_keys, columns)| ViewRequest {
+                view,
+                features,
+                join_keys,
+                columns,
+            })
+            .collect();
         let client = &self.client;
-        let out = block_on(py, async {
-            let reads: Vec<HashRead<'_>> = plans
-                .iter()
-                .map(|(rows, fields)| HashRead {
-                    fields,
-                    keys: &rows.unique_keys,
-                })
-                .collect();
-            let hashes = store::read_hashes(client, &reads).await?;
-            let mut out = Vec::new();
-            for (((view, features, _, _), (rows, _)), hashes) in views.iter().zip(&plans).zip(&hashes) {
-                store::feature_vectors(
-                    view,
-                    features,
-                    &rows.unique_keys,
-                    hashes,
-                    &rows.row_to_unique,
-                    &mut out,
-                )?;
-            }
-            Ok::<_, StoreError>(out)
-        })??;
+        let out = block_on(py, store::read_response(client, project, version, &views))??;
         Ok(PyBytes::new(py, &out))
     }
 

@@ -12,5 +12,5 @@ mod write;
 pub use delete::{delete_entity_values, delete_table, scan_pattern};
 pub use error::StoreError;
 pub use read::{read_hashes, HashRead};
-pub use response::{entity_keys_of_rows, feature_vectors, response_timestamp, RowKeys};
-pub use write::{write_rows, WriteOptions, WriteRow, WriteSummary};
+pub use response::{read_response, ViewRequest};
+pub use write::{rows_from_protos, write_rows, ProtoRow, WriteOptions, WriteRow, WriteSummary};

@@ -9,9 +9,74 @@ use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message;
 
 use super::error::{printable_key, StoreError};
+use super::read::{read_hashes, HashRead};
+use crate::encoding::proto::RepeatedValue;
 use crate::encoding::{
-    self, EncodingError, EntityKeyLayout, EntityValue, KeySerializationVersion, Timestamp, Value,
+    self, feature_field, timestamp_field, EncodingError, EntityKeyLayout, EntityValue,
+    KeySerializationVersion, Timestamp, Value,
 };
+use crate::redis::RedisClient;
+
+/// One feature view of a `get_online_features` request.
+pub struct ViewRequest {
+    pub view: String,
+    pub features: Vec<String>,
+    pub join_keys: Vec<String>,
+    /// Per join key, the request rows' values as a serialized `feast.types.RepeatedValue`.
+    pub columns: Vec<Vec<u8>>,
+}
+
+/// Reads every view of a request in one batch (one pipeline per node) and returns the
+/// serialized `FeatureVector`s of all of them, in order (response field 2).
+pub async fn read_response(
+    client: &RedisClient,
+    project: &str,
+    version: KeySerializationVersion,
+    views: &[ViewRequest],
+) -> Result<Vec<u8>, StoreError> {
+    let mut plans = Vec::with_capacity(views.len());
+    for request in views {
+        let columns = request
+            .columns
+            .iter()
+            .map(|bytes| {
+                RepeatedValue::decode(bytes.as_slice())
+                    .map(|r| r.val)
+                    .map_err(|err| {
+                        StoreError::InvalidRequest(format!("entity values of view '{}': {err}", request.view))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = entity_keys_of_rows(&request.join_keys, &columns, version, project)?;
+        let mut fields: Vec<Vec<u8>> = request
+            .features
+            .iter()
+            .map(|f| feature_field(&request.view, f).to_vec())
+            .collect();
+        fields.push(timestamp_field(&request.view));
+        plans.push((rows, fields));
+    }
+    let reads: Vec<HashRead<'_>> = plans
+        .iter()
+        .map(|(rows, fields)| HashRead {
+            fields,
+            keys: &rows.unique_keys,
+        })
+        .collect();
+    let hashes = read_hashes(client, &reads).await?;
+    let mut out = Vec::new();
+    for ((request, (rows, _)), hashes) in views.iter().zip(&plans).zip(&hashes) {
+        feature_vectors(
+            &request.view,
+            &request.features,
+            &rows.unique_keys,
+            hashes,
+            &rows.row_to_unique,
+            &mut out,
+        )?;
+    }
+    Ok(out)
+}
 
 /// `feast.serving.FieldStatus` values.
 const PRESENT: u8 = 1;

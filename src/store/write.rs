@@ -4,8 +4,59 @@ use prost::Message;
 
 use super::error::{printable_key, StoreError};
 use super::read::{read_hashes, HashRead};
-use crate::encoding::{self, Timestamp};
+use crate::encoding::{self, feature_field, KeySerializationVersion, Timestamp};
 use crate::redis::{Batch, RedisClient};
+
+/// A row as `online_write_batch` gets it: the serialized `EntityKey`, the feature names
+/// with their serialized `Value`s, the event time in microseconds since the epoch.
+pub struct ProtoRow {
+    pub entity_key: Vec<u8>,
+    pub features: Vec<String>,
+    pub values: Vec<Vec<u8>>,
+    pub event_time_micros: i64,
+}
+
+/// The Redis key and hash fields of each row.
+pub fn rows_from_protos(
+    project: &str,
+    version: KeySerializationVersion,
+    view: &str,
+    rows: Vec<ProtoRow>,
+) -> Result<Vec<WriteRow>, StoreError> {
+    let mut fields = HashMap::<String, [u8; 4]>::new();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.features.len() != row.values.len() {
+            return Err(StoreError::InvalidRequest(format!(
+                "a row of view '{view}' has {} feature names but {} values",
+                row.features.len(),
+                row.values.len()
+            )));
+        }
+        let entity_key = encoding::decode_entity_key_proto(&row.entity_key)?;
+        let key = encoding::redis_key(project, &entity_key, version)?;
+        let row_fields = row
+            .features
+            .iter()
+            .map(|name| {
+                *fields
+                    .entry(name.clone())
+                    .or_insert_with(|| feature_field(view, name))
+            })
+            .zip(row.values)
+            .collect();
+        let micros = row.event_time_micros;
+        out.push(WriteRow {
+            key,
+            fields: row_fields,
+            event_time: Timestamp {
+                seconds: micros.div_euclid(1_000_000),
+                nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+            },
+        });
+    }
+    Ok(out)
+}
 
 /// One row of `online_write_batch`: an entity's Redis key, its feature fields with
 /// their serialized `Value`s, and the row's event time.
