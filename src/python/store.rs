@@ -202,15 +202,7 @@ impl RedisStoreClient {
         skip_dedup: bool,
     ) -> PyResult<(usize, usize)> {
         let version = version(entity_key_serialization_version)?;
-        let rows: Vec<ProtoRow> = rows
-            .into_iter()
-            .map(|(entity_key, features, values, event_time_micros)| ProtoRow {
-                entity_key,
-                features,
-                values,
-                event_time_micros,
-            })
-            .collect();
+        let rows: Vec<ProtoRow> = rows.into_iter().map(ProtoRow::from).collect();
         let ts_field = timestamp_field(view);
         let options = WriteOptions {
             view,
@@ -288,15 +280,7 @@ impl RedisStoreClient {
         views: Vec<PyViewRead>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let version = version(entity_key_serialization_version)?;
-        let views: Vec<ViewRequest> = views
-            .into_iter()
-            .map(|(view, features, join_keys, columns)| ViewRequest {
-                view,
-                features,
-                join_keys,
-                columns,
-            })
-            .collect();
+        let views: Vec<ViewRequest> = views.into_iter().map(ViewRequest::from).collect();
         let client = &self.client;
         let out = block_on(py, store::read_response(client, project, version, &views))??;
         Ok(PyBytes::new(py, &out))

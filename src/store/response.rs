@@ -26,6 +26,17 @@ pub struct ViewRequest {
     pub columns: Vec<Vec<u8>>,
 }
 
+impl From<(String, Vec<String>, Vec<String>, Vec<Vec<u8>>)> for ViewRequest {
+    fn from((view, features, join_keys, columns): (String, Vec<String>, Vec<String>, Vec<Vec<u8>>)) -> Self {
+        Self {
+            view,
+            features,
+            join_keys,
+            columns,
+        }
+    }
+}
+
 /// Reads every view of a request in one batch (one pipeline per node) and returns the
 /// serialized `FeatureVector`s of all of them, in order (response field 2).
 pub async fn read_response(

@@ -16,6 +16,19 @@ pub struct ProtoRow {
     pub event_time_micros: i64,
 }
 
+impl From<(Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64)> for ProtoRow {
+    fn from(
+        (entity_key, features, values, event_time_micros): (Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64),
+    ) -> Self {
+        Self {
+            entity_key,
+            features,
+            values,
+            event_time_micros,
+        }
+    }
+}
+
 /// The Redis key and hash fields of each row.
 pub fn rows_from_protos(
     project: &str,
