@@ -3,6 +3,7 @@
 //! operations as Redis commands) and, with the `python` feature, `python` (the
 //! `_native` extension module).
 
+pub mod columns;
 pub mod encoding;
 pub mod redis;
 pub mod store;

@@ -78,3 +78,9 @@ class RedisStoreClient:
         self, project: str, entity_key_serialization_version: int, join_keys: list[str]
     ) -> int: ...
     def scan_iter(self, match: bytes) -> list[bytes]: ...
+    def read_columns(
+        self,
+        project: str,
+        entity_key_serialization_version: int,
+        views: list[tuple[str, list[str], list[str], list[str], list[str], list[list[object]]]],
+    ) -> tuple[object, bytes] | None: ...

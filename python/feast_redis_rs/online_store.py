@@ -11,19 +11,24 @@ import asyncio
 import functools
 import itertools
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from feast import Entity, FeatureView, RepoConfig, utils
+from feast import Entity, FeatureService, FeatureView, RepoConfig, utils
 from feast.infra.online_stores.helpers import compute_versioned_name
+from feast.infra.online_stores.online_store import OnlineStore
 from feast.infra.online_stores.redis import RedisClient, RedisType
 from feast.infra.online_stores.redis import RedisOnlineStore as StockRedisOnlineStore
+from feast.infra.registry.base_registry import BaseRegistry
 from feast.infra.supported_async_methods import SupportedAsyncMethods
+from feast.online_response import OnlineResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import RepeatedValue
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel
+from feast.value_type import ValueType
 from pydantic import (
     ConfigDict,
     NonNegativeInt,
@@ -35,6 +40,7 @@ from pydantic import (
 
 from feast_redis_rs import _native
 from feast_redis_rs.encoding import event_time_micros
+from feast_redis_rs.response import ArrowOnlineResponse
 
 _PASSWORD = re.compile(r"(password\s*=)[^,]*")
 
@@ -154,6 +160,64 @@ def _check_join_keys(
         )
 
 
+_MAX_CACHED_PLANS = 256
+
+
+@dataclass(frozen=True)
+class _ViewPlan:
+    table: FeatureView
+    name: str
+    features: list[str]
+    dtypes: list[str]
+
+
+@dataclass(frozen=True)
+class _RequestPlan:
+    """The registry-derived part of a columnar ``get_online_features``."""
+
+    views: list[_ViewPlan]
+    feature_names: list[str]
+    seconds_columns: list[int]
+    feature_view_metadata: list[tuple[str, int]]
+    feature_types: dict[str, ValueType]
+
+    @staticmethod
+    def build(
+        grouped_refs: list,
+        versioning: bool,
+        full_feature_names: bool,
+        include_feature_view_version_metadata: bool,
+    ) -> _RequestPlan | None:
+        views, names, view_of_feature, metadata = [], [], [], []
+        for view_index, (table, requested_features) in enumerate(grouped_refs):
+            features = _feature_names(table, requested_features)
+            dtypes = {f.name: f.dtype.to_value_type().name for f in table.features}
+            if any(f not in dtypes for f in features):
+                return None
+            views.append(
+                _ViewPlan(
+                    table,
+                    compute_versioned_name(table, versioning),
+                    features,
+                    [dtypes[f] for f in features],
+                )
+            )
+            table_name = table.projection.name_to_use()
+            names += [f"{table_name}__{f}" for f in features] if full_feature_names else features
+            view_of_feature += [view_index] * len(features)
+            if include_feature_view_version_metadata:
+                clean_name = table.projection.name_alias or table.projection.name
+                if clean_name not in [name for name, _ in metadata]:
+                    metadata.append((clean_name, getattr(table, "current_version_number", 0) or 0))
+        return _RequestPlan(
+            views=views,
+            feature_names=names,
+            seconds_columns=[len(names) + v for v in view_of_feature],
+            feature_view_metadata=metadata,
+            feature_types=OnlineStore._build_feature_types(grouped_refs),
+        )
+
+
 class RedisOnlineStore(StockRedisOnlineStore):
     """Feast's Redis online store, byte-compatible with ``type: redis``, with a Rust core.
 
@@ -171,6 +235,7 @@ class RedisOnlineStore(StockRedisOnlineStore):
         super().__init__()
         self._client: _native.RedisStoreClient | None = None
         self._client_config: RedisOnlineStoreConfig | None = None
+        self._plans: dict[tuple, tuple[tuple, _RequestPlan | None]] = {}
 
     @property
     def async_supported(self) -> SupportedAsyncMethods:
@@ -315,6 +380,174 @@ class RedisOnlineStore(StockRedisOnlineStore):
         """``online_read`` without blocking the event loop."""
         return await _in_executor(self.online_read, config, table, entity_keys, requested_features)
 
+    def get_online_features(
+        self,
+        config: RepoConfig,
+        features: list[str] | FeatureService,
+        entity_rows: list[dict[str, Any]] | Mapping[str, Sequence[Any]],
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+        include_feature_view_version_metadata: bool = False,
+    ) -> OnlineResponse:
+        """Reads features for entity rows, answered as Arrow columns decoded in Rust
+        (``ArrowOnlineResponse``) when every feature has a plain dtype and every entity
+        value a plain Python type; otherwise through Feast's own flow (on-demand views,
+        request data, pre-computed services, other dtypes), still one Redis batch."""
+        response = self._columnar_online_features(
+            config,
+            features,
+            entity_rows,
+            registry,
+            project,
+            full_feature_names,
+            include_feature_view_version_metadata,
+        )
+        if response is not None:
+            return response
+        return super().get_online_features(
+            config,
+            features,
+            entity_rows,
+            registry,
+            project,
+            full_feature_names,
+            include_feature_view_version_metadata,
+        )
+
+    async def get_online_features_async(
+        self,
+        config: RepoConfig,
+        features: list[str] | FeatureService,
+        entity_rows: list[dict[str, Any]] | Mapping[str, Sequence[Any]],
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool = False,
+        include_feature_view_version_metadata: bool = False,
+    ) -> OnlineResponse:
+        """``get_online_features`` without blocking the event loop."""
+        return await _in_executor(
+            self.get_online_features,
+            config,
+            features,
+            entity_rows,
+            registry,
+            project,
+            full_feature_names,
+            include_feature_view_version_metadata,
+        )
+
+    def _columnar_online_features(
+        self,
+        config: RepoConfig,
+        features: list[str] | FeatureService,
+        entity_rows: list[dict[str, Any]] | Mapping[str, Sequence[Any]],
+        registry: BaseRegistry,
+        project: str,
+        full_feature_names: bool,
+        include_feature_view_version_metadata: bool,
+    ) -> ArrowOnlineResponse | None:
+        if isinstance(features, FeatureService) and getattr(features, "precompute_online", False):
+            return None
+        columns = _entity_columns(entity_rows)
+        if columns is None or len({len(v) for v in columns.values()}) > 1:
+            return None
+        request_context = utils._get_cached_request_context(
+            registry, project, features, full_feature_names
+        )
+        (
+            _,
+            on_demand_views,
+            entity_name_to_join_key_map,
+            entity_type_map,
+            join_keys_set,
+            grouped_refs,
+            _,
+            needed_request_data,
+            entityless_case,
+        ) = request_context
+        if on_demand_views or needed_request_data or entityless_case:
+            return None
+        join_key_values: dict[str, list[Any]] = {}
+        for name, values in columns.items():
+            if name in join_keys_set:
+                join_key_values[name] = values
+            elif name in entity_name_to_join_key_map:
+                return None  # Feast's deprecated entity-name keys: its own flow warns.
+        self._check_versioned_read_support(grouped_refs)
+        plan = self._request_plan(
+            request_context, config, full_feature_names, include_feature_view_version_metadata
+        )
+        if plan is None:
+            return None
+
+        views = []
+        counts = []
+        for view in plan.views:
+            table_entity_values = utils._get_table_entity_values(
+                view.table, entity_name_to_join_key_map, join_key_values
+            )
+            _check_join_keys(table_entity_values, entity_name_to_join_key_map, join_key_values)
+            entity_types = [entity_type_map.get(k) for k in table_entity_values]
+            if None in entity_types:
+                return None
+            views.append(
+                (
+                    view.name,
+                    view.features,
+                    view.dtypes,
+                    list(table_entity_values),
+                    [t.name for t in entity_types],
+                    list(table_entity_values.values()),
+                )
+            )
+            rows = min((len(v) for v in table_entity_values.values()), default=0)
+            counts.append((view.table.name, len(view.features) * rows, rows))
+
+        answer = self._get_client(config.online_store).read_columns(
+            config.project, config.entity_key_serialization_version, views
+        )
+        if answer is None:
+            return None
+        batch, feature_vectors = answer
+        _track_feature_statuses(counts)
+        return ArrowOnlineResponse(
+            entity_columns=join_key_values,
+            entity_types=entity_type_map,
+            feature_names=plan.feature_names,
+            seconds_columns=plan.seconds_columns,
+            batch=batch,
+            feature_vectors=feature_vectors,
+            feature_view_metadata=plan.feature_view_metadata,
+            feature_types=plan.feature_types,
+        )
+
+    def _request_plan(
+        self,
+        request_context: tuple,
+        config: RepoConfig,
+        full_feature_names: bool,
+        include_feature_view_version_metadata: bool,
+    ) -> _RequestPlan | None:
+        """What a request needs from the registry, cached while Feast's resolution of the
+        feature list (``request_context``) stays the same object: Feast makes a new one
+        when the registry refreshes."""
+        versioning = config.registry.enable_online_feature_view_versioning
+        key = (id(request_context), versioning, include_feature_view_version_metadata)
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] is request_context:
+            return cached[1]
+        plan = _RequestPlan.build(
+            request_context[5],
+            versioning,
+            full_feature_names,
+            include_feature_view_version_metadata,
+        )
+        if len(self._plans) >= _MAX_CACHED_PLANS:
+            self._plans.clear()
+        self._plans[key] = (request_context, plan)
+        return plan
+
     def _read_features_per_fv(
         self,
         config: RepoConfig,
@@ -379,13 +612,7 @@ class RedisOnlineStore(StockRedisOnlineStore):
                 config.project, config.entity_key_serialization_version, views
             )
         )
-        try:
-            from feast.metrics import track_feature_statuses
-
-            for name, present, not_found in counts:
-                track_feature_statuses(name, present, not_found)
-        except Exception:
-            pass
+        _track_feature_statuses(counts)
 
     async def _read_features_per_fv_async(
         self,
@@ -467,6 +694,37 @@ class RedisOnlineStore(StockRedisOnlineStore):
         return self._get_client(config.online_store).delete_entity_values(
             config.project, config.entity_key_serialization_version, list(join_keys)
         )
+
+
+def _entity_columns(
+    entity_rows: list[dict[str, Any]] | Mapping[str, Sequence[Any]],
+) -> dict[str, list[Any]] | None:
+    """The request's columns as lists, or None for shapes left to Feast's own flow."""
+    if isinstance(entity_rows, list):
+        if not entity_rows:
+            return None
+        names = list(entity_rows[0])
+        try:
+            columns = {name: [row[name] for row in entity_rows] for name in names}
+        except (KeyError, TypeError):
+            return None
+        if any(len(row) != len(names) for row in entity_rows):
+            return None
+        return columns
+    if isinstance(entity_rows, Mapping) and all(isinstance(v, list) for v in entity_rows.values()):
+        return dict(entity_rows)
+    return None
+
+
+def _track_feature_statuses(counts: list[tuple[str, int, int]]) -> None:
+    """Feast's feature-status metrics, as its own response building records them."""
+    try:
+        from feast.metrics import track_feature_statuses
+
+        for name, present, not_found in counts:
+            track_feature_statuses(name, present, not_found)
+    except Exception:
+        pass
 
 
 async def _in_executor(function: Callable[..., Any], *args: Any) -> Any:

@@ -7,19 +7,59 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 
 use super::runtime::block_on;
+use crate::columns::FeatureType;
 use crate::encoding::{self, feature_field, timestamp_field, EntityKeyLayout, KeySerializationVersion};
 use crate::redis::{
     ClientError, ConnectionSettings, RedisClient, RetryPolicy, SettingsError, Timeouts, Topology,
 };
-use crate::store::{self, HashRead, ProtoRow, StoreError, ViewRequest, WriteOptions};
+use crate::store::{
+    self, ColumnarView, HashRead, NativeColumn, ProtoRow, StoreError, ViewRequest, WriteOptions,
+};
+use arrow_array::{Array, RecordBatch, RecordBatchOptions};
+use arrow_schema::{Field, Schema};
+use pyo3_arrow::PyRecordBatch;
 
 /// A row of `write`: entity key proto, feature names, value protos, event time in µs.
 type PyWriteRow = (Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64);
 /// A view of `read_response`: name, features, join keys, join-key columns.
 type PyViewRead = (String, Vec<String>, Vec<String>, Vec<Vec<u8>>);
+/// A view of `read_columns`: name, features, their ValueType names, join keys, the
+/// join keys' ValueType names, and their values as Python lists.
+type PyColumnarView<'py> = (
+    String,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<Bound<'py, PyList>>,
+);
+
+/// The values of a join key when every one is a plain Python value of its type;
+/// `None` sends the request down Feast's own conversion.
+fn native_column(value_type: &str, values: &Bound<'_, PyList>) -> PyResult<Option<NativeColumn>> {
+    macro_rules! exact {
+        ($py_type:ty, $rust_type:ty, $variant:ident) => {{
+            let mut out = Vec::with_capacity(values.len());
+            for item in values.iter() {
+                if !item.is_exact_instance_of::<$py_type>() {
+                    return Ok(None);
+                }
+                out.push(item.extract::<$rust_type>()?);
+            }
+            NativeColumn::$variant(out)
+        }};
+    }
+    Ok(Some(match value_type {
+        "INT64" => exact!(PyInt, i64, Int64),
+        "INT32" => exact!(PyInt, i32, Int32),
+        "STRING" => exact!(PyString, String, String),
+        "BYTES" => exact!(PyBytes, Vec<u8>, Bytes),
+        _ => return Ok(None),
+    }))
+}
 
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -284,6 +324,70 @@ impl RedisStoreClient {
         let client = &self.client;
         let out = block_on(py, store::read_response(client, project, version, &views))??;
         Ok(PyBytes::new(py, &out))
+    }
+
+    /// `get_online_features` as Arrow: `None` when the request needs Feast's proto path
+    /// (a dtype or entity value this path does not map), else a record batch whose
+    /// columns (named by position) are every view's features, then each view's event
+    /// seconds; and the serialized feature vectors for the response proto.
+    fn read_columns<'py>(
+        &self,
+        py: Python<'py>,
+        project: &str,
+        entity_key_serialization_version: i64,
+        views: Vec<PyColumnarView<'py>>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let version = version(entity_key_serialization_version)?;
+        let mut requests = Vec::with_capacity(views.len());
+        for (view, features, types, join_keys, entity_types, values) in views {
+            let Some(types) = types
+                .iter()
+                .map(|t| FeatureType::from_value_type(t))
+                .collect::<Option<Vec<_>>>()
+            else {
+                return Ok(None);
+            };
+            let mut columns = Vec::with_capacity(values.len());
+            for (entity_type, column) in entity_types.iter().zip(&values) {
+                match native_column(entity_type, column)? {
+                    Some(column) => columns.push(column),
+                    None => return Ok(None),
+                }
+            }
+            requests.push(ColumnarView {
+                view,
+                features,
+                types,
+                join_keys,
+                columns,
+            });
+        }
+        let client = &self.client;
+        let Some(response) = block_on(py, store::read_columnar(client, project, version, &requests))?? else {
+            return Ok(None);
+        };
+        let rows = response.event_seconds.first().map_or(0, |c| c.len());
+        let columns: Vec<_> = response
+            .columns
+            .into_iter()
+            .chain(response.event_seconds)
+            .collect();
+        let fields: Vec<Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Field::new(i.to_string(), c.data_type().clone(), true))
+            .collect();
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|err| PyRuntimeError::new_err(err.to_string()))?;
+        let out = (
+            PyRecordBatch::new(batch).into_pyarrow(py)?,
+            PyBytes::new(py, &response.vectors),
+        );
+        Ok(Some(out.into_pyobject(py)?))
     }
 
     /// Removes a view's fields from every entity hash of its join keys (the whole

@@ -83,6 +83,7 @@ pub async fn read_response(
             &rows.unique_keys,
             hashes,
             &rows.row_to_unique,
+            true,
             &mut out,
         )?;
     }
@@ -100,11 +101,55 @@ pub struct RowKeys {
     pub row_to_unique: Vec<u32>,
 }
 
+/// One join key's values for every request row.
+pub trait EntityColumn {
+    fn len(&self) -> usize;
+    fn value(&self, row: usize, join_key: &str) -> Result<EntityValue<'_>, EncodingError>;
+}
+
+impl EntityColumn for Vec<Value> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn value(&self, row: usize, join_key: &str) -> Result<EntityValue<'_>, EncodingError> {
+        EntityValue::from_proto(&self[row], join_key)
+    }
+}
+
+/// Entity values taken from plain Python values, by the entity's declared type.
+pub enum NativeColumn {
+    Int64(Vec<i64>),
+    Int32(Vec<i32>),
+    String(Vec<String>),
+    Bytes(Vec<Vec<u8>>),
+}
+
+impl EntityColumn for NativeColumn {
+    fn len(&self) -> usize {
+        match self {
+            Self::Int64(v) => v.len(),
+            Self::Int32(v) => v.len(),
+            Self::String(v) => v.len(),
+            Self::Bytes(v) => v.len(),
+        }
+    }
+
+    fn value(&self, row: usize, _join_key: &str) -> Result<EntityValue<'_>, EncodingError> {
+        Ok(match self {
+            Self::Int64(v) => EntityValue::Int64(v[row]),
+            Self::Int32(v) => EntityValue::Int32(v[row]),
+            Self::String(v) => EntityValue::String(&v[row]),
+            Self::Bytes(v) => EntityValue::Bytes(&v[row]),
+        })
+    }
+}
+
 /// The Redis keys of the request rows whose join-key values are `columns` (one column
 /// per name in `join_keys`), deduplicated.
-pub fn entity_keys_of_rows(
+pub fn entity_keys_of_rows<C: EntityColumn>(
     join_keys: &[String],
-    columns: &[Vec<Value>],
+    columns: &[C],
     version: KeySerializationVersion,
     project: &str,
 ) -> Result<RowKeys, StoreError> {
@@ -130,7 +175,7 @@ pub fn entity_keys_of_rows(
     for row in 0..rows {
         values.clear();
         for (name, column) in join_keys.iter().zip(columns) {
-            values.push(EntityValue::from_proto(&column[row], name)?);
+            values.push(column.value(row, name)?);
         }
         key.clear();
         layout.write_redis_key(&values, project, &mut key)?;
@@ -182,14 +227,15 @@ fn put_length_delimited(tag_byte: u8, bytes: &[u8], out: &mut Vec<u8>) {
 /// `hashes[u]` holds the fields read for unique key `u` (the features, then
 /// `_ts:{view}`), and `row_to_unique` fans them out to the request rows. Like stock
 /// Feast, every requested feature is PRESENT (a missing one with an empty `Value`),
-/// and a last vector for the `_ts:{view}` column is NOT_FOUND throughout; Feast drops
-/// that column before answering.
+/// and, with `with_timestamp_column`, a last vector for the `_ts:{view}` column is
+/// NOT_FOUND throughout (stock Feast adds it; `get_online_features` drops it).
 pub fn feature_vectors(
     view: &str,
     features: &[String],
     keys: &[Vec<u8>],
     hashes: &[Vec<Option<Vec<u8>>>],
     row_to_unique: &[u32],
+    with_timestamp_column: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
     let mut timestamps = Vec::with_capacity(hashes.len());
@@ -220,7 +266,8 @@ pub fn feature_vectors(
     let statuses_len = if rows == 0 { 0 } else { length_delimited_len(rows) };
     let mut vector = Vec::new();
     // The features' columns, then the `_ts:{view}` column (None).
-    for column in (0..features.len()).map(Some).chain([None]) {
+    let timestamp_column = with_timestamp_column.then_some(None);
+    for column in (0..features.len()).map(Some).chain(timestamp_column) {
         let status = if column.is_some() { PRESENT } else { NOT_FOUND };
         let value_of = |u: u32| -> &[u8] {
             match column {
@@ -333,6 +380,7 @@ mod tests {
             &[b"k".to_vec()],
             &hashes,
             &[0],
+            true,
             &mut Vec::new(),
         )
         .unwrap_err();

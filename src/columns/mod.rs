@@ -1,0 +1,205 @@
+//! Stored `feast.types.Value`s to Arrow columns, by the feature's declared dtype.
+//! A value of another type than declared (or a kind this module does not map, like
+//! `null_val`) makes the column "not columnar": callers then take Feast's proto path,
+//! which converts value by value exactly as Feast does.
+
+use arrow_array::builder::{
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Float32Builder, Float64Builder, Int32Builder, Int64Builder,
+    ListBuilder, StringBuilder, TimestampSecondBuilder,
+};
+use arrow_array::ArrayRef;
+use prost::Message;
+
+use crate::encoding::proto::{Val, Value};
+use crate::encoding::EncodingError;
+
+/// Feast's `NULL_TIMESTAMP_INT_VALUE`: a unix timestamp Feast reads as None.
+pub const NULL_TIMESTAMP: i64 = i64::MIN;
+
+/// The time zone of timestamp columns: pyarrow turns "+00:00" into
+/// `datetime.timezone.utc`, the tzinfo Feast's own conversion gives.
+const UTC: &str = "+00:00";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScalarType {
+    Int32,
+    Int64,
+    Float32,
+    Float64,
+    String,
+    Bytes,
+    Bool,
+    UnixTimestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeatureType {
+    pub scalar: ScalarType,
+    pub list: bool,
+}
+
+impl FeatureType {
+    /// The type of a Feast `ValueType` name (`INT64`, `STRING_LIST`, ...), or `None` for
+    /// the kinds that stay on the proto path (maps, sets, JSON, UUIDs, decimals...).
+    pub fn from_value_type(name: &str) -> Option<Self> {
+        let (scalar, list) = match name.strip_suffix("_LIST") {
+            Some(scalar) => (scalar, true),
+            None => (name, false),
+        };
+        let scalar = match scalar {
+            "INT32" => ScalarType::Int32,
+            "INT64" => ScalarType::Int64,
+            "FLOAT" => ScalarType::Float32,
+            "DOUBLE" => ScalarType::Float64,
+            "STRING" => ScalarType::String,
+            "BYTES" => ScalarType::Bytes,
+            "BOOL" => ScalarType::Bool,
+            "UNIX_TIMESTAMP" => ScalarType::UnixTimestamp,
+            _ => return None,
+        };
+        Some(Self { scalar, list })
+    }
+}
+
+/// Appends one decoded value; `false` when its type is not the column's.
+trait Append {
+    fn append(&mut self, value: &Val) -> bool;
+}
+
+macro_rules! scalar_append {
+    ($builder:ty, $variant:ident, |$v:ident| $convert:expr) => {
+        impl Append for $builder {
+            fn append(&mut self, value: &Val) -> bool {
+                match value {
+                    Val::$variant($v) => {
+                        self.append_value($convert);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+scalar_append!(Int32Builder, Int32Val, |v| *v);
+scalar_append!(Int64Builder, Int64Val, |v| *v);
+scalar_append!(Float32Builder, FloatVal, |v| *v);
+scalar_append!(Float64Builder, DoubleVal, |v| *v);
+scalar_append!(StringBuilder, StringVal, |v| v);
+scalar_append!(BinaryBuilder, BytesVal, |v| v);
+scalar_append!(BooleanBuilder, BoolVal, |v| *v);
+
+impl Append for TimestampSecondBuilder {
+    fn append(&mut self, value: &Val) -> bool {
+        match value {
+            Val::UnixTimestampVal(NULL_TIMESTAMP) => self.append_null(),
+            Val::UnixTimestampVal(v) => self.append_value(*v),
+            _ => return false,
+        }
+        true
+    }
+}
+
+macro_rules! list_append {
+    ($builder:ty, $variant:ident, |$items:ident, $values:ident| $fill:expr) => {
+        impl Append for ListBuilder<$builder> {
+            fn append(&mut self, value: &Val) -> bool {
+                match value {
+                    Val::$variant(list) => {
+                        let $items = &list.val;
+                        let $values = self.values();
+                        $fill;
+                        self.append(true);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+list_append!(Int32Builder, Int32ListVal, |items, values| values
+    .append_slice(items));
+list_append!(Int64Builder, Int64ListVal, |items, values| values
+    .append_slice(items));
+list_append!(Float32Builder, FloatListVal, |items, values| values
+    .append_slice(items));
+list_append!(Float64Builder, DoubleListVal, |items, values| values
+    .append_slice(items));
+list_append!(StringBuilder, StringListVal, |items, values| items
+    .iter()
+    .for_each(|s| values.append_value(s)));
+list_append!(BinaryBuilder, BytesListVal, |items, values| items
+    .iter()
+    .for_each(|b| values.append_value(b)));
+list_append!(BooleanBuilder, BoolListVal, |items, values| items
+    .iter()
+    .for_each(|b| values.append_value(*b)));
+list_append!(TimestampSecondBuilder, UnixTimestampListVal, |items, values| {
+    items.iter().for_each(|&t| {
+        if t == NULL_TIMESTAMP {
+            values.append_null()
+        } else {
+            values.append_value(t)
+        }
+    })
+});
+
+fn fill<B: ArrayBuilder + Append>(
+    mut builder: B,
+    values: impl Iterator<Item = Option<Result<Value, EncodingError>>>,
+    append_null: impl Fn(&mut B),
+) -> Result<Option<ArrayRef>, EncodingError> {
+    for value in values {
+        match value.transpose()?.and_then(|v| v.val) {
+            None => append_null(&mut builder),
+            Some(val) => {
+                if !builder.append(&val) {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(Some(ArrayBuilder::finish(&mut builder)))
+}
+
+/// The Arrow column of `values` (serialized `Value`s, `None` where the hash had no
+/// field), or `Ok(None)` when a value is not of type `ty`. Missing and empty values
+/// are nulls, as Feast reads them.
+pub fn decode_column<'a>(
+    ty: FeatureType,
+    values: impl Iterator<Item = Option<&'a [u8]>>,
+) -> Result<Option<ArrayRef>, EncodingError> {
+    let decoded = values.map(|bytes| {
+        bytes.map(|b| {
+            Value::decode(b).map_err(|err| EncodingError::InvalidProto {
+                message: "feast.types.Value",
+                reason: err.to_string(),
+            })
+        })
+    });
+    macro_rules! column {
+        ($builder:expr) => {
+            if ty.list {
+                fill(ListBuilder::new($builder), decoded, |b| b.append_null())
+            } else {
+                fill($builder, decoded, |b| b.append_null())
+            }
+        };
+    }
+    match ty.scalar {
+        ScalarType::Int32 => column!(Int32Builder::new()),
+        ScalarType::Int64 => column!(Int64Builder::new()),
+        ScalarType::Float32 => column!(Float32Builder::new()),
+        ScalarType::Float64 => column!(Float64Builder::new()),
+        ScalarType::String => column!(StringBuilder::new()),
+        ScalarType::Bytes => column!(BinaryBuilder::new()),
+        ScalarType::Bool => column!(BooleanBuilder::new()),
+        ScalarType::UnixTimestamp => column!(TimestampSecondBuilder::new().with_timezone(UTC)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampSecondType};
+use arrow_array::Array;
+use arrow_schema::{DataType, TimeUnit};
+
+use super::*;
+use crate::encoding::proto::{Int64List, StringList};
+
+fn stored(val: Option<Val>) -> Vec<u8> {
+    Value { val }.encode_to_vec()
+}
+
+fn decode(ty: &str, values: &[Option<Vec<u8>>]) -> Option<ArrayRef> {
+    let ty = FeatureType::from_value_type(ty).unwrap();
+    decode_column(ty, values.iter().map(|v| v.as_deref())).unwrap()
+}
+
+#[test]
+fn scalars_and_nulls() {
+    let column = decode(
+        "INT64",
+        &[
+            Some(stored(Some(Val::Int64Val(7)))),
+            None,
+            Some(stored(None)),
+            Some(Vec::new()),
+        ],
+    )
+    .unwrap();
+    let ints = column.as_primitive::<Int64Type>();
+    assert_eq!(ints.len(), 4);
+    assert_eq!(ints.value(0), 7);
+    assert_eq!(ints.null_count(), 3);
+}
+
+#[test]
+fn lists_keep_empty_lists_apart_from_nulls() {
+    let column = decode(
+        "STRING_LIST",
+        &[
+            Some(stored(Some(Val::StringListVal(StringList {
+                val: vec!["a".into(), "b".into()],
+            })))),
+            Some(stored(Some(Val::StringListVal(StringList { val: vec![] })))),
+            None,
+        ],
+    )
+    .unwrap();
+    let lists = column.as_list::<i32>();
+    assert_eq!(lists.value(0).len(), 2);
+    assert!(lists.is_valid(1) && lists.value(1).is_empty());
+    assert!(lists.is_null(2));
+}
+
+#[test]
+fn timestamps_are_utc_seconds_with_feasts_null() {
+    let column = decode(
+        "UNIX_TIMESTAMP_LIST",
+        &[Some(stored(Some(Val::UnixTimestampListVal(Int64List {
+            val: vec![5, NULL_TIMESTAMP],
+        }))))],
+    )
+    .unwrap();
+    let item = column.as_list::<i32>().value(0);
+    assert_eq!(
+        item.data_type(),
+        &DataType::Timestamp(TimeUnit::Second, Some(UTC.into()))
+    );
+    assert_eq!(item.as_primitive::<TimestampSecondType>().value(0), 5);
+    assert!(item.is_null(1));
+}
+
+#[test]
+fn another_type_than_declared_is_not_columnar() {
+    assert!(decode("INT64", &[Some(stored(Some(Val::Int32Val(1))))]).is_none());
+    assert!(decode("STRING", &[Some(stored(Some(Val::NullVal(0))))]).is_none());
+    assert!(FeatureType::from_value_type("UUID").is_none());
+    assert!(FeatureType::from_value_type("INT64_SET").is_none());
+}
+
+#[test]
+fn corrupt_bytes_are_an_error() {
+    let ty = FeatureType::from_value_type("INT64").unwrap();
+    assert!(decode_column(ty, [Some(&b"\x0a\xff"[..])].into_iter()).is_err());
+}
