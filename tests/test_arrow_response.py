@@ -89,7 +89,9 @@ def test_requests_off_the_columnar_path_still_answer_like_stock(stores, redis_db
 
     # A value stored with another type than the view declares (int32 for an int64).
     key = encoding.redis_key(loan_repo.PROJECT, _zipcode_key(loan_repo.ZIPCODES[0]))
-    redis_db.hset(key, encoding.mmh3_field("zipcode_features:z_i64"), Value(int32_val=5).SerializeToString())
+    redis_db.hset(
+        key, encoding.mmh3_field("zipcode_features:z_i64"), Value(int32_val=5).SerializeToString()
+    )
     rows = [{"zipcode": z} for z in loan_repo.ZIPCODES[:4]]
     expected, got = both(stores, features=refs, entity_rows=rows)
     assert not isinstance(got, ArrowOnlineResponse)
@@ -111,3 +113,43 @@ def test_empty_and_mismatched_requests_behave_like_stock(stores):
             stock.get_online_features(features=refs, entity_rows=bad_rows)
         with pytest.raises(type(expected.value)):
             ours.get_online_features(features=refs, entity_rows=bad_rows)
+
+
+def test_threads_read_in_parallel_and_agree(stores):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, ours = stores
+    refs = loan_repo.feature_refs()
+    expected = ours.get_online_features(
+        features=refs, entity_rows=loan_repo.entity_rows()
+    ).to_dict()
+
+    def read(_):
+        return ours.get_online_features(
+            features=refs, entity_rows=loan_repo.entity_rows()
+        ).to_dict()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(read, range(40)))
+    assert all(answer == expected for answer in answers)
+
+
+def test_record_batch_keeps_declared_types(stores):
+    import pyarrow as pa
+
+    _, ours = stores
+    refs = [r for r in loan_repo.feature_refs() if r.startswith("zipcode_features:")]
+    got = ours.get_online_features(
+        features=refs, entity_rows=[{"zipcode": z} for z in loan_repo.ZIPCODES]
+    )
+    batch = got.to_record_batch()
+    assert batch.schema.names == list(got.to_dict())[1:]  # Feast's order, after zipcode
+    assert batch.column("z_i32").type == pa.int32()
+    assert batch.column("z_f32").type == pa.float32()
+    assert batch.column("z_when").type == pa.timestamp("s", tz="+00:00")
+    assert batch.column("z_text_list").type == pa.list_(pa.string())
+    as_dict = got.to_dict()
+    for name in batch.schema.names:
+        assert batch.column(name).to_pylist() == as_dict[name], name
+    without_nulls = batch.column("z_i64").drop_null()
+    assert without_nulls.to_numpy(zero_copy_only=True).tolist() == without_nulls.to_pylist()

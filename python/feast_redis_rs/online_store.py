@@ -509,15 +509,13 @@ class RedisOnlineStore(StockRedisOnlineStore):
         )
         if answer is None:
             return None
-        batch, feature_vectors = answer
         _track_feature_statuses(counts)
         return ArrowOnlineResponse(
             entity_columns=join_key_values,
             entity_types=entity_type_map,
             feature_names=plan.feature_names,
             seconds_columns=plan.seconds_columns,
-            batch=batch,
-            feature_vectors=feature_vectors,
+            answer=answer,
             feature_view_metadata=plan.feature_view_metadata,
             feature_types=plan.feature_types,
         )

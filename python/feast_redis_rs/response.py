@@ -1,6 +1,8 @@
 """``ArrowOnlineResponse``: Feast's ``OnlineResponse`` with its feature columns held as
 Arrow arrays decoded in Rust, so ``to_dict`` / ``to_df`` / ``to_arrow`` build their
-results in bulk. ``.proto`` is built on first access and equals stock Feast's."""
+results in bulk (the Python values are made in Rust, column by column), and
+``to_record_batch`` hands the typed columns to pyarrow without a copy. ``.proto`` is
+built on first access and equals stock Feast's."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from feast.online_response import TIMESTAMP_POSTFIX, OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
+
+from feast_redis_rs import _native
 
 
 class ArrowOnlineResponse(OnlineResponse):
@@ -26,8 +30,7 @@ class ArrowOnlineResponse(OnlineResponse):
         entity_types: dict[str, ValueType],
         feature_names: list[str],
         seconds_columns: list[int],
-        batch: pa.RecordBatch,
-        feature_vectors: bytes,
+        answer: _native.ColumnarAnswer,
         feature_view_metadata: list[tuple[str, int]],
         feature_types: dict[str, ValueType],
     ):
@@ -37,10 +40,10 @@ class ArrowOnlineResponse(OnlineResponse):
             entity_columns: The request's join-key columns, as given.
             entity_types: The ValueType of each join key (for ``.proto``).
             feature_names: The response's feature columns, in Feast's order.
-            seconds_columns: For each feature, the column of ``batch`` with its view's
+            seconds_columns: For each feature, the column of ``answer`` with its view's
                 event seconds.
-            batch: The feature columns (by position), then each view's event seconds.
-            feature_vectors: The serialized feature vectors of ``.proto``.
+            answer: The feature columns (by position), then each view's event seconds,
+                and the serialized feature vectors of ``.proto``.
             feature_view_metadata: ``(name, version)`` entries of the response metadata.
             feature_types: Feature name to ValueType, as stock Feast passes it.
         """
@@ -48,8 +51,7 @@ class ArrowOnlineResponse(OnlineResponse):
         self._entity_types = entity_types
         self._feature_names = feature_names
         self._seconds_columns = seconds_columns
-        self._batch = batch
-        self._feature_vectors = feature_vectors
+        self._answer = answer
         self._feature_view_metadata = feature_view_metadata
         self._feature_types = feature_types
         self._proto: GetOnlineFeaturesResponse | None = None
@@ -73,7 +75,7 @@ class ArrowOnlineResponse(OnlineResponse):
                 entry = response.metadata.feature_view_metadata.add()
                 entry.name = name
                 entry.version = version
-            response.MergeFromString(self._feature_vectors)
+            response.MergeFromString(self._answer.feature_vectors())
             self._proto = response
         return self._proto
 
@@ -88,15 +90,23 @@ class ArrowOnlineResponse(OnlineResponse):
             include_event_timestamps: Also give each column's event timestamps (seconds).
         """
         response: dict[str, list[Any]] = {}
-        rows = self._batch.num_rows
+        rows = self._answer.num_rows
         for name, values in self._entity_columns.items():
             response[name] = list(values)
             if include_event_timestamps:
                 response[name + TIMESTAMP_POSTFIX] = [0] * rows
-        columns = self._batch.columns
+        columns = self._answer.columns()
         for index, name in enumerate(self._feature_names):
-            response[name] = columns[index].to_pylist()
+            response[name] = columns[index]
             if include_event_timestamps:
-                seconds = columns[self._seconds_columns[index]]
-                response[name + TIMESTAMP_POSTFIX] = seconds.to_pylist()
+                response[name + TIMESTAMP_POSTFIX] = list(columns[self._seconds_columns[index]])
         return response
+
+    def to_record_batch(self) -> pa.RecordBatch:
+        """The feature columns with their declared Arrow types (int32 stays int32,
+        timestamps are UTC seconds), shared with Rust without copying; numeric columns
+        convert to numpy without a copy where they hold no nulls. Unlike ``to_arrow``
+        (which mirrors stock Feast's inferred types), no Python objects are made."""
+        batch = self._answer.record_batch()
+        columns = [batch.column(i) for i in range(len(self._feature_names))]
+        return pa.RecordBatch.from_arrays(columns, names=self._feature_names)

@@ -1,5 +1,6 @@
 //! The `feast_redis_rs._native` extension module: the only place that knows pyo3.
 
+mod columns;
 mod encoding;
 mod runtime;
 mod store;
@@ -10,5 +11,6 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     encoding::register(m)?;
+    m.add_class::<columns::ColumnarAnswer>()?;
     store::register(m)
 }

@@ -1,44 +1,49 @@
-//! The tokio runtime that runs every Redis request, and the one way Python code
-//! enters it: with the GIL released.
+//! The tokio runtimes that run every Redis request, and the one way Python code enters
+//! them: with the GIL released.
+//!
+//! Each calling thread drives its own current-thread runtime, so a request's I/O runs
+//! on the thread that waits for it: no hand-off to a worker thread and back on every
+//! round trip, and threads wait for Redis in parallel. Connections are per thread too
+//! (see `redis::Pool`), since a connection's task runs on the runtime that opened it.
 
+use std::cell::RefCell;
 use std::future::Future;
-use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 
-// A forked child (gunicorn workers of `feast serve`) inherits the runtime but not its
-// threads: it builds its own. The parent's is leaked in the child, because dropping
-// it would wait for threads that do not exist there.
-static RUNTIME: Mutex<Option<(u32, &'static Runtime)>> = Mutex::new(None);
-
-fn runtime() -> PyResult<&'static Runtime> {
-    let mut guard = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
-    if let Some((owner, runtime)) = *guard {
-        if owner == pid {
-            return Ok(runtime);
-        }
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("feast-redis-rs")
-        .enable_all()
-        .build()
-        .map_err(|err| {
-            pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start the I/O runtime: {err}"))
-        })?;
-    let runtime: &'static Runtime = Box::leak(Box::new(runtime));
-    *guard = Some((pid, runtime));
-    Ok(runtime)
+thread_local! {
+    // After a fork (gunicorn workers of `feast serve`) the child builds its own
+    // runtime; the parent's is leaked there, as dropping it could wait on I/O state
+    // that belongs to the parent.
+    static RUNTIME: RefCell<Option<(u32, Runtime)>> = const { RefCell::new(None) };
 }
 
-/// Runs `future` to completion on the runtime, with the GIL released meanwhile.
+/// Runs `future` to completion on this thread's runtime, with the GIL released.
 pub fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
-    let runtime = runtime()?;
-    Ok(py.detach(|| runtime.block_on(future)))
+    py.detach(|| {
+        RUNTIME.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let pid = std::process::id();
+            if slot.as_ref().is_none_or(|(owner, _)| *owner != pid) {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|err| {
+                        pyo3::exceptions::PyRuntimeError::new_err(format!(
+                            "cannot start the I/O runtime: {err}"
+                        ))
+                    })?;
+                if let Some(inherited) = slot.replace((pid, runtime)) {
+                    std::mem::forget(inherited);
+                }
+            }
+            let (_, runtime) = slot.as_ref().expect("set above");
+            Ok(runtime.block_on(future))
+        })
+    })
 }

@@ -9,6 +9,7 @@ use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTimeoutError, PyValu
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 
+use super::columns::ColumnarAnswer;
 use super::runtime::block_on;
 use crate::columns::FeatureType;
 use crate::encoding::{self, feature_field, timestamp_field, EntityKeyLayout, KeySerializationVersion};
@@ -18,9 +19,6 @@ use crate::redis::{
 use crate::store::{
     self, ColumnarView, HashRead, NativeColumn, ProtoRow, StoreError, ViewRequest, WriteOptions,
 };
-use arrow_array::{Array, RecordBatch, RecordBatchOptions};
-use arrow_schema::{Field, Schema};
-use pyo3_arrow::PyRecordBatch;
 
 /// A row of `write`: entity key proto, feature names, value protos, event time in µs.
 type PyWriteRow = (Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64);
@@ -326,17 +324,15 @@ impl RedisStoreClient {
         Ok(PyBytes::new(py, &out))
     }
 
-    /// `get_online_features` as Arrow: `None` when the request needs Feast's proto path
-    /// (a dtype or entity value this path does not map), else a record batch whose
-    /// columns (named by position) are every view's features, then each view's event
-    /// seconds; and the serialized feature vectors for the response proto.
+    /// `get_online_features` as Arrow columns: `None` when the request needs Feast's
+    /// proto path (a dtype or entity value this path does not map).
     fn read_columns<'py>(
         &self,
         py: Python<'py>,
         project: &str,
         entity_key_serialization_version: i64,
         views: Vec<PyColumnarView<'py>>,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    ) -> PyResult<Option<ColumnarAnswer>> {
         let version = version(entity_key_serialization_version)?;
         let mut requests = Vec::with_capacity(views.len());
         for (view, features, types, join_keys, entity_types, values) in views {
@@ -366,28 +362,7 @@ impl RedisStoreClient {
         let Some(response) = block_on(py, store::read_columnar(client, project, version, &requests))?? else {
             return Ok(None);
         };
-        let rows = response.event_seconds.first().map_or(0, |c| c.len());
-        let columns: Vec<_> = response
-            .columns
-            .into_iter()
-            .chain(response.event_seconds)
-            .collect();
-        let fields: Vec<Field> = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Field::new(i.to_string(), c.data_type().clone(), true))
-            .collect();
-        let batch = RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(fields)),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(rows)),
-        )
-        .map_err(|err| PyRuntimeError::new_err(err.to_string()))?;
-        let out = (
-            PyRecordBatch::new(batch).into_pyarrow(py)?,
-            PyBytes::new(py, &response.vectors),
-        );
-        Ok(Some(out.into_pyobject(py)?))
+        Ok(Some(ColumnarAnswer::new(response)))
     }
 
     /// Removes a view's fields from every entity hash of its join keys (the whole

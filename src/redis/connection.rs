@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Mutex;
+use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
@@ -232,14 +233,18 @@ impl Connector {
     }
 }
 
-/// One shared multiplexed connection per node. A connection that failed is dropped so
-/// the next request opens a new one: the client reconnects by itself.
+type ConnectionsByThread = HashMap<(ThreadId, NodeAddr), MultiplexedConnection>;
+
+/// One multiplexed connection per node and calling thread: a connection's I/O task
+/// runs on the runtime that opened it, which is the calling thread's. A connection
+/// that failed is dropped so the next request opens a new one: the client reconnects
+/// by itself.
 pub struct Pool {
     connector: Connector,
     role: Role,
     // Connections belong to the process that opened them: after a fork (gunicorn
     // workers of `feast serve`) the child opens its own.
-    connections: Mutex<(u32, HashMap<NodeAddr, MultiplexedConnection>)>,
+    connections: Mutex<(u32, ConnectionsByThread)>,
 }
 
 impl Pool {
@@ -257,7 +262,7 @@ impl Pool {
         if guard.0 != pid {
             *guard = (pid, HashMap::new());
         }
-        guard.1.get(addr).cloned()
+        guard.1.get(&(thread::current().id(), addr.clone())).cloned()
     }
 
     async fn connection(&self, addr: &NodeAddr) -> Result<MultiplexedConnection, ClientError> {
@@ -266,13 +271,15 @@ impl Pool {
         }
         let connection = self.connector.connect(addr, self.role).await?;
         let mut guard = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        guard.1.insert(addr.clone(), connection.clone());
+        guard
+            .1
+            .insert((thread::current().id(), addr.clone()), connection.clone());
         Ok(connection)
     }
 
     pub fn forget(&self, addr: &NodeAddr) {
         let mut guard = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        guard.1.remove(addr);
+        guard.1.remove(&(thread::current().id(), addr.clone()));
     }
 
     /// Sends `pipeline` to `addr` and returns one reply per command, server errors
