@@ -20,6 +20,7 @@ help:
 	@echo "make build-prod  build a release abi3 wheel into $(CARGO_TARGET_DIR)/wheels"
 	@echo "make lint        ruff, cargo fmt --check, cargo clippy -D warnings"
 	@echo "make format      ruff format and cargo fmt"
+	@echo "make bench       stock Feast vs feast-redis-rs in one run (release build)"
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -45,14 +46,14 @@ build-prod: $(DEPS_STAMP)
 
 .PHONY: format
 format: $(DEPS_STAMP)
-	$(BIN)/ruff format python tests
-	$(BIN)/ruff check --fix python tests
+	$(BIN)/ruff format python tests bench
+	$(BIN)/ruff check --fix python tests bench
 	cargo fmt
 
 .PHONY: lint
 lint: $(DEPS_STAMP)
-	$(BIN)/ruff format --check python tests
-	$(BIN)/ruff check python tests
+	$(BIN)/ruff format --check python tests bench
+	$(BIN)/ruff check python tests bench
 	cargo fmt --check
 	cargo clippy --all-targets --no-default-features -- -D warnings
 	cargo clippy --all-targets -- -D warnings
@@ -77,6 +78,12 @@ test-python: build-dev redis-server
 
 .PHONY: test
 test: lint test-rust test-python
+
+# Release build with the bench extra (matplotlib); `make test` rebuilds in debug after.
+.PHONY: bench
+bench: $(DEPS_STAMP) redis-server
+	$(BIN)/maturin develop --release --extras bench
+	$(BIN)/python bench/bench.py
 
 .PHONY: clean
 clean:

@@ -365,6 +365,21 @@ impl RedisStoreClient {
         Ok(Some(ColumnarAnswer::new(response)))
     }
 
+    /// The floor `make bench` compares with: for each `(keys, fields)` group, one HMGET
+    /// of `fields` per key, all in one batch, nothing decoded. Returns how many fields
+    /// were found.
+    fn hmget_count(&self, py: Python<'_>, reads: Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)>) -> PyResult<usize> {
+        let client = &self.client;
+        let hashes = block_on(py, async {
+            let reads: Vec<HashRead<'_>> = reads
+                .iter()
+                .map(|(keys, fields)| HashRead { fields, keys })
+                .collect();
+            store::read_hashes(client, &reads).await
+        })??;
+        Ok(hashes.iter().flatten().flatten().filter(|v| v.is_some()).count())
+    }
+
     /// Removes a view's fields from every entity hash of its join keys (the whole
     /// hash when it holds only this view). Returns how many hashes held the view.
     fn delete_table(

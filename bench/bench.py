@@ -1,0 +1,330 @@
+"""`make bench`: stock Feast's Redis store and feast_redis_rs side by side, in one run,
+on one Redis and one data set shaped like the loan demo (2 feature views, 15 features,
+57,477 rows). Prints a table of stock/ours ratios and writes bench/results.json and
+bench/results.png.
+
+The two stores are measured in alternating blocks, never in strict alternation: Feast
+keeps process-wide caches that two FeatureStores thrash when interleaved call by call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig as StockConfig
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.types import Int64, String
+from feast.value_type import ValueType
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.redis_servers import start_redis  # noqa: E402
+
+from feast_redis_rs import RedisOnlineStoreConfig, encoding  # noqa: E402
+
+PROJECT = "credit_scoring"
+ZIPCODE_FEATURES = [
+    "city",
+    "state",
+    "location_type",
+    "tax_returns_filed",
+    "population",
+    "total_wages",
+]
+CREDIT_FEATURES = [
+    "credit_card_due", "mortgage_due", "student_loan_due", "vehicle_loan_due", "hard_pulls",
+    "missed_payments_2y", "missed_payments_1y", "missed_payments_6m", "bankruptcies",
+]  # fmt: skip
+EVENT_TIME = datetime(2020, 4, 26, 18, 1, 4, tzinfo=timezone.utc)
+
+
+def make_data(data_dir: Path, zipcodes: int, applicants: int) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(7)
+    zips = np.sort(rng.choice(np.arange(501, 99951), size=zipcodes, replace=False))
+    cities = [f"CITY {i % 9000}" for i in range(zipcodes)]
+    pd.DataFrame(
+        {
+            "zipcode": zips,
+            "city": cities,
+            "state": rng.choice(["TX", "CA", "NY", "PA", "OH", "FL"], size=zipcodes),
+            "location_type": rng.choice(["PRIMARY", "ACCEPTABLE", "NOT ACCEPTABLE"], size=zipcodes),
+            "tax_returns_filed": rng.integers(0, 40_000, size=zipcodes),
+            "population": rng.integers(0, 80_000, size=zipcodes),
+            "total_wages": rng.integers(0, 3_000_000_000, size=zipcodes),
+            "event_timestamp": EVENT_TIME,
+        }
+    ).to_parquet(data_dir / "zipcode_table.parquet")
+    births = rng.integers(0, 20_000, size=applicants)
+    dob_ssn = [
+        f"{(datetime(1940, 1, 1) + timedelta(days=int(b))):%Y%m%d}_{i % 10_000:04d}"
+        for i, b in enumerate(births)
+    ]
+    dob_ssn = list(dict.fromkeys(dob_ssn))
+    n = len(dob_ssn)
+    credit = {"dob_ssn": dob_ssn, "event_timestamp": EVENT_TIME}
+    for name in CREDIT_FEATURES:
+        credit[name] = rng.integers(0, 100_000, size=n)
+    pd.DataFrame(credit).to_parquet(data_dir / "credit_history.parquet")
+    return zips, dob_ssn
+
+
+def repo_objects(data_dir: Path) -> list:
+    zipcode = Entity(name="zipcode", join_keys=["zipcode"], value_type=ValueType.INT64)
+    dob_ssn = Entity(name="dob_ssn", join_keys=["dob_ssn"], value_type=ValueType.STRING)
+    zipcode_view = FeatureView(
+        name="zipcode_features",
+        entities=[zipcode],
+        ttl=timedelta(days=3650),
+        schema=[
+            Field(name=n, dtype=String if n in ("city", "state", "location_type") else Int64)
+            for n in ZIPCODE_FEATURES
+        ],
+        source=FileSource(
+            path=str(data_dir / "zipcode_table.parquet"), timestamp_field="event_timestamp"
+        ),
+    )
+    credit_view = FeatureView(
+        name="credit_history",
+        entities=[dob_ssn],
+        ttl=timedelta(days=3650),
+        schema=[Field(name=n, dtype=Int64) for n in CREDIT_FEATURES],
+        source=FileSource(
+            path=str(data_dir / "credit_history.parquet"), timestamp_field="event_timestamp"
+        ),
+    )
+    return [zipcode, dob_ssn, zipcode_view, credit_view]
+
+
+def feature_store(path: Path, online_store, data_dir: Path) -> FeatureStore:
+    path.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(
+        project=PROJECT,
+        provider="local",
+        registry=str(path / "registry.db"),
+        online_store=online_store,
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+    )
+    store = FeatureStore(config=config)
+    store.apply(repo_objects(data_dir))
+    return store
+
+
+FEATURES = [f"zipcode_features:{f}" for f in ZIPCODE_FEATURES] + [
+    f"credit_history:{f}" for f in CREDIT_FEATURES
+]
+
+
+def entity_rows(zips, applicants, n: int, offset: int) -> list[dict]:
+    return [
+        {"zipcode": int(zips[(offset + i * 7919) % len(zips)]),
+         "dob_ssn": applicants[(offset + i * 104729) % len(applicants)]}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def time_block(call, requests: list) -> list[float]:
+    out = []
+    for request in requests:
+        started = time.perf_counter()
+        call(request)
+        out.append(time.perf_counter() - started)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000
+
+
+def measure_reads(stores: dict, zips, applicants, sizes, rounds: int, block: int) -> dict:
+    results = {}
+    for size in sizes:
+        requests = [entity_rows(zips, applicants, size, k * size) for k in range(block)]
+        latencies = {name: [] for name in stores}
+        for store in stores.values():  # warm-up, out of the measurement
+            store.get_online_features(features=FEATURES, entity_rows=requests[0]).to_dict()
+        for _ in range(rounds):
+            for name, store in stores.items():
+
+                def call(rows, store=store):
+                    store.get_online_features(features=FEATURES, entity_rows=rows).to_dict()
+
+                latencies[name] += time_block(call, requests)
+        results[size] = {
+            name: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "n": len(v)}
+            for name, v in latencies.items()
+        }
+    return results
+
+
+def measure_floor(client, zips, applicants, size: int, repeats: int) -> dict:
+    rows = entity_rows(zips, applicants, size, 0)
+    zip_keys = [
+        encoding.redis_key(
+            PROJECT, EntityKey(join_keys=["zipcode"], entity_values=[Value(int64_val=r["zipcode"])])
+        )
+        for r in rows
+    ]
+    credit_keys = [
+        encoding.redis_key(
+            PROJECT,
+            EntityKey(join_keys=["dob_ssn"], entity_values=[Value(string_val=r["dob_ssn"])]),
+        )
+        for r in rows
+    ]
+    reads = [
+        (zip_keys, [encoding.mmh3_field(f"zipcode_features:{f}") for f in ZIPCODE_FEATURES]
+         + [b"_ts:zipcode_features"]),
+        (credit_keys, [encoding.mmh3_field(f"credit_history:{f}") for f in CREDIT_FEATURES]
+         + [b"_ts:credit_history"]),
+    ]  # fmt: skip
+    found = client.hmget_count(reads)
+    assert found > 0, "the floor must read the materialized data"
+    latencies = time_block(lambda _: client.hmget_count(reads), range(repeats))
+    return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+def measure_threads(store, zips, applicants, threads: int, seconds: float) -> float:
+    """Requests per second of `threads` threads each reading 100-row requests."""
+    done = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def worker(index: int) -> None:
+        k = index
+        while time.perf_counter() < stop:
+            rows = entity_rows(zips, applicants, 100, k * 100)
+            store.get_online_features(features=FEATURES, entity_rows=rows).to_dict()
+            done[index] += 1
+            k += threads
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    started = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return sum(done) / (time.perf_counter() - started)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = list(results["reads"])
+    stock = [results["reads"][s]["stock"]["p50_ms"] for s in sizes]
+    ours = [results["reads"][s]["ours"]["p50_ms"] for s in sizes]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    x = np.arange(len(sizes))
+    left.bar(x - 0.2, stock, 0.4, label="stock Feast")
+    left.bar(x + 0.2, ours, 0.4, label="feast-redis-rs")
+    left.set_xticks(x, [f"{s} rows" for s in sizes])
+    left.set_yscale("log")
+    left.set_ylabel("get_online_features(...).to_dict() p50, ms")
+    left.legend()
+    m = results["materialize"]
+    right.bar(["stock Feast", "feast-redis-rs"], [m["stock_s"], m["ours_s"]])
+    right.set_ylabel(f"materialize {m['rows']} rows, s")
+    fig.suptitle(results["machine"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
+    args = parser.parse_args()
+    zipcodes, applicants_n = (2_000, 2_000) if args.quick else (28_844, 28_633)
+    block = 10 if args.quick else 20
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        server = start_redis(tmp_path / "redis")
+        try:
+            data_dir = tmp_path / "data"
+            data_dir.mkdir()
+            zips, applicants = make_data(data_dir, zipcodes, applicants_n)
+            rows = len(zips) + len(applicants)
+            stock = feature_store(
+                tmp_path / "stock", StockConfig(connection_string=server.address), data_dir
+            )
+            ours = feature_store(
+                tmp_path / "ours",
+                RedisOnlineStoreConfig(connection_string=server.address),
+                data_dir,
+            )
+            stores = {"stock": stock, "ours": ours}
+            start, end = EVENT_TIME - timedelta(days=1), EVENT_TIME + timedelta(days=1)
+            materialize = {"rows": rows}
+            redis = server.client()
+            for name, store in stores.items():
+                redis.flushall()
+                started = time.perf_counter()
+                store.materialize(start, end)
+                materialize[f"{name}_s"] = time.perf_counter() - started
+            assert redis.dbsize() == rows
+
+            reads = measure_reads(stores, zips, applicants, (1, 100, 1000), args.rounds, block)
+            client = ours._get_provider().online_store._get_client(ours.config.online_store)
+            floor = measure_floor(client, zips, applicants, 1000, block * args.rounds)
+            one = measure_threads(ours, zips, applicants, 1, 3.0)
+            four = measure_threads(ours, zips, applicants, 4, 3.0)
+        finally:
+            server.stop()
+
+    results = {
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+        ),
+        "materialize": materialize,
+        "reads": reads,
+        "floor_1000_rows": floor,
+        "threads_100_rows_rps": {"1": one, "4": four},
+    }
+    out = ROOT / "bench"
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    chart(results, out / "results.png")
+
+    print(f"\nMachine: {results['machine']}; {rows} rows, 2 views, 15 features\n")
+    print("| measure | stock Feast | feast-redis-rs | stock / ours |")
+    print("|---|---|---|---|")
+    for size, r in reads.items():
+        s, o = r["stock"]["p50_ms"], r["ours"]["p50_ms"]
+        print(f"| get_online_features {size} rows, p50 | {s:.2f} ms | {o:.2f} ms | {s / o:.1f}x |")
+        s, o = r["stock"]["p99_ms"], r["ours"]["p99_ms"]
+        print(f"| get_online_features {size} rows, p99 | {s:.2f} ms | {o:.2f} ms | {s / o:.1f}x |")
+    m = materialize
+    print(
+        f"| materialize {rows} rows | {m['stock_s']:.2f} s | {m['ours_s']:.2f} s "
+        f"| {m['stock_s'] / m['ours_s']:.1f}x |"
+    )
+    print(
+        f"| 4 threads x 100-row requests | - | {four:.0f} req/s "
+        f"| {four / one:.2f}x one thread ({one:.0f} req/s) |"
+    )
+    ours_1000 = reads[1000]["ours"]["p50_ms"]
+    print(
+        f"| bare pipelined HMGET floor, 1000 rows | - | {floor['p50_ms']:.2f} ms "
+        f"| ours is {ours_1000 / floor['p50_ms']:.1f}x the floor |"
+    )
+    print(f"\nWrote {out / 'results.json'} and {out / 'results.png'}")
+
+
+if __name__ == "__main__":
+    main()
