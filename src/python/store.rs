@@ -22,6 +22,8 @@ use crate::store::{
 
 /// A row of `write`: entity key proto, feature names, value protos, event time in µs.
 type PyWriteRow = (Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64);
+/// A group of `hmget_count`: Redis keys, and the hash fields to read from each.
+type KeysAndFields = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 /// A view of `read_response`: name, features, join keys, join-key columns.
 type PyViewRead = (String, Vec<String>, Vec<String>, Vec<Vec<u8>>);
 /// A view of `read_columns`: name, features, their ValueType names, join keys, the
@@ -368,7 +370,7 @@ impl RedisStoreClient {
     /// The floor `make bench` compares with: for each `(keys, fields)` group, one HMGET
     /// of `fields` per key, all in one batch, nothing decoded. Returns how many fields
     /// were found.
-    fn hmget_count(&self, py: Python<'_>, reads: Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)>) -> PyResult<usize> {
+    fn hmget_count(&self, py: Python<'_>, reads: Vec<KeysAndFields>) -> PyResult<usize> {
         let client = &self.client;
         let hashes = block_on(py, async {
             let reads: Vec<HashRead<'_>> = reads

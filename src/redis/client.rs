@@ -38,7 +38,10 @@ const MAX_CLUSTER_ROUNDS: usize = 16;
 /// Commands to run, each with the key that decides which node runs it.
 #[derive(Default, Clone)]
 pub struct Batch {
-    commands: Vec<(u16, Cmd)>,
+    /// The commands in order, ready to send as they are to a single node.
+    pipeline: Pipeline,
+    /// The cluster slot of each command's key.
+    slots: Vec<u16>,
 }
 
 impl Batch {
@@ -48,20 +51,22 @@ impl Batch {
 
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            commands: Vec::with_capacity(capacity),
+            pipeline: Pipeline::with_capacity(capacity),
+            slots: Vec::with_capacity(capacity),
         }
     }
 
     pub fn push(&mut self, key: &[u8], command: Cmd) {
-        self.commands.push((key_slot(key), command));
+        self.slots.push(key_slot(key));
+        self.pipeline.add_command(command);
     }
 
     pub fn len(&self) -> usize {
-        self.commands.len()
+        self.slots.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.commands.is_empty()
+        self.slots.is_empty()
     }
 }
 
@@ -153,13 +158,7 @@ impl RedisClient {
         }
         match &self.deployment {
             Deployment::Cluster { .. } => self.execute_cluster(batch).await,
-            _ => {
-                let mut pipeline = Pipeline::with_capacity(batch.len());
-                for (_, command) in &batch.commands {
-                    pipeline.add_command(command.clone());
-                }
-                self.execute_on_master(&pipeline).await
-            }
+            _ => self.execute_on_master(&batch.pipeline).await,
         }
     }
 
@@ -397,6 +396,8 @@ impl RedisClient {
     }
 
     async fn execute_cluster(&self, batch: &Batch) -> Result<Vec<Value>, ClientError> {
+        let commands: Vec<&Cmd> = batch.pipeline.cmd_iter().collect();
+        let commands = &commands;
         let mut replies: Vec<Option<Value>> = vec![None; batch.len()];
         let mut pending: Vec<(usize, Target)> = (0..batch.len()).map(|i| (i, Target::SlotOwner)).collect();
         let mut last_error = None;
@@ -406,7 +407,7 @@ impl RedisClient {
             for (index, target) in pending.drain(..) {
                 let (addr, asking) = match target {
                     Target::SlotOwner => {
-                        let slot = batch.commands[index].0;
+                        let slot = batch.slots[index];
                         let owner = map.owner(slot).ok_or(ClientError::SlotUncovered { slot })?;
                         (owner.clone(), false)
                     }
@@ -421,7 +422,7 @@ impl RedisClient {
                     if asking {
                         pipeline.cmd("ASKING");
                     }
-                    pipeline.add_command(batch.commands[index].1.clone());
+                    pipeline.add_command(commands[index].clone());
                 }
                 let result = self.pool.send(&addr, &pipeline).await;
                 (addr, items, result)
