@@ -109,7 +109,7 @@ def repo_objects(data_dir: Path) -> list:
     return [zipcode, dob_ssn, zipcode_view, credit_view]
 
 
-def feature_store(path: Path, online_store, data_dir: Path) -> FeatureStore:
+def feature_store(path: Path, online_store, data_dir: Path, **repo) -> FeatureStore:
     path.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(
         project=PROJECT,
@@ -118,6 +118,7 @@ def feature_store(path: Path, online_store, data_dir: Path) -> FeatureStore:
         online_store=online_store,
         offline_store={"type": "file"},
         entity_key_serialization_version=3,
+        **repo,
     )
     store = FeatureStore(config=config)
     store.apply(repo_objects(data_dir))

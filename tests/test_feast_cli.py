@@ -1,7 +1,8 @@
 """Feast end to end through its CLI and public API with this store in
-``feature_store.yaml``: ``feast apply``, ``feast materialize``,
-``feast materialize-incremental``, ``get_online_features``, push, and ``feast serve``
-answering ``/get-online-features`` -- with the same bytes in Redis as stock Feast."""
+``feature_store.yaml`` (and ``RedisComputeEngine`` as its batch engine): ``feast apply``,
+``feast materialize``, ``feast materialize-incremental``, ``get_online_features``, push,
+and ``feast serve`` answering ``/get-online-features`` -- with the same bytes in Redis as
+stock Feast."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ credit_history = FeatureView(
 """
 
 
-def make_repo(path: Path, online_store: dict, data: Path) -> Path:
+def make_repo(path: Path, online_store: dict, data: Path, batch_engine: str | None = None) -> Path:
     path.mkdir(parents=True)
     (path / "features.py").write_text(FEATURES_PY.format(data=data))
     settings = {
@@ -57,6 +58,8 @@ def make_repo(path: Path, online_store: dict, data: Path) -> Path:
         "online_store": online_store,
         "entity_key_serialization_version": 3,
     }
+    if batch_engine:
+        settings["batch_engine"] = {"type": batch_engine}
     (path / "feature_store.yaml").write_text(yaml.safe_dump(settings))
     return path
 
@@ -130,10 +133,16 @@ def online_settings(deployment, online_type: str) -> dict:
 def test_cli_flow_matches_stock(started_deployments, tmp_path):
     deployment = started_deployments("standalone")
     results = []
-    for name, online_type in (("stock", "redis"), ("ours", "feast_redis_rs.RedisOnlineStore")):
+    for name, online_type, engine in (
+        ("stock", "redis", None),
+        ("ours", "feast_redis_rs.RedisOnlineStore", "feast_redis_rs.RedisComputeEngine"),
+    ):
         deployment.flush()
         repo = make_repo(
-            tmp_path / name, online_settings(deployment, online_type), tmp_path / f"{name}.parquet"
+            tmp_path / name,
+            online_settings(deployment, online_type),
+            tmp_path / f"{name}.parquet",
+            engine,
         )
         answer = materialize_flow(repo, tmp_path / f"{name}.parquet")
         results.append((answer, deployment.dump()))
@@ -144,7 +153,9 @@ def test_cli_flow_on_a_cluster(started_deployments, tmp_path):
     deployment = started_deployments("cluster")
     deployment.flush()
     online = online_settings(deployment, "feast_redis_rs.RedisOnlineStore")
-    repo = make_repo(tmp_path / "ours", online, tmp_path / "ours.parquet")
+    repo = make_repo(
+        tmp_path / "ours", online, tmp_path / "ours.parquet", "feast_redis_rs.RedisComputeEngine"
+    )
     materialize_flow(repo, tmp_path / "ours.parquet")
     assert all(client.dbsize() > 0 for client in deployment.master_clients())
 

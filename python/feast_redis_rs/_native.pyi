@@ -52,6 +52,18 @@ class RedisStoreClient:
         key_ttl_seconds: int | None,
         skip_dedup: bool,
     ) -> tuple[int, int]: ...
+    def write_arrow(
+        self,
+        project: str,
+        view: str,
+        entity_key_serialization_version: int,
+        batch: object,
+        join_keys: list[tuple[str, str]],
+        features: list[tuple[str, str]],
+        timestamp_field: str,
+        key_ttl_seconds: int | None,
+        skip_dedup: bool,
+    ) -> tuple[int, int] | None: ...
     def read(
         self,
         project: str,

@@ -1,4 +1,5 @@
-//! Stored `feast.types.Value`s to Arrow columns, by the feature's declared dtype.
+//! Stored `feast.types.Value`s to Arrow columns, by the feature's declared dtype, and
+//! (`encode`) Arrow columns to the stored bytes.
 //! A value of another type than declared (or a kind this module does not map, like
 //! `null_val`) makes the column "not columnar": callers then take Feast's proto path,
 //! which converts value by value exactly as Feast does.
@@ -12,6 +13,10 @@ use prost::Message;
 
 use crate::encoding::proto::{Val, Value};
 use crate::encoding::EncodingError;
+
+mod encode;
+
+pub use encode::{encode_column, micros, timestamp_values};
 
 /// Feast's `NULL_TIMESTAMP_INT_VALUE`: a unix timestamp Feast reads as None.
 pub const NULL_TIMESTAMP: i64 = i64::MIN;

@@ -17,8 +17,9 @@ use crate::redis::{
     ClientError, ConnectionSettings, RedisClient, RetryPolicy, SettingsError, Timeouts, Topology,
 };
 use crate::store::{
-    self, ColumnarView, HashRead, NativeColumn, ProtoRow, StoreError, ViewRequest, WriteOptions,
+    self, ArrowRows, ColumnarView, HashRead, NativeColumn, ProtoRow, StoreError, ViewRequest, WriteOptions,
 };
+use pyo3_arrow::PyRecordBatch;
 
 /// A row of `write`: entity key proto, feature names, value protos, event time in µs.
 type PyWriteRow = (Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64);
@@ -256,6 +257,66 @@ impl RedisStoreClient {
             store::write_rows(client, &rows, &options).await
         })??;
         Ok((summary.written, summary.skipped))
+    }
+
+    /// Writes an Arrow record batch of a feature view (join-key columns, feature
+    /// columns, event-time column) with `write`'s semantics; returns `(written,
+    /// skipped)`, or `None` when a column's Arrow type is not one this path maps for its
+    /// dtype, so the caller converts the batch the way Feast does instead.
+    #[pyo3(signature = (project, view, entity_key_serialization_version, batch, join_keys, features, timestamp_field, key_ttl_seconds, skip_dedup))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_arrow(
+        &self,
+        py: Python<'_>,
+        project: &str,
+        view: &str,
+        entity_key_serialization_version: i64,
+        batch: PyRecordBatch,
+        join_keys: Vec<(String, String)>,
+        features: Vec<(String, String)>,
+        timestamp_field: &str,
+        key_ttl_seconds: Option<i64>,
+        skip_dedup: bool,
+    ) -> PyResult<Option<(usize, usize)>> {
+        let version = version(entity_key_serialization_version)?;
+        let batch = batch.into_inner();
+        let column = |name: &str| {
+            batch.column_by_name(name).cloned().ok_or_else(|| {
+                PyValueError::new_err(format!("the batch has no column '{name}' of view '{view}'"))
+            })
+        };
+        let mut feature_columns = Vec::with_capacity(features.len());
+        for (name, value_type) in features {
+            let Some(ty) = FeatureType::from_value_type(&value_type) else {
+                return Ok(None);
+            };
+            let values = column(&name)?;
+            feature_columns.push((name, ty, values));
+        }
+        let join_key_columns = join_keys
+            .iter()
+            .map(|(name, value_type)| Ok((name.clone(), value_type.as_str(), column(name)?)))
+            .collect::<PyResult<Vec<_>>>()?;
+        let rows = ArrowRows {
+            join_keys: join_key_columns,
+            features: feature_columns,
+            event_times: column(timestamp_field)?,
+        };
+        let ts_field = crate::encoding::timestamp_field(view);
+        let options = WriteOptions {
+            view,
+            timestamp_field: &ts_field,
+            key_ttl_seconds,
+            skip_dedup,
+        };
+        let client = &self.client;
+        let summary = block_on(py, async {
+            match store::rows_from_arrow(project, version, view, &rows)? {
+                Some(rows) => store::write_rows(client, &rows, &options).await.map(Some),
+                None => Ok(None),
+            }
+        })??;
+        Ok(summary.map(|s| (s.written, s.skipped)))
     }
 
     /// `online_read`: for each entity key proto, `(None | (seconds, nanos), [value

@@ -15,4 +15,6 @@ pub use delete::{delete_entity_values, delete_table, scan_pattern};
 pub use error::StoreError;
 pub use read::{read_hashes, HashRead};
 pub use response::{read_response, NativeColumn, ViewRequest};
-pub use write::{rows_from_protos, write_rows, ProtoRow, WriteOptions, WriteRow, WriteSummary};
+pub use write::{
+    rows_from_arrow, rows_from_protos, write_rows, ArrowRows, ProtoRow, WriteOptions, WriteRow, WriteSummary,
+};

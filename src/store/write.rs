@@ -2,9 +2,16 @@ use std::collections::HashMap;
 
 use prost::Message;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef};
+use arrow_schema::DataType;
+
 use super::error::{printable_key, StoreError};
 use super::read::{read_hashes, HashRead};
-use crate::encoding::{self, feature_field, KeySerializationVersion, Timestamp};
+use super::response::{EntityColumn, NativeColumn};
+use crate::columns::{encode_column, micros, timestamp_values, FeatureType};
+use crate::encoding::{self, feature_field, EntityKeyLayout, KeySerializationVersion, Timestamp};
 use crate::redis::{Batch, RedisClient};
 
 /// A row as `online_write_batch` gets it: the serialized `EntityKey`, the feature names
@@ -27,6 +34,109 @@ impl From<(Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64)> for ProtoRow {
             event_time_micros,
         }
     }
+}
+
+/// One Arrow record batch of a feature view: its join-key columns with their declared
+/// entity types (Feast `ValueType` names), its feature columns with their dtypes, and
+/// its event-time column.
+pub struct ArrowRows<'a> {
+    pub join_keys: Vec<(String, &'a str, ArrayRef)>,
+    pub features: Vec<(String, FeatureType, ArrayRef)>,
+    pub event_times: ArrayRef,
+}
+
+fn entity_column(value_type: &str, column: &ArrayRef) -> Option<NativeColumn> {
+    if column.null_count() > 0 {
+        return None;
+    }
+    Some(match (value_type, column.data_type()) {
+        ("INT64", DataType::Int64) => {
+            NativeColumn::Int64(column.as_primitive::<Int64Type>().values().to_vec())
+        }
+        ("INT32", DataType::Int32) => {
+            NativeColumn::Int32(column.as_primitive::<Int32Type>().values().to_vec())
+        }
+        ("STRING", DataType::Utf8) => NativeColumn::String(
+            column
+                .as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap_or_default().to_owned())
+                .collect(),
+        ),
+        ("BYTES", DataType::Binary) => NativeColumn::Bytes(
+            column
+                .as_binary::<i32>()
+                .iter()
+                .map(|b| b.unwrap_or_default().to_vec())
+                .collect(),
+        ),
+        _ => return None,
+    })
+}
+
+/// The rows of an Arrow batch, as `online_write_batch` would get them from Feast's
+/// `_convert_arrow_to_proto`; `None` when a column is not of the Arrow type this path
+/// maps for its dtype (the caller then uses Feast's conversion).
+pub fn rows_from_arrow(
+    project: &str,
+    version: KeySerializationVersion,
+    view: &str,
+    batch: &ArrowRows<'_>,
+) -> Result<Option<Vec<WriteRow>>, StoreError> {
+    let Some(entities) = batch
+        .join_keys
+        .iter()
+        .map(|(_, value_type, column)| entity_column(value_type, column))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let DataType::Timestamp(unit, _) = batch.event_times.data_type() else {
+        return Ok(None);
+    };
+    if batch.event_times.null_count() > 0 {
+        return Ok(None);
+    }
+    let Some(values) = batch
+        .features
+        .iter()
+        .map(|(_, ty, column)| encode_column(*ty, column))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let names: Vec<String> = batch.join_keys.iter().map(|(name, _, _)| name.clone()).collect();
+    let layout = EntityKeyLayout::new(&names, version)?;
+    let fields: Vec<[u8; 4]> = batch
+        .features
+        .iter()
+        .map(|(name, _, _)| feature_field(view, name))
+        .collect();
+    let event_times = timestamp_values(&batch.event_times, unit);
+    let mut rows = Vec::with_capacity(event_times.len());
+    let mut entity = Vec::with_capacity(entities.len());
+    for (row, &event_time) in event_times.iter().enumerate() {
+        entity.clear();
+        for (column, name) in entities.iter().zip(&names) {
+            entity.push(column.value(row, name)?);
+        }
+        let mut key = Vec::new();
+        layout.write_redis_key(&entity, project, &mut key)?;
+        let micros = micros(event_time, unit);
+        rows.push(WriteRow {
+            key,
+            fields: fields
+                .iter()
+                .zip(&values)
+                .map(|(f, v)| (*f, v[row].clone()))
+                .collect(),
+            event_time: Timestamp {
+                seconds: micros.div_euclid(1_000_000),
+                nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+            },
+        });
+    }
+    Ok(Some(rows))
 }
 
 /// The Redis key and hash fields of each row.
