@@ -244,13 +244,7 @@ impl RedisStoreClient {
     ) -> PyResult<(usize, usize)> {
         let version = version(entity_key_serialization_version)?;
         let rows: Vec<ProtoRow> = rows.into_iter().map(ProtoRow::from).collect();
-        let ts_field = timestamp_field(view);
-        let options = WriteOptions {
-            view,
-            timestamp_field: &ts_field,
-            key_ttl_seconds,
-            skip_dedup,
-        };
+        let options = WriteOptions::new(view, key_ttl_seconds, skip_dedup);
         let client = &self.client;
         let summary = block_on(py, async {
             let rows = store::rows_from_protos(project, version, view, rows)?;
@@ -302,13 +296,7 @@ impl RedisStoreClient {
             features: feature_columns,
             event_times: column(timestamp_field)?,
         };
-        let ts_field = crate::encoding::timestamp_field(view);
-        let options = WriteOptions {
-            view,
-            timestamp_field: &ts_field,
-            key_ttl_seconds,
-            skip_dedup,
-        };
+        let options = WriteOptions::new(view, key_ttl_seconds, skip_dedup);
         let client = &self.client;
         let summary = block_on(py, async {
             match store::rows_from_arrow(project, version, view, &rows)? {

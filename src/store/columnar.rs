@@ -5,10 +5,9 @@ use arrow_array::{ArrayRef, Int64Array};
 use std::sync::Arc;
 
 use super::error::StoreError;
-use super::read::{read_hashes, HashRead};
-use super::response::{entity_keys_of_rows, feature_vectors, response_timestamp, NativeColumn, RowKeys};
+use super::response::{feature_vectors, read_views, response_timestamp, NativeColumn, ViewRead};
 use crate::columns::{decode_column, FeatureType};
-use crate::encoding::{feature_field, timestamp_field, KeySerializationVersion};
+use crate::encoding::KeySerializationVersion;
 use crate::redis::RedisClient;
 
 pub struct ColumnarView {
@@ -36,32 +35,18 @@ pub async fn read_columnar(
     version: KeySerializationVersion,
     views: &[ColumnarView],
 ) -> Result<Option<ColumnarResponse>, StoreError> {
-    let mut plans: Vec<(RowKeys, Vec<Vec<u8>>)> = Vec::with_capacity(views.len());
-    for view in views {
-        let rows = entity_keys_of_rows(&view.join_keys, &view.columns, version, project)?;
-        let mut fields: Vec<Vec<u8>> = view
-            .features
-            .iter()
-            .map(|f| feature_field(&view.view, f).to_vec())
-            .collect();
-        fields.push(timestamp_field(&view.view));
-        plans.push((rows, fields));
-    }
-    let reads: Vec<HashRead<'_>> = plans
+    let plans = views
         .iter()
-        .map(|(rows, fields)| HashRead {
-            fields,
-            keys: &rows.unique_keys,
-        })
-        .collect();
-    let hashes = read_hashes(client, &reads).await?;
+        .map(|v| ViewRead::plan(&v.view, &v.features, &v.join_keys, &v.columns, version, project))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hashes = read_views(client, &plans).await?;
 
     let mut response = ColumnarResponse {
         columns: Vec::new(),
         event_seconds: Vec::with_capacity(views.len()),
         vectors: Vec::new(),
     };
-    for ((view, (rows, _)), hashes) in views.iter().zip(&plans).zip(&hashes) {
+    for ((view, ViewRead { rows, .. }), hashes) in views.iter().zip(&plans).zip(&hashes) {
         // Checks every stored value and timestamp, naming the key of a corrupt one.
         feature_vectors(
             &view.view,

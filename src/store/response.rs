@@ -58,31 +58,24 @@ pub async fn read_response(
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let rows = entity_keys_of_rows(&request.join_keys, &columns, version, project)?;
-        let mut fields: Vec<Vec<u8>> = request
-            .features
-            .iter()
-            .map(|f| feature_field(&request.view, f).to_vec())
-            .collect();
-        fields.push(timestamp_field(&request.view));
-        plans.push((rows, fields));
+        plans.push(ViewRead::plan(
+            &request.view,
+            &request.features,
+            &request.join_keys,
+            &columns,
+            version,
+            project,
+        )?);
     }
-    let reads: Vec<HashRead<'_>> = plans
-        .iter()
-        .map(|(rows, fields)| HashRead {
-            fields,
-            keys: &rows.unique_keys,
-        })
-        .collect();
-    let hashes = read_hashes(client, &reads).await?;
+    let hashes = read_views(client, &plans).await?;
     let mut out = Vec::new();
-    for ((request, (rows, _)), hashes) in views.iter().zip(&plans).zip(&hashes) {
+    for ((request, plan), hashes) in views.iter().zip(&plans).zip(&hashes) {
         feature_vectors(
             &request.view,
             &request.features,
-            &rows.unique_keys,
+            &plan.rows.unique_keys,
             hashes,
-            &rows.row_to_unique,
+            &plan.rows.row_to_unique,
             true,
             &mut out,
         )?;
@@ -99,6 +92,44 @@ const NOT_FOUND: u8 = 3;
 pub struct RowKeys {
     pub unique_keys: Vec<Vec<u8>>,
     pub row_to_unique: Vec<u32>,
+}
+
+/// What a view's read needs: the request rows' keys and the hash fields to read
+/// (the features, then `_ts:{view}`).
+pub struct ViewRead {
+    pub rows: RowKeys,
+    pub fields: Vec<Vec<u8>>,
+}
+
+impl ViewRead {
+    pub fn plan<C: EntityColumn>(
+        view: &str,
+        features: &[String],
+        join_keys: &[String],
+        columns: &[C],
+        version: KeySerializationVersion,
+        project: &str,
+    ) -> Result<Self, StoreError> {
+        let rows = entity_keys_of_rows(join_keys, columns, version, project)?;
+        let mut fields: Vec<Vec<u8>> = features.iter().map(|f| feature_field(view, f).to_vec()).collect();
+        fields.push(timestamp_field(view));
+        Ok(Self { rows, fields })
+    }
+}
+
+/// Every view's HMGETs in one batch: per view, per unique key, the fields' values.
+pub async fn read_views(
+    client: &RedisClient,
+    plans: &[ViewRead],
+) -> Result<Vec<Vec<Vec<Option<Vec<u8>>>>>, StoreError> {
+    let reads: Vec<HashRead<'_>> = plans
+        .iter()
+        .map(|plan| HashRead {
+            fields: &plan.fields,
+            keys: &plan.rows.unique_keys,
+        })
+        .collect();
+    read_hashes(client, &reads).await
 }
 
 /// One join key's values for every request row.

@@ -192,9 +192,20 @@ pub struct WriteRow {
 pub struct WriteOptions<'a> {
     pub view: &'a str,
     /// `_ts:{view}`.
-    pub timestamp_field: &'a [u8],
+    pub timestamp_field: Vec<u8>,
     pub key_ttl_seconds: Option<i64>,
     pub skip_dedup: bool,
+}
+
+impl<'a> WriteOptions<'a> {
+    pub fn new(view: &'a str, key_ttl_seconds: Option<i64>, skip_dedup: bool) -> Self {
+        Self {
+            view,
+            timestamp_field: encoding::timestamp_field(view),
+            key_ttl_seconds,
+            skip_dedup,
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -239,7 +250,7 @@ pub async fn write_rows(
         }
         let mut hset = ::redis::cmd("HSET");
         hset.arg(row.key.as_slice())
-            .arg(options.timestamp_field)
+            .arg(options.timestamp_field.as_slice())
             .arg(row.event_time.encode_to_vec());
         for (field, value) in &row.fields {
             hset.arg(field.as_slice()).arg(value.as_slice());
@@ -265,7 +276,7 @@ async fn stored_event_times(
     let mut distinct: Vec<Vec<u8>> = rows.iter().map(|row| row.key.clone()).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let fields = [options.timestamp_field.to_vec()];
+    let fields = [options.timestamp_field.clone()];
     let read = HashRead {
         fields: &fields,
         keys: &distinct,
