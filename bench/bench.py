@@ -269,6 +269,7 @@ def main() -> None:
                 tmp_path / "ours",
                 RedisOnlineStoreConfig(connection_string=server.address),
                 data_dir,
+                batch_engine={"type": "feast_redis_rs.RedisComputeEngine"},
             )
             stores = {"stock": stock, "ours": ours}
             start, end = EVENT_TIME - timedelta(days=1), EVENT_TIME + timedelta(days=1)

@@ -9,9 +9,11 @@ import logging
 from datetime import timedelta
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from feast import FeatureView, Field, FileSource, utils
 from feast.infra.online_stores.redis import RedisOnlineStore as StockStore
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig as StockConfig
+from feast.types import Int64, String
 
 from feast_redis_rs import RedisComputeEngine, RedisOnlineStore, RedisOnlineStoreConfig
 
@@ -159,6 +161,7 @@ def test_untyped_columns_fall_back_to_feasts_conversion(redis_server, redis_db, 
 def test_redis_compute_engine_materializes_like_stock(redis_server, redis_db, tmp_path, caplog):
     engine = {"type": "feast_redis_rs.RedisComputeEngine"}
     caplog.set_level(logging.INFO, logger="feast_redis_rs.online_store")
+    caplog.set_level(logging.DEBUG, logger="feast_redis_rs.compute_engine")
     dumps = {}
     for name, online, repo in (
         ("stock", StockConfig(connection_string=redis_server.address), {}),
@@ -181,10 +184,71 @@ def test_redis_compute_engine_materializes_like_stock(redis_server, redis_db, tm
             loan_repo.BASE_TIME - timedelta(days=1), loan_repo.BASE_TIME + timedelta(days=3)
         )
         dumps[name] = dump(redis_db)
+        pyarrow_reads = [r for r in caplog.records if r.name == "feast_redis_rs.compute_engine"]
+        assert len(pyarrow_reads) == (4 if name == "ours" else 0)
     assert isinstance(store._get_provider().batch_engine, RedisComputeEngine)
     # The loan frames hold ints with nulls (float64 in Arrow): Feast's conversion; the
     # typed view goes straight from Arrow.
     fallbacks = {r.args[0] for r in caplog.records if r.msg.startswith("write_arrow:")}
     assert fallbacks == {"zipcode_features", "credit_history", "loan_features"}
     assert len(dumps["ours"]) == 90 + 21
+    assert dumps["ours"] == dumps["stock"]
+
+
+def test_parquet_read_keeps_the_local_engines_rows(redis_server, redis_db, tmp_path, caplog):
+    """Field mapping, tz-naive times, a created-timestamp tie-break and rows outside the
+    window: the pyarrow read picks the rows Feast's dask read does."""
+    caplog.set_level(logging.DEBUG, logger="feast_redis_rs.compute_engine")
+    base = loan_repo.BASE_TIME.replace(tzinfo=None)
+    rows = 60
+    frame = pa.table(
+        {
+            "applicant": [f"a{i % 20}" for i in range(rows)],
+            "ts": pa.array(
+                [base + timedelta(hours=(i * 7) % 5) for i in range(rows)], pa.timestamp("ns")
+            ),
+            "created": pa.array(
+                [base + timedelta(seconds=(i * 13) % 17) for i in range(rows)], pa.timestamp("us")
+            ),
+            "score_raw": pa.array(range(rows), pa.int64()),
+            "label": [f"l{i}" for i in range(rows)],
+        }
+    )
+    dumps = {}
+    for name, online, repo in (
+        ("stock", StockConfig(connection_string=redis_server.address), {}),
+        (
+            "ours",
+            RedisOnlineStoreConfig(connection_string=redis_server.address),
+            {"batch_engine": {"type": "feast_redis_rs.RedisComputeEngine"}},
+        ),
+    ):
+        redis_db.flushall()
+        pq_path = tmp_path / name / "mapped.parquet"
+        store = loan_repo.feature_store(tmp_path / name, online, **repo)
+        pq.write_table(frame, pq_path)
+        view = FeatureView(
+            name="mapped_view",
+            entities=[loan_repo.entities()[1]],
+            ttl=timedelta(days=1),
+            schema=[Field(name="score", dtype=Int64), Field(name="label", dtype=String)],
+            source=FileSource(
+                path=str(pq_path),
+                timestamp_field="ts",
+                created_timestamp_column="created",
+                field_mapping={"score_raw": "score", "applicant": "dob_ssn"},
+            ),
+        )
+        store.apply([view])
+        caplog.clear()
+        store.materialize(
+            loan_repo.BASE_TIME + timedelta(hours=1),
+            loan_repo.BASE_TIME + timedelta(hours=3),
+            feature_views=["mapped_view"],
+        )
+        dumps[name] = dump(redis_db)
+        reads = [r for r in caplog.records if r.name == "feast_redis_rs.compute_engine"]
+        assert len(reads) == (1 if name == "ours" else 0)
+    in_window = {i % 20 for i in range(rows) if 1 <= (i * 7) % 5 <= 3}
+    assert len(dumps["ours"]) == len(in_window) < 20
     assert dumps["ours"] == dumps["stock"]
