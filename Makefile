@@ -12,9 +12,14 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 export PYO3_PYTHON := $(abspath $(PYTHON))
 
 DEPS_STAMP := $(VENV)/.deps-installed
+PY_SOURCES := python tests bench loan_demo feature_repo examples run.py credit_model.py streamlit_app.py
+DEMO_DATA := data/loan_table.parquet data/zipcode_table.parquet data/credit_history.parquet
 
 .PHONY: help
 help:
+	@echo "make demo        the loan-approval demo end to end on an embedded Redis"
+	@echo "make app         the demo's Streamlit loan form (starts the demo's Redis if needed)"
+	@echo "make stop        stop the demo's Redis (its data stays in .demo/redis)"
 	@echo "make test        lint, cargo test and pytest (installs what it needs)"
 	@echo "make build-dev   build the extension in place (debug) into $(VENV)"
 	@echo "make build-prod  build a release abi3 wheel into $(CARGO_TARGET_DIR)/wheels"
@@ -30,7 +35,7 @@ $(PYTHON):
 # extras (pyproject.toml is their one source) and an editable install of the package.
 $(DEPS_STAMP): pyproject.toml | $(PYTHON)
 	$(BIN)/pip install --quiet "maturin>=1.9,<2"
-	$(BIN)/maturin develop --extras test,lint
+	$(BIN)/maturin develop --extras test,lint,demo
 	touch $@
 
 .PHONY: install
@@ -46,14 +51,14 @@ build-prod: $(DEPS_STAMP)
 
 .PHONY: format
 format: $(DEPS_STAMP)
-	$(BIN)/ruff format python tests bench
-	$(BIN)/ruff check --fix python tests bench
+	$(BIN)/ruff format $(PY_SOURCES)
+	$(BIN)/ruff check --fix $(PY_SOURCES)
 	cargo fmt
 
 .PHONY: lint
 lint: $(DEPS_STAMP)
-	$(BIN)/ruff format --check python tests bench
-	$(BIN)/ruff check python tests bench
+	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(BIN)/ruff check $(PY_SOURCES)
 	cargo fmt --check
 	cargo clippy --all-targets --no-default-features -- -D warnings
 	cargo clippy --all-targets -- -D warnings
@@ -73,7 +78,17 @@ redis-server:
 	fi
 
 .PHONY: test-python
-test-python: build-dev redis-server
+# The demo's browser test drives Debian's Chromium through its ChromeDriver.
+.PHONY: chromium
+chromium:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "chromium not found: installing Debian's chromium and chromium-driver"; \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
+
+test-python: build-dev redis-server chromium
 	$(BIN)/pytest
 
 .PHONY: test
@@ -84,6 +99,40 @@ test: lint test-rust test-python
 bench: $(DEPS_STAMP) redis-server
 	$(BIN)/maturin develop --release --extras bench
 	$(BIN)/python bench/bench.py
+
+# The demo: data made by the generator, features applied and materialized into the
+# demo's own Redis (REDIS_URL points it elsewhere), then run.py scores the sample loan.
+# New data starts over: a new registry (so materialization starts from the ttl window)
+# and a new model.
+DEMO_REDIS = export FEAST_REDIS_CONNECTION="$$($(PYTHON) -m loan_demo.embedded_redis connection-string)"
+FEAST := $(abspath $(BIN))/feast
+
+$(DEMO_DATA) &: loan_demo/data.py | $(DEPS_STAMP)
+	$(PYTHON) -m loan_demo.data --data-dir data
+	rm -rf model data/registry.db
+
+data/registry.db: feature_repo/features.py feature_repo/feature_store.yaml $(DEMO_DATA)
+	@$(PYTHON) -m loan_demo.embedded_redis start
+	@$(DEMO_REDIS) && cd feature_repo && $(FEAST) apply
+
+.PHONY: demo
+demo: build-dev data/registry.db
+	@$(PYTHON) -m loan_demo.embedded_redis start
+	@$(DEMO_REDIS) && cd feature_repo && \
+		$(FEAST) materialize-incremental "$$(date -u +%Y-%m-%dT%H:%M:%S)"
+	$(PYTHON) run.py
+	@echo
+	@echo "Open the loan form:  make app"
+	@echo "Stop the demo Redis: make stop"
+
+.PHONY: app
+app: $(DEPS_STAMP)
+	@$(PYTHON) -m loan_demo.embedded_redis start
+	@$(DEMO_REDIS) && $(BIN)/streamlit run streamlit_app.py --browser.gatherUsageStats false
+
+.PHONY: stop
+stop:
+	@$(PYTHON) -m loan_demo.embedded_redis stop
 
 .PHONY: clean
 clean:

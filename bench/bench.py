@@ -32,9 +32,8 @@ from feast.value_type import ValueType
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.redis_servers import start_redis  # noqa: E402
-
 from feast_redis_rs import RedisOnlineStoreConfig, encoding  # noqa: E402
+from tests.redis_servers import start_redis  # noqa: E402
 
 PROJECT = "credit_scoring"
 ZIPCODE_FEATURES = [

@@ -1,0 +1,63 @@
+"""The loan demo's feature definitions: the applicant's credit history and the
+features of the zipcode they live in, both read from parquet files by default."""
+
+from datetime import timedelta
+
+from feast import Entity, FeatureView, Field, FileSource
+from feast.types import Int64, String
+from feast.value_type import ValueType
+
+zipcode = Entity(name="zipcode", join_keys=["zipcode"], value_type=ValueType.INT64)
+dob_ssn = Entity(
+    name="dob_ssn",
+    join_keys=["dob_ssn"],
+    value_type=ValueType.STRING,
+    description="Date of birth and last four digits of the social security number",
+)
+
+zipcode_source = FileSource(
+    name="zipcode_table",
+    path="../data/zipcode_table.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+zipcode_features = FeatureView(
+    name="zipcode_features",
+    entities=[zipcode],
+    ttl=timedelta(days=3650),
+    schema=[
+        Field(name="city", dtype=String),
+        Field(name="state", dtype=String),
+        Field(name="location_type", dtype=String),
+        Field(name="tax_returns_filed", dtype=Int64),
+        Field(name="population", dtype=Int64),
+        Field(name="total_wages", dtype=Int64),
+    ],
+    source=zipcode_source,
+)
+
+credit_history_source = FileSource(
+    name="credit_history",
+    path="../data/credit_history.parquet",
+    timestamp_field="event_timestamp",
+    created_timestamp_column="created_timestamp",
+)
+
+credit_history = FeatureView(
+    name="credit_history",
+    entities=[dob_ssn],
+    ttl=timedelta(days=3650),
+    schema=[
+        Field(name="credit_card_due", dtype=Int64),
+        Field(name="mortgage_due", dtype=Int64),
+        Field(name="student_loan_due", dtype=Int64),
+        Field(name="vehicle_loan_due", dtype=Int64),
+        Field(name="hard_pulls", dtype=Int64),
+        Field(name="missed_payments_2y", dtype=Int64),
+        Field(name="missed_payments_1y", dtype=Int64),
+        Field(name="missed_payments_6m", dtype=Int64),
+        Field(name="bankruptcies", dtype=Int64),
+    ],
+    source=credit_history_source,
+)

