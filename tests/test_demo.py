@@ -23,7 +23,13 @@ from loan_demo import data, embedded_redis
 from .redis_servers import RedisServer, free_port, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "data" / "credit_scoring"
+# The guidance's files, for calibration checks: beside the project's checkout, or where
+# FEAST_REDIS_RS_REFERENCE_DATA says (a clone elsewhere).
+REFERENCE = Path(
+    os.environ.get(
+        "FEAST_REDIS_RS_REFERENCE_DATA", ROOT.parent / "shared" / "data" / "credit_scoring"
+    )
+)
 DEMO_FILES = [
     "run.py",
     "credit_model.py",

@@ -10,7 +10,8 @@ from datetime import timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from feast import FeatureView, Field, FileSource, utils
+import pytest
+from feast import BatchFeatureView, FeatureView, Field, FileSource, utils
 from feast.infra.online_stores.redis import RedisOnlineStore as StockStore
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig as StockConfig
 from feast.types import Int64, String
@@ -184,8 +185,10 @@ def test_redis_compute_engine_materializes_like_stock(redis_server, redis_db, tm
             loan_repo.BASE_TIME - timedelta(days=1), loan_repo.BASE_TIME + timedelta(days=3)
         )
         dumps[name] = dump(redis_db)
-        pyarrow_reads = [r for r in caplog.records if r.name == "feast_redis_rs.compute_engine"]
-        assert len(pyarrow_reads) == (4 if name == "ours" else 0)
+        streamed = [
+            r.getMessage() for r in caplog.records if r.name == "feast_redis_rs.compute_engine"
+        ]
+        assert [m.split()[0] for m in streamed] == (["streamed"] * 4 if name == "ours" else [])
     assert isinstance(store._get_provider().batch_engine, RedisComputeEngine)
     # The loan frames hold ints with nulls (float64 in Arrow): Feast's conversion; the
     # typed view goes straight from Arrow.
@@ -195,9 +198,18 @@ def test_redis_compute_engine_materializes_like_stock(redis_server, redis_db, tm
     assert dumps["ours"] == dumps["stock"]
 
 
-def test_parquet_read_keeps_the_local_engines_rows(redis_server, redis_db, tmp_path, caplog):
-    """Field mapping, tz-naive times, a created-timestamp tie-break and rows outside the
-    window: the pyarrow read picks the rows Feast's dask read does."""
+@pytest.mark.parametrize(
+    ("validated", "log_line"),
+    [(False, "streamed mapped_view from "), (True, "read ")],
+    ids=["streamed", "local-engine-plan"],
+)
+def test_parquet_read_keeps_the_local_engines_rows(
+    redis_server, redis_db, tmp_path, caplog, validated, log_line
+):
+    """Field mapping, tz-naive times, a created-timestamp tie-break, nulls, rows outside
+    the window, two files and batches smaller than an entity's rows: the pyarrow read
+    (streamed for a plain view; in Feast's plan for a validated batch view) picks the
+    rows and writes the bytes Feast's local engine does."""
     caplog.set_level(logging.DEBUG, logger="feast_redis_rs.compute_engine")
     base = loan_repo.BASE_TIME.replace(tzinfo=None)
     rows = 60
@@ -210,7 +222,7 @@ def test_parquet_read_keeps_the_local_engines_rows(redis_server, redis_db, tmp_p
             "created": pa.array(
                 [base + timedelta(seconds=(i * 13) % 17) for i in range(rows)], pa.timestamp("us")
             ),
-            "score_raw": pa.array(range(rows), pa.int64()),
+            "score_raw": pa.array([None if i % 9 == 4 else i for i in range(rows)], pa.int64()),
             "label": [f"l{i}" for i in range(rows)],
         }
     )
@@ -219,25 +231,29 @@ def test_parquet_read_keeps_the_local_engines_rows(redis_server, redis_db, tmp_p
         ("stock", StockConfig(connection_string=redis_server.address), {}),
         (
             "ours",
-            RedisOnlineStoreConfig(connection_string=redis_server.address),
+            RedisOnlineStoreConfig(connection_string=redis_server.address, write_batch_size=7),
             {"batch_engine": {"type": "feast_redis_rs.RedisComputeEngine"}},
         ),
     ):
         redis_db.flushall()
-        pq_path = tmp_path / name / "mapped.parquet"
+        directory = tmp_path / name / "mapped"
+        directory.mkdir(parents=True)
         store = loan_repo.feature_store(tmp_path / name, online, **repo)
-        pq.write_table(frame, pq_path)
-        view = FeatureView(
+        pq.write_table(frame.slice(0, 25), directory / "part-0.parquet")
+        pq.write_table(frame.slice(25), directory / "part-1.parquet")
+        view_type = BatchFeatureView if validated else FeatureView
+        view = view_type(
             name="mapped_view",
             entities=[loan_repo.entities()[1]],
             ttl=timedelta(days=1),
             schema=[Field(name="score", dtype=Int64), Field(name="label", dtype=String)],
             source=FileSource(
-                path=str(pq_path),
+                path=str(directory),
                 timestamp_field="ts",
                 created_timestamp_column="created",
                 field_mapping={"score_raw": "score", "applicant": "dob_ssn"},
             ),
+            **({"online": True, "enable_validation": True} if validated else {}),
         )
         store.apply([view])
         caplog.clear()
@@ -247,8 +263,87 @@ def test_parquet_read_keeps_the_local_engines_rows(redis_server, redis_db, tmp_p
             feature_views=["mapped_view"],
         )
         dumps[name] = dump(redis_db)
-        reads = [r for r in caplog.records if r.name == "feast_redis_rs.compute_engine"]
-        assert len(reads) == (1 if name == "ours" else 0)
+        reads = [
+            r.getMessage() for r in caplog.records if r.name == "feast_redis_rs.compute_engine"
+        ]
+        assert [m.startswith(log_line) for m in reads] == ([True] if name == "ours" else [])
     in_window = {i % 20 for i in range(rows) if 1 <= (i * 7) % 5 <= 3}
     assert len(dumps["ours"]) == len(in_window) < 20
     assert dumps["ours"] == dumps["stock"]
+
+
+MEMORY_PROBE = """
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+from feast import FeatureView, Field, FileSource
+from feast.types import String
+
+from feast_redis_rs import RedisOnlineStoreConfig
+from tests import loan_repo
+
+path, address = Path(sys.argv[1]), sys.argv[2]
+store = loan_repo.feature_store(
+    path,
+    RedisOnlineStoreConfig(connection_string=address, write_batch_size=500),
+    batch_engine={"type": "feast_redis_rs.RedisComputeEngine"},
+)
+store.apply([FeatureView(
+    name="wide_view", entities=[loan_repo.entities()[1]], ttl=timedelta(days=1),
+    schema=[Field(name="blob", dtype=String)],
+    source=FileSource(path=str(path / "wide.parquet"), timestamp_field="event_timestamp"),
+)])
+before = pa.default_memory_pool().max_memory()
+store.materialize(
+    loan_repo.BASE_TIME - timedelta(hours=1), loan_repo.BASE_TIME + timedelta(days=1),
+    feature_views=["wide_view"],
+)
+print(before, pa.default_memory_pool().max_memory())
+"""
+
+
+def wide_table(rows: int) -> pa.Table:
+    """Rows of 1 KB, two per entity."""
+    return pa.table(
+        {
+            "dob_ssn": [f"applicant-{i % (rows // 2)}" for i in range(rows)],
+            "event_timestamp": pa.array(
+                [loan_repo.BASE_TIME + timedelta(seconds=i) for i in range(rows)], UTC_US
+            ),
+            "blob": [f"{i:08d}" * 128 for i in range(rows)],
+        }
+    )
+
+
+def test_streamed_materialization_holds_a_batch_not_the_table(redis_server, redis_db, tmp_path):
+    """Arrow's peak allocation while materializing (in a fresh interpreter) does not grow
+    with the table: tripling the rows adds only their keys and times (Feast's local
+    engine peaks above the table's size)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    peaks, sizes = [], []
+    for rows in (15_000, 45_000):
+        redis_db.flushall()
+        wide = wide_table(rows)
+        sizes.append(wide.nbytes)
+        path = tmp_path / str(rows)
+        path.mkdir()
+        pq.write_table(wide, path / "wide.parquet", row_group_size=1000)
+        del wide
+        result = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, str(path), redis_server.address],
+            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        before, peak = map(int, result.stdout.split()[-2:])
+        assert before < 1_000_000
+        assert redis_db.dbsize() == rows // 2
+        peaks.append(peak)
+    assert sizes[1] > 45_000_000
+    assert peaks[1] < sizes[1] / 4, (peaks, sizes)
+    assert peaks[1] - peaks[0] < (sizes[1] - sizes[0]) / 10, (peaks, sizes)

@@ -1,6 +1,11 @@
-"""``feast_redis_rs.RedisComputeEngine``: Feast's local compute engine (offline read,
-latest row per entity in the window, validation) with the online write going from
-Arrow straight into Redis in Rust, through ``RedisOnlineStore.write_arrow``.
+"""``feast_redis_rs.RedisComputeEngine``: Feast's local compute engine with the online
+write going from Arrow straight into Redis in Rust, through ``RedisOnlineStore.write_arrow``.
+
+A plain feature view with a local parquet source is streamed: the latest row per entity
+in the window is found from the key and time columns, then record batches of the rows
+are read and written one at a time, so memory holds the keys and one batch, not the
+table. Other views run Feast's local plan (offline read, latest row per entity,
+transformations, validation) with that same Arrow write at the end.
 
 In ``feature_store.yaml``::
 
@@ -11,17 +16,21 @@ In ``feature_store.yaml``::
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from feast.data_format import ParquetFormat
+from feast.data_source import DataSource
 from feast.infra.common.materialization_job import (
     MaterializationJobStatus,
     MaterializationTask,
 )
-from feast.infra.compute_engines.dag.context import ExecutionContext
+from feast.infra.compute_engines.dag.context import ColumnInfo, ExecutionContext
 from feast.infra.compute_engines.local.arrow_table_value import ArrowTableValue
 from feast.infra.compute_engines.local.compute import LocalComputeEngine
 from feast.infra.compute_engines.local.feature_builder import LocalFeatureBuilder
@@ -36,6 +45,8 @@ from feast_redis_rs.online_store import RedisOnlineStore
 
 logger = logging.getLogger(__name__)
 
+_SCAN_BATCH_ROWS = 65_536
+
 
 class RedisComputeEngineConfig(FeastConfigBaseModel):
     """Config of ``feast_redis_rs.RedisComputeEngine``."""
@@ -47,70 +58,165 @@ class RedisComputeEngineConfig(FeastConfigBaseModel):
     """DataFrame backend of the local engine (``pandas``, ``polars``); inferred by default"""
 
 
-class _ParquetSourceReadNode(LocalSourceReadNode):
-    """The local engine's source read for a local parquet ``FileSource`` of the file
-    offline store, with pyarrow instead of dask: the same rows (event time within
-    ``[start, end]``, tz-naive times taken as UTC) and columns, renamed by the field
-    mapping. Any other source, a view without join keys or a transformation that needs
-    every column: Feast's own read."""
+class _ParquetScan:
+    """A local parquet ``FileSource`` of the file offline store, read with pyarrow
+    instead of dask: the rows Feast's read gives (event time within ``[start, end]``,
+    tz-naive times taken as UTC), in scan order, renamed by the field mapping."""
 
-    def execute(self, context: ExecutionContext) -> ArrowTableValue:
-        table = self._read_parquet(context)
-        if table is None:
-            return super().execute(context)
-        if self.column_info.field_mapping:
-            mapping = self.column_info.field_mapping
-            table = table.rename_columns([mapping.get(c, c) for c in table.column_names])
-        return ArrowTableValue(data=table)
+    def __init__(
+        self, dataset: ds.Dataset, info: ColumnInfo, start: datetime, end: datetime
+    ) -> None:
+        self.dataset = dataset
+        self.info = info
+        self.timestamps = [info.ts_col] + ([info.created_ts_col] if info.created_ts_col else [])
+        self.columns = list(dict.fromkeys([*info.join_keys, *info.feature_cols, *self.timestamps]))
+        event_time = dataset.schema.field(info.ts_col).type
+        window = [pa.scalar(t, pa.timestamp("us", tz="UTC")) for t in (start, end)]
+        if event_time.tz is None:
+            window = [w.cast(pa.timestamp("us")) for w in window]
+        field = ds.field(info.ts_col)
+        self.filter = (field >= window[0]) & (field <= window[1])
 
-    def _read_parquet(self, context: ExecutionContext) -> pa.Table | None:
-        source, info = self.source, self.column_info
+    @classmethod
+    def of(
+        cls,
+        context: ExecutionContext,
+        source: DataSource,
+        info: ColumnInfo,
+        start: datetime | None,
+        end: datetime | None,
+    ) -> _ParquetScan | None:
+        """The scan, or None when Feast's own read is needed: another offline store or
+        source, remote files, no join keys, every column wanted (transformations)."""
+        config = context.repo_config
         if not (
-            isinstance(context.repo_config.offline_store, DaskOfflineStoreConfig)
-            and not context.repo_config.materialization_config.pull_latest_features
+            isinstance(config.offline_store, DaskOfflineStoreConfig)
+            and not config.materialization_config.pull_latest_features
             and isinstance(source, FileSource)
             and isinstance(source.file_format, (ParquetFormat, type(None)))
             and not source.file_options.s3_endpoint_override
             and not source.resolve_credentials()
             and info.join_keys
             and info.feature_cols
-            and self.start_time
-            and self.end_time
+            and start
+            and end
         ):
             return None
-        path = FileSource.get_uri_for_file_path(
-            repo_path=context.repo_config.repo_path, uri=source.file_options.uri
-        )
-        if "://" in str(path):
+        path = str(FileSource.get_uri_for_file_path(config.repo_path, source.file_options.uri))
+        if "://" in path:
             return None
+        dataset = ds.dataset(path, format="parquet")
+        schema = dataset.schema
         timestamps = [info.ts_col] + ([info.created_ts_col] if info.created_ts_col else [])
-        columns = list(dict.fromkeys([*info.join_keys, *info.feature_cols, *timestamps]))
-        dataset = ds.dataset(str(path), format="parquet")
-        if any(
-            name not in dataset.schema.names
-            or (name in timestamps and not pa.types.is_timestamp(dataset.schema.field(name).type))
-            for name in columns
+        wanted = [*info.join_keys, *info.feature_cols, *timestamps]
+        if any(name not in schema.names for name in wanted) or any(
+            not pa.types.is_timestamp(schema.field(name).type) for name in timestamps
         ):
             return None
-        event_time = dataset.schema.field(info.ts_col).type
-        window = [
-            pa.scalar(t, pa.timestamp("us", tz="UTC")) for t in (self.start_time, self.end_time)
-        ]
-        if event_time.tz is None:
-            window = [w.cast(pa.timestamp("us")) for w in window]
-        field = ds.field(info.ts_col)
-        table = dataset.to_table(
-            columns=columns, filter=(field >= window[0]) & (field <= window[1])
+        return cls(dataset, info, start, end)
+
+    def batches(self, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+        # One thread: both passes of a streamed materialization see rows in one order;
+        # no read-ahead: memory holds the batch at hand.
+        return self.dataset.to_batches(
+            columns=columns,
+            filter=self.filter,
+            batch_size=batch_size,
+            batch_readahead=0,
+            fragment_readahead=0,
+            fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False),
+            use_threads=False,
         )
-        for name in timestamps:
-            kind = table.schema.field(name).type
-            if kind.tz is None:
-                index = table.schema.get_field_index(name)
-                utc = pc.assume_timezone(table.column(name), "UTC")
-                table = table.set_column(index, name, utc)
-        order = [(info.ts_col, "ascending")] + [(c, "ascending") for c in timestamps[1:]]
-        logger.debug("read %s with pyarrow: %d rows", path, table.num_rows)
-        return table.sort_by(order)
+
+    def table(self) -> pa.Table:
+        """Every column, sorted by event then created time (as Feast's read sorts)."""
+        table = self.dataset.to_table(columns=self.columns, filter=self.filter)
+        order = [(name, "ascending") for name in self.timestamps]
+        return self.normalize(table).sort_by(order)
+
+    def normalize(self, data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+        """UTC timestamps, columns renamed by the field mapping."""
+        for name in self.timestamps:
+            index = data.schema.get_field_index(name)
+            if index >= 0 and data.schema.field(index).type.tz is None:
+                data = data.set_column(index, name, pc.assume_timezone(data[name], "UTC"))
+        mapping = self.info.field_mapping
+        if mapping:
+            data = data.rename_columns([mapping.get(c, c) for c in data.schema.names])
+        return data
+
+    def latest_rows(self) -> np.ndarray:
+        """Scan positions of the latest row of each entity (by event time, then created
+        time), sorted: the rows Feast's dedup keeps. Only the key and time columns are
+        held in memory."""
+        keys_and_times = list(dict.fromkeys([*self.info.join_keys, *self.timestamps]))
+        table = pa.Table.from_batches(
+            list(self.batches(keys_and_times, _SCAN_BATCH_ROWS)),
+            schema=pa.schema([self.dataset.schema.field(n) for n in keys_and_times]),
+        )
+        table = table.append_column("__position", pa.array(np.arange(table.num_rows)))
+        table = table.sort_by([(name, "descending") for name in self.timestamps])
+        latest = table.group_by(self.info.join_keys, use_threads=False).aggregate(
+            [("__position", "first")]
+        )
+        return np.sort(latest["__position_first"].to_numpy())
+
+
+class _ParquetSourceReadNode(LocalSourceReadNode):
+    """The local engine's source read, with pyarrow for a local parquet source (see
+    ``_ParquetScan``); any other source: Feast's own read."""
+
+    def execute(self, context: ExecutionContext) -> ArrowTableValue:
+        scan = _ParquetScan.of(
+            context, self.source, self.column_info, self.start_time, self.end_time
+        )
+        if scan is None:
+            return super().execute(context)
+        table = scan.table()
+        logger.debug("read %s with pyarrow: %d rows", self.source.path, table.num_rows)
+        return ArrowTableValue(data=table)
+
+
+def _stream_to_redis(
+    context: ExecutionContext, builder: _ArrowFeatureBuilder, task: MaterializationTask
+) -> bool:
+    """Materializes a plain feature view with a local parquet source by streaming:
+    a first pass over the key and time columns finds each entity's latest row, a second
+    reads record batches of every column and writes the chosen rows of each batch with
+    ``write_arrow``. Memory holds the key columns and one batch, not the table. False
+    (nothing done) for views that need Feast's plan: transformations, aggregations,
+    filters, validation, derived views, offline writes, other stores."""
+    view = task.feature_view
+    online_store = context.online_store
+    if (
+        not view.online
+        or view.offline
+        or not isinstance(online_store, RedisOnlineStore)
+        or getattr(view, "feature_transformation", None)
+        or getattr(view, "aggregations", None)
+        or getattr(view, "filter", None)
+        or getattr(view, "enable_validation", False)
+        or builder.dag_root.inputs
+    ):
+        return False
+    scan = _ParquetScan.of(
+        context, view.source, builder.get_column_info(view), task.start_time, task.end_time
+    )
+    if scan is None:
+        return False
+    batch_size = context.repo_config.online_store.write_batch_size
+    latest = scan.latest_rows() if task.only_latest else None
+    position = 0
+    for batch in scan.batches(scan.columns, batch_size):
+        rows = batch.num_rows
+        if latest is not None:
+            low, high = np.searchsorted(latest, [position, position + rows])
+            batch = batch.take(pa.array(latest[low:high] - position))
+        position += rows
+        if batch.num_rows:
+            online_store.write_arrow(context.repo_config, view, scan.normalize(batch))
+    logger.debug("streamed %s from %s: %d rows read", view.name, view.source.path, position)
+    return True
 
 
 class _ArrowOutputNode(LocalOutputNode):
@@ -164,8 +270,9 @@ class RedisComputeEngine(LocalComputeEngine):
         job_id = f"{task.feature_view.name}-{task.start_time}-{task.end_time}"
         context = self.get_execution_context(registry, task)
         try:
-            plan = _ArrowFeatureBuilder(registry, task, backend=self._get_backend(context)).build()
-            plan.execute(context)
+            builder = _ArrowFeatureBuilder(registry, task, backend=self._get_backend(context))
+            if not _stream_to_redis(context, builder, task):
+                builder.build().execute(context)
         except Exception as error:
             return LocalMaterializationJob(
                 job_id=job_id, status=MaterializationJobStatus.ERROR, error=error
