@@ -115,9 +115,13 @@ data/registry.db: feature_repo/features.py feature_repo/feature_store.yaml $(DEM
 	@$(PYTHON) -m loan_demo.embedded_redis start
 	@$(DEMO_REDIS) && cd feature_repo && $(FEAST) apply
 
+# An empty Redis (a new REDIS_URL, a deleted .demo/) starts over from a new registry:
+# the old one would tell materialize-incremental that everything is there already.
 .PHONY: demo
-demo: build-dev data/registry.db
+demo: build-dev $(DEMO_DATA)
 	@$(PYTHON) -m loan_demo.embedded_redis start
+	@if $(PYTHON) -m loan_demo.embedded_redis is-empty; then rm -f data/registry.db; fi
+	@$(MAKE) -s --no-print-directory data/registry.db
 	@$(DEMO_REDIS) && cd feature_repo && \
 		$(FEAST) materialize-incremental "$$(date -u +%Y-%m-%dT%H:%M:%S)"
 	$(PYTHON) run.py

