@@ -318,18 +318,20 @@ def wide_table(rows: int) -> pa.Table:
 
 
 def test_streamed_materialization_holds_a_batch_not_the_table(redis_server, redis_db, tmp_path):
-    """Arrow's peak allocation while materializing (in a fresh interpreter) does not grow
-    with the table: tripling the rows adds only their keys and times (Feast's local
-    engine peaks above the table's size)."""
+    """Arrow's peak allocation while materializing (in a fresh interpreter) grows with the
+    rows' keys and times (the first pass: the keys, their sorted copy, the grouping; up to
+    ~4x their bytes seen), not with the table: tripling 1 KB rows adds a few MB where the
+    table grows by 32 MB. (Feast's local engine peaks above the table's size.)"""
     import subprocess
     import sys
     from pathlib import Path
 
-    peaks, sizes = [], []
+    peaks, sizes, keys_and_times = [], [], []
     for rows in (15_000, 45_000):
         redis_db.flushall()
         wide = wide_table(rows)
         sizes.append(wide.nbytes)
+        keys_and_times.append(wide.select(["dob_ssn", "event_timestamp"]).nbytes)
         path = tmp_path / str(rows)
         path.mkdir()
         pq.write_table(wide, path / "wide.parquet", row_group_size=1000)
@@ -346,4 +348,4 @@ def test_streamed_materialization_holds_a_batch_not_the_table(redis_server, redi
         peaks.append(peak)
     assert sizes[1] > 45_000_000
     assert peaks[1] < sizes[1] / 4, (peaks, sizes)
-    assert peaks[1] - peaks[0] < (sizes[1] - sizes[0]) / 10, (peaks, sizes)
+    assert peaks[1] - peaks[0] < 6 * (keys_and_times[1] - keys_and_times[0]), (peaks, sizes)

@@ -58,6 +58,11 @@ class RedisComputeEngineConfig(FeastConfigBaseModel):
     """DataFrame backend of the local engine (``pandas``, ``polars``); inferred by default"""
 
 
+def _time_columns(info: ColumnInfo) -> list[str]:
+    """The event-time column, then the created-time column when there is one."""
+    return [info.ts_col] + ([info.created_ts_col] if info.created_ts_col else [])
+
+
 class _ParquetScan:
     """A local parquet ``FileSource`` of the file offline store, read with pyarrow
     instead of dask: the rows Feast's read gives (event time within ``[start, end]``,
@@ -68,7 +73,7 @@ class _ParquetScan:
     ) -> None:
         self.dataset = dataset
         self.info = info
-        self.timestamps = [info.ts_col] + ([info.created_ts_col] if info.created_ts_col else [])
+        self.timestamps = _time_columns(info)
         self.columns = list(dict.fromkeys([*info.join_keys, *info.feature_cols, *self.timestamps]))
         event_time = dataset.schema.field(info.ts_col).type
         window = [pa.scalar(t, pa.timestamp("us", tz="UTC")) for t in (start, end)]
@@ -107,7 +112,7 @@ class _ParquetScan:
             return None
         dataset = ds.dataset(path, format="parquet")
         schema = dataset.schema
-        timestamps = [info.ts_col] + ([info.created_ts_col] if info.created_ts_col else [])
+        timestamps = _time_columns(info)
         wanted = [*info.join_keys, *info.feature_cols, *timestamps]
         if any(name not in schema.names for name in wanted) or any(
             not pa.types.is_timestamp(schema.field(name).type) for name in timestamps
@@ -185,11 +190,13 @@ def _stream_to_redis(
     reads record batches of every column and writes the chosen rows of each batch with
     ``write_arrow``. Memory holds the key columns and one batch, not the table. False
     (nothing done) for views that need Feast's plan: transformations, aggregations,
-    filters, validation, derived views, offline writes, other stores."""
+    filters, validation, derived views, offline writes, other stores, and tasks that
+    want every row rather than the latest per entity."""
     view = task.feature_view
     online_store = context.online_store
     if (
-        not view.online
+        not task.only_latest
+        or not view.online
         or view.offline
         or not isinstance(online_store, RedisOnlineStore)
         or getattr(view, "feature_transformation", None)
@@ -205,13 +212,12 @@ def _stream_to_redis(
     if scan is None:
         return False
     batch_size = context.repo_config.online_store.write_batch_size
-    latest = scan.latest_rows() if task.only_latest else None
+    latest = scan.latest_rows()
     position = 0
     for batch in scan.batches(scan.columns, batch_size):
         rows = batch.num_rows
-        if latest is not None:
-            low, high = np.searchsorted(latest, [position, position + rows])
-            batch = batch.take(pa.array(latest[low:high] - position))
+        low, high = np.searchsorted(latest, [position, position + rows])
+        batch = batch.take(pa.array(latest[low:high] - position))
         position += rows
         if batch.num_rows:
             online_store.write_arrow(context.repo_config, view, scan.normalize(batch))
