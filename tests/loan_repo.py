@@ -119,7 +119,7 @@ def feature_store(path: Path, online_store, version: int = 3, **repo) -> Feature
     path.mkdir(parents=True, exist_ok=True)
     config = RepoConfig(
         project=PROJECT,
-        provider="local",
+        provider=repo.pop("provider", "local"),
         registry=str(path / "registry.db"),
         online_store=online_store,
         offline_store={"type": "file"},

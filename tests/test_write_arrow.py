@@ -5,18 +5,25 @@ this path maps go through Feast's conversion and still match."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from feast import BatchFeatureView, FeatureView, Field, FileSource, utils
+from feast import BatchFeatureView, FeatureView, Field, FileSource, PushSource, utils
 from feast.infra.online_stores.redis import RedisOnlineStore as StockStore
 from feast.infra.online_stores.redis import RedisOnlineStoreConfig as StockConfig
-from feast.types import Int64, String
+from feast.types import Array, Bool, Float64, Int64, String
 
-from feast_redis_rs import RedisComputeEngine, RedisOnlineStore, RedisOnlineStoreConfig
+from feast_redis_rs import (
+    RedisComputeEngine,
+    RedisOnlineStore,
+    RedisOnlineStoreConfig,
+    RedisProvider,
+)
 
 from . import loan_repo
 
@@ -349,3 +356,79 @@ def test_streamed_materialization_holds_a_batch_not_the_table(redis_server, redi
     assert sizes[1] > 45_000_000
     assert peaks[1] < sizes[1] / 4, (peaks, sizes)
     assert peaks[1] - peaks[0] < 6 * (keys_and_times[1] - keys_and_times[0]), (peaks, sizes)
+
+
+def push_view(data_dir) -> FeatureView:
+    return FeatureView(
+        name="pushed_view",
+        entities=[loan_repo.entities()[1]],
+        ttl=timedelta(days=1),
+        schema=[
+            Field(name="p_count", dtype=Int64),
+            Field(name="p_ratio", dtype=Float64),
+            Field(name="p_label", dtype=String),
+            Field(name="p_flag", dtype=Bool),
+            Field(name="p_history", dtype=Array(Int64)),
+        ],
+        source=PushSource(
+            name="arrow_push",
+            batch_source=FileSource(
+                path=str(data_dir / "pushed.parquet"), timestamp_field="event_timestamp"
+            ),
+        ),
+    )
+
+
+def pushed_frame(rows: int) -> pd.DataFrame:
+    """Three rows per applicant at shuffled times (dedup decides), no nulls."""
+    return pd.DataFrame(
+        {
+            "dob_ssn": [f"applicant-{i % (rows // 3)}" for i in range(rows)],
+            "event_timestamp": [
+                loan_repo.BASE_TIME + timedelta(minutes=(i * 7) % 13, microseconds=i)
+                for i in range(rows)
+            ],
+            "p_count": [i * 1_000_003 for i in range(rows)],
+            "p_ratio": [i / 7 for i in range(rows)],
+            "p_label": [f"label-{i}é" for i in range(rows)],
+            "p_flag": [i % 2 == 0 for i in range(rows)],
+            "p_history": [[i, i + 1, -i] for i in range(rows)],
+        }
+    )
+
+
+def test_redis_provider_pushes_from_arrow_like_stock(redis_server, redis_db, tmp_path, caplog):
+    """`push`, `push_async` and `write_to_online_store` through
+    `feast_redis_rs.RedisProvider` store the bytes stock Feast's provider stores; a typed
+    frame goes straight from Arrow."""
+    caplog.set_level(logging.INFO, logger="feast_redis_rs.online_store")
+    loans = {view.name: loan_repo.frame(view) for view in loan_repo.views(tmp_path)}
+    dumps = {}
+    for name, online, repo in (
+        ("stock", StockConfig(connection_string=redis_server.address), {}),
+        (
+            "ours",
+            RedisOnlineStoreConfig(connection_string=redis_server.address, write_batch_size=8),
+            {"provider": "feast_redis_rs.RedisProvider"},
+        ),
+    ):
+        redis_db.flushall()
+        store = loan_repo.feature_store(tmp_path / name, online, **repo)
+        store.apply([push_view(tmp_path / name)])
+        caplog.clear()
+        store.push("arrow_push", pushed_frame(30))
+        store.write_to_online_store("credit_history", loans["credit_history"])
+        later = pushed_frame(12)
+        later["event_timestamp"] += timedelta(hours=1)
+        later["p_label"] = "later"
+        asyncio.run(store.push_async("arrow_push", later))
+        dumps[name] = dump(redis_db)
+        fallbacks = {r.args[0] for r in caplog.records if r.msg.startswith("write_arrow:")}
+    assert isinstance(store._get_provider(), RedisProvider)
+    # The loan frame holds ints with nulls (float64 in pandas): Feast's conversion.
+    assert fallbacks == {"credit_history"}
+    assert len(dumps["ours"]) == 10 + len(loan_repo.APPLICANTS)
+    assert dumps["ours"] == dumps["stock"]
+    # push_async's later rows replaced the 4 applicants it covered.
+    later_values = [v for h in dumps["ours"].values() for v in h.values() if b"later" in v]
+    assert len(later_values) == 4
