@@ -67,7 +67,8 @@ class CreditScoringModel:
         job = self.store.get_historical_features(entity_df=loans, features=FEAST_FEATURES)
         return job.to_df()
 
-    def _matrix(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def encoded(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The model's input matrix for a frame with the model's features."""
         matrix = frame[MODEL_FEATURES].copy()
         matrix[CATEGORICAL_FEATURES] = self.encoder.transform(
             matrix[CATEGORICAL_FEATURES].astype(str)
@@ -77,7 +78,7 @@ class CreditScoringModel:
     def fit(self, frame: pd.DataFrame) -> None:
         """Trains on a training frame (see `training_frame`)."""
         self.encoder.fit(frame[CATEGORICAL_FEATURES].astype(str))
-        self.classifier.fit(self._matrix(frame), frame[TARGET])
+        self.classifier.fit(self.encoded(frame), frame[TARGET])
         self.trained = True
 
     def train(self, loans: pd.DataFrame) -> None:
@@ -87,7 +88,7 @@ class CreditScoringModel:
         joblib.dump((self.encoder, self.classifier), self.model_path)
 
     def accuracy(self, frame: pd.DataFrame) -> float:
-        return float((self.classifier.predict(self._matrix(frame)) == frame[TARGET]).mean())
+        return float((self.classifier.predict(self.encoded(frame)) == frame[TARGET]).mean())
 
     def features_of(self, request: dict) -> pd.DataFrame:
         """The application with its online features: one row per application, columns
@@ -114,13 +115,9 @@ class CreditScoringModel:
         return frame[ENTITY_FIELDS + MODEL_FEATURES]
 
     def predict_frame(self, frame: pd.DataFrame) -> list[int]:
-        return [int(v) for v in self.classifier.predict(self._matrix(frame))]
+        return [int(v) for v in self.classifier.predict(self.encoded(frame))]
 
     def predict(self, request: dict) -> int:
         """`loan_status` of the first application in `request` (a dict of lists):
         0 approved, 1 rejected."""
         return self.predict_frame(self.features_of(request))[0]
-
-    def encoded(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The model's input matrix for a frame of features (for explanations)."""
-        return self._matrix(frame)
