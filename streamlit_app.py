@@ -58,7 +58,11 @@ def application_form() -> dict:
             )
         ],
         "person_emp_length": [
-            float(sidebar.number_input("Employment length (years)", 0.0, 150.0, 123.0))
+            float(
+                sidebar.number_input(
+                    "Employment length (years)", 0.0, 150.0, sample["person_emp_length"]
+                )
+            )
         ],
         "loan_intent": [
             sidebar.selectbox("Loan intent", LOAN_INTENT, LOAN_INTENT.index(sample["loan_intent"]))

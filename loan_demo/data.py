@@ -64,7 +64,7 @@ CITY_SUFFIXES = [
     "VIEW", "CREEK", "HAVEN", "RIDGE", "VALE", "SIDE", " SPRINGS", " CITY", " FALLS",
     " HEIGHTS", " PARK", " GROVE", " JUNCTION", " CENTER", "BORO", "WICK", "STEAD",
 ]  # fmt: skip
-CITY_QUALIFIERS = ["", "", "", "", "NORTH ", "SOUTH ", "EAST ", "WEST ", "NEW ", "LAKE "]
+CITY_QUALIFIERS = ["NORTH ", "SOUTH ", "EAST ", "WEST ", "NEW ", "LAKE "]
 
 HOME_OWNERSHIP = {"RENT": 0.508, "MORTGAGE": 0.412, "OWN": 0.0766, "OTHER": 0.0034}
 LOAN_INTENT = {
@@ -128,7 +128,7 @@ def make_zipcodes(rng: np.random.Generator, count: int = ZIPCODES) -> pd.DataFra
     zips = np.sort(np.append(rng.choice(candidates, size=count - 1, replace=False), SAMPLE_ZIPCODE))
     states = np.array([state_of_prefix[z // 100] for z in zips])
 
-    names = [q + r + s for q in CITY_QUALIFIERS[4:] for r in CITY_ROOTS for s in CITY_SUFFIXES]
+    names = [q + r + s for q in CITY_QUALIFIERS for r in CITY_ROOTS for s in CITY_SUFFIXES]
     names += [r + s for r in CITY_ROOTS for s in CITY_SUFFIXES]
     cities = np.empty(count, dtype=object)
     start = 0
