@@ -23,7 +23,7 @@ help:
 	@echo "make test        lint, cargo test and pytest (installs what it needs)"
 	@echo "make build-dev   build the extension in place (debug) into $(VENV)"
 	@echo "make build-prod  build a release abi3 wheel into $(CARGO_TARGET_DIR)/wheels"
-	@echo "make lint        ruff, cargo fmt --check, cargo clippy -D warnings"
+	@echo "make lint        ruff, cargo fmt --check, cargo clippy -D warnings, stubtest of _native.pyi"
 	@echo "make format      ruff format and cargo fmt"
 	@echo "make bench       stock Feast vs feast-redis-rs in one run (release build)"
 
@@ -62,6 +62,7 @@ lint: $(DEPS_STAMP)
 	cargo fmt --check
 	cargo clippy --all-targets --no-default-features -- -D warnings
 	cargo clippy --all-targets -- -D warnings
+	$(BIN)/python -m mypy.stubtest feast_redis_rs._native --mypy-config-file pyproject.toml
 
 .PHONY: test-rust
 test-rust:

@@ -8,6 +8,8 @@ Training joins historical loans with features point-in-time from the offline sto
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from pathlib import Path
 
 import joblib
@@ -42,6 +44,24 @@ CATEGORICAL_FEATURES = ["person_home_ownership", "loan_intent", "city", "state",
 TARGET = "loan_status"
 
 
+def online_features_over_http(url: str, entity_rows: list[dict]) -> dict[str, list]:
+    """The model's online features of `entity_rows` from a feature server at `url`
+    (`feast-redis-rs serve` or `feast serve`), by feature name."""
+    body = {
+        "features": FEAST_FEATURES,
+        "entities": {name: [row[name] for row in entity_rows] for name in ENTITY_FIELDS},
+    }
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/get-online-features",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer = json.load(response)
+    names = answer["metadata"]["feature_names"]
+    return {name: column["values"] for name, column in zip(names, answer["results"], strict=True)}
+
+
 def feature_store() -> FeatureStore:
     """The demo's feature store, with Redis configured (see `loan_demo.embedded_redis`)."""
     embedded_redis.configure_environment()
@@ -52,8 +72,16 @@ class CreditScoringModel:
     """Ordinal-encodes the categorical features and classifies with a decision tree;
     `loan_status` 1 means rejected."""
 
-    def __init__(self, store: FeatureStore | None = None, model_path: Path = MODEL_PATH):
+    def __init__(
+        self,
+        store: FeatureStore | None = None,
+        model_path: Path = MODEL_PATH,
+        feature_server: str | None = None,
+    ):
+        """`feature_server`: read online features over HTTP from this URL instead of
+        in-process."""
         self.store = store or feature_store()
+        self.feature_server = feature_server
         self.model_path = model_path
         self.encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)
         self.classifier = DecisionTreeClassifier(max_depth=8, min_samples_leaf=25, random_state=0)
@@ -97,9 +125,12 @@ class CreditScoringModel:
             {"zipcode": int(z), "dob_ssn": str(d)}
             for z, d in zip(request["zipcode"], request["dob_ssn"], strict=True)
         ]
-        online = self.store.get_online_features(
-            features=FEAST_FEATURES, entity_rows=entity_rows
-        ).to_dict()
+        if self.feature_server:
+            online = online_features_over_http(self.feature_server, entity_rows)
+        else:
+            online = self.store.get_online_features(
+                features=FEAST_FEATURES, entity_rows=entity_rows
+            ).to_dict()
         missing = [
             row["dob_ssn"] for row, city in zip(entity_rows, online["city"], strict=True)
             if city is None

@@ -1,6 +1,8 @@
 """Scores the guidance's sample loan application: trains the credit model first when
-there is none, reads the applicant's features from Redis, and prints the decision."""
+there is none, reads the applicant's features from Redis (in-process, or over HTTP from
+a feature server with `--feature-server URL`), and prints the decision."""
 
+import argparse
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +23,14 @@ LOAN_REQUEST = {
 
 
 def main() -> None:
-    model = CreditScoringModel()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--feature-server",
+        metavar="URL",
+        help="read the online features from this feature server (e.g. http://127.0.0.1:6566)",
+    )
+    args = parser.parse_args()
+    model = CreditScoringModel(feature_server=args.feature_server)
     if not model.trained:
         loans = pd.read_parquet(Path(__file__).resolve().parent / "data" / "loan_table.parquet")
         print(f"Training the credit model on {len(loans):,} historical loans...")

@@ -20,6 +20,7 @@ import redis
 
 from loan_demo import data, embedded_redis
 
+from .feature_servers import start_server
 from .redis_servers import RedisServer, free_port, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,6 +193,24 @@ def test_run_py_trains_then_scores_the_sample_application(demo):
     again = demo.run(sys.executable, "run.py")
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().splitlines() == ["Loan rejected!"]
+
+
+def test_run_py_scores_over_http_from_feast_redis_rs_serve(demo):
+    """The README's HTTP path: `feast-redis-rs serve` on the demo repo, `run.py
+    --feature-server URL` reading the applicant's features from it."""
+    if not (demo.path / "model" / "credit_model.joblib").exists():
+        assert demo.run(sys.executable, "run.py").returncode == 0
+    repo = demo.path / "feature_repo"
+    server = start_server(
+        "feast-redis-rs", repo, repo / "feature_store.yaml", "--no-access-log",
+        env={**demo.env, "FEAST_REDIS_CONNECTION": f"127.0.0.1:{demo.server.port},db=0"},
+    )  # fmt: skip
+    try:
+        scored = demo.run(sys.executable, "run.py", "--feature-server", server.url)
+        assert scored.returncode == 0, scored.stderr
+        assert scored.stdout.strip().splitlines() == ["Loan rejected!"]
+    finally:
+        server.stop()
 
 
 def test_model_beats_the_majority_class_on_held_out_loans(demo):

@@ -23,7 +23,9 @@ from feast_redis_rs import (
     RedisOnlineStore,
     RedisOnlineStoreConfig,
     RedisProvider,
+    _native,
 )
+from feast_redis_rs.plans import ViewSpec
 
 from . import loan_repo
 
@@ -130,11 +132,19 @@ def test_typed_arrow_rows_match_stock_bytes(redis_server, redis_db, tmp_path):
     redis_db.flushall()
     online = ours._get_provider().online_store
     client = online._get_client(ours.config.online_store)
-    native = client.write_arrow(
-        ours.config.project, "arrow_view", 3, tables[0].to_batches()[0],
-        [("dob_ssn", "STRING")], [(f.name, f.dtype.to_value_type().name) for f in view.features],
-        "event_timestamp", None, False,
-    )  # fmt: skip
+    plan = _native.ViewPlan(
+        ViewSpec(
+            project=ours.config.project,
+            entity_key_serialization_version=3,
+            view="arrow_view",
+            join_keys=[("dob_ssn", "STRING")],
+            features=[(f.name, f.dtype.to_value_type().name) for f in view.features],
+            timestamp_column="event_timestamp",
+            key_ttl_seconds=None,
+            skip_dedup=False,
+        )
+    )
+    native = client.write_arrow(plan, tables[0].to_batches()[0])
     assert native is not None, "a typed batch must take the Arrow path"
     redis_db.flushall()
     calls = []

@@ -4,12 +4,31 @@ In ``feature_store.yaml``, ``type: redis`` becomes ``type: feast_redis_rs.RedisO
 ``batch_engine: {type: feast_redis_rs.RedisComputeEngine}`` materializes from Arrow and
 ``provider: feast_redis_rs.RedisProvider`` takes ``push`` / ``write_to_online_store`` the
 same way.
+
+The classes are imported on first use, so ``import feast_redis_rs.encoding`` loads
+neither the store nor Feast's compute engine.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from feast_redis_rs._native import __version__
-from feast_redis_rs.compute_engine import RedisComputeEngine, RedisComputeEngineConfig
-from feast_redis_rs.online_store import RedisOnlineStore, RedisOnlineStoreConfig
-from feast_redis_rs.provider import RedisProvider
+
+if TYPE_CHECKING:
+    from feast_redis_rs.compute_engine import RedisComputeEngine, RedisComputeEngineConfig
+    from feast_redis_rs.config import RedisOnlineStoreConfig
+    from feast_redis_rs.online_store import RedisOnlineStore
+    from feast_redis_rs.provider import RedisProvider
+
+_MODULE_OF = {
+    "RedisComputeEngine": "compute_engine",
+    "RedisComputeEngineConfig": "compute_engine",
+    "RedisOnlineStore": "online_store",
+    "RedisOnlineStoreConfig": "config",
+    "RedisProvider": "provider",
+}
 
 __all__ = [
     "RedisComputeEngine",
@@ -19,3 +38,16 @@ __all__ = [
     "RedisProvider",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'feast_redis_rs' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"feast_redis_rs.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])

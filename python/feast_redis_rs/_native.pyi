@@ -1,6 +1,34 @@
 """Type stub of the Rust extension module. Entity keys are passed as serialized
 ``feast.types.EntityKey`` protos; ``feast_redis_rs.encoding`` takes the proto objects."""
 
+from collections.abc import Callable
+from typing import Any, final
+
+from feast_redis_rs.config import RedisOnlineStoreConfig
+from feast_redis_rs.plans import ViewSpec
+from feast_redis_rs.server import ServedProjection, ServedView, ServerOptions
+
+__all__ = [
+    "ColumnarAnswer",
+    "FeatureServer",
+    "RedisStoreClient",
+    "Reply",
+    "ViewPlan",
+    "__version__",
+    "canonical_value",
+    "check_config",
+    "decode_timestamp",
+    "deserialize_entity_key",
+    "encode_timestamp",
+    "entity_key_prefix",
+    "mmh3_field",
+    "pipelined_hmget",
+    "redis_key",
+    "serialize_entity_key",
+    "timestamp_field",
+    "value_kind",
+]
+
 __version__: str
 
 def serialize_entity_key(
@@ -19,85 +47,40 @@ def value_kind(value_bytes: bytes) -> str | None: ...
 def canonical_value(value_bytes: bytes) -> bytes: ...
 def decode_timestamp(timestamp_bytes: bytes) -> tuple[int, int]: ...
 def encode_timestamp(seconds: int, nanos: int) -> bytes: ...
-def check_connection_string(
-    connection_string: str, redis_type: str = "redis", sentinel_master: str = "mymaster"
-) -> None: ...
+def check_config(config: RedisOnlineStoreConfig) -> None: ...
+def pipelined_hmget(
+    client: RedisStoreClient, reads: list[tuple[list[bytes], list[bytes]]]
+) -> int: ...
 
+@final
+class ViewPlan:
+    """A feature view as the store reads and writes it, built once from its spec."""
+
+    def __new__(cls, spec: ViewSpec) -> ViewPlan: ...
+
+@final
 class RedisStoreClient:
     """Connects lazily; every method releases the GIL while Redis answers. Raises
     ``ConnectionError`` / ``TimeoutError`` naming the Redis address, ``ValueError`` for bad
     input or stored bytes that are not Feast's format."""
 
-    def __init__(
-        self,
-        connection_string: str,
-        redis_type: str = "redis",
-        sentinel_master: str = "mymaster",
-        *,
-        connect_timeout: float | None = None,
-        command_timeout: float | None = None,
-        retries: int = 3,
-        retry_backoff: float = 0.05,
-        tls_ca_file: str | None = None,
-        tls_cert_file: str | None = None,
-        tls_key_file: str | None = None,
-        tls_check_hostname: bool | None = None,
-    ) -> None: ...
+    def __new__(cls, config: RedisOnlineStoreConfig) -> RedisStoreClient: ...
     def write(
-        self,
-        project: str,
-        view: str,
-        entity_key_serialization_version: int,
-        rows: list[tuple[bytes, list[str], list[bytes], int]],
-        key_ttl_seconds: int | None,
-        skip_dedup: bool,
+        self, plan: ViewPlan, rows: list[tuple[bytes, list[str], list[bytes], int]]
     ) -> tuple[int, int]: ...
-    def write_arrow(
-        self,
-        project: str,
-        view: str,
-        entity_key_serialization_version: int,
-        batch: object,
-        join_keys: list[tuple[str, str]],
-        features: list[tuple[str, str]],
-        timestamp_field: str,
-        key_ttl_seconds: int | None,
-        skip_dedup: bool,
-    ) -> tuple[int, int] | None: ...
+    def write_arrow(self, plan: ViewPlan, batch: object) -> tuple[int, int] | None: ...
     def read(
-        self,
-        project: str,
-        view: str,
-        entity_key_serialization_version: int,
-        features: list[str],
-        entity_keys: list[bytes],
+        self, plan: ViewPlan, entity_keys: list[bytes]
     ) -> list[tuple[tuple[int, int] | None, list[bytes | None]]]: ...
-    def read_response(
-        self,
-        project: str,
-        entity_key_serialization_version: int,
-        views: list[tuple[str, list[str], list[str], list[bytes]]],
-    ) -> bytes: ...
-    def delete_table(
-        self,
-        project: str,
-        entity_key_serialization_version: int,
-        join_keys: list[str],
-        view: str,
-        features: list[str],
-    ) -> int: ...
-    def delete_entity_values(
-        self, project: str, entity_key_serialization_version: int, join_keys: list[str]
-    ) -> int: ...
-    def scan_iter(self, match: bytes) -> list[bytes]: ...
-    def hmget_count(self, reads: list[tuple[list[bytes], list[bytes]]]) -> int: ...
-    def read_columns(
-        self,
-        project: str,
-        entity_key_serialization_version: int,
-        views: list[tuple[str, list[str], list[str], list[str], list[str], list[list[object]]]],
+    def read_response(self, plans: list[ViewPlan], columns: list[list[bytes]]) -> bytes: ...
+    def read_columnar(
+        self, plans: list[ViewPlan], entity_columns: list[list[list[Any]]]
     ) -> ColumnarAnswer | None: ...
+    def delete(self, plan: ViewPlan) -> int: ...
+    def delete_entities(self, plan: ViewPlan) -> int: ...
+    def scan_iter(self, match: bytes) -> list[bytes]: ...
 
+@final
 class ColumnarAnswer:
     """The Arrow columns of a ``get_online_features`` answer: every view's features,
     then each view's event seconds."""
@@ -107,3 +90,32 @@ class ColumnarAnswer:
     def columns(self) -> list[list[object]]: ...
     def record_batch(self) -> object: ...
     def feature_vectors(self) -> bytes: ...
+
+@final
+class Reply:
+    """Hands Feast's app's answer back to the native server (called once)."""
+
+    def __call__(self, status: int, headers: list[tuple[str, bytes]], body: bytes) -> None: ...
+
+@final
+class FeatureServer:
+    """``feast-redis-rs serve``'s HTTP server; requests it does not answer itself go to
+    ``dispatch(method, path, headers, body, client, reply)``."""
+
+    def __new__(
+        cls,
+        options: ServerOptions,
+        client: RedisStoreClient,
+        dispatch: Callable[
+            [str, str, list[tuple[str, bytes]], bytes, tuple[str, int], Reply], None
+        ],
+    ) -> FeatureServer: ...
+    def update(
+        self,
+        views: list[ServedView],
+        services: list[tuple[str, list[ServedProjection]]],
+        healthy: bool,
+    ) -> None: ...
+    def set_healthy(self, healthy: bool) -> None: ...
+    def run(self, ready: Callable[[str, int], None]) -> None: ...
+    def stop(self) -> None: ...

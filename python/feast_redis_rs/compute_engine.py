@@ -41,6 +41,7 @@ from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel
 
+from feast_redis_rs import _feast
 from feast_redis_rs.online_store import RedisOnlineStore
 
 logger = logging.getLogger(__name__)
@@ -276,7 +277,8 @@ class RedisComputeEngine(LocalComputeEngine):
         job_id = f"{task.feature_view.name}-{task.start_time}-{task.end_time}"
         context = self.get_execution_context(registry, task)
         try:
-            builder = _ArrowFeatureBuilder(registry, task, backend=self._get_backend(context))
+            backend = _feast.local_backend(self, context)
+            builder = _ArrowFeatureBuilder(registry, task, backend=backend)
             if not _stream_to_redis(context, builder, task):
                 builder.build().execute(context)
         except Exception as error:

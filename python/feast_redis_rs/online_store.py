@@ -11,17 +11,12 @@ import asyncio
 import functools
 import itertools
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
-from feast import Entity, FeatureService, FeatureView, RepoConfig, utils
-from feast.infra.online_stores.helpers import compute_versioned_name
-from feast.infra.online_stores.online_store import OnlineStore
-from feast.infra.online_stores.redis import RedisClient, RedisType
+from feast import Entity, FeatureService, FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore as StockRedisOnlineStore
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.infra.supported_async_methods import SupportedAsyncMethods
@@ -29,197 +24,22 @@ from feast.online_response import OnlineResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import RepeatedValue
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.repo_config import FeastConfigBaseModel
-from feast.value_type import ValueType
-from pydantic import (
-    ConfigDict,
-    NonNegativeInt,
-    PositiveFloat,
-    PositiveInt,
-    StrictStr,
-    model_validator,
-)
 
-from feast_redis_rs import _native
+from feast_redis_rs import _feast, _native
+from feast_redis_rs.config import RedisOnlineStoreConfig
 from feast_redis_rs.encoding import event_time_micros
+from feast_redis_rs.plans import Plans, feature_counts, feature_names, view_columns
 from feast_redis_rs.response import ArrowOnlineResponse
 
 logger = logging.getLogger(__name__)
 
-_PASSWORD = re.compile(r"(password\s*=)[^,]*")
-
-
-class RedisOnlineStoreConfig(FeastConfigBaseModel):
-    """Online store config for ``feast_redis_rs.RedisOnlineStore``.
-
-    Every field of Feast's ``RedisOnlineStoreConfig`` keeps its meaning; the fields after
-    ``skip_dedup`` are this store's own, all optional."""
-
-    # Validation errors must not echo the input: connection_string may hold a password.
-    model_config = ConfigDict(hide_input_in_errors=True)
-
-    type: Literal["feast_redis_rs.RedisOnlineStore"] = "feast_redis_rs.RedisOnlineStore"
-    """Online store type selector"""
-
-    redis_type: RedisType = RedisType.redis
-    """``redis`` (one server), ``redis_cluster`` or ``redis_sentinel``"""
-
-    client: RedisClient = RedisClient.redis
-    """Accepted for compatibility with Feast's config; every command goes through this
-    store's Rust client whatever it says."""
-
-    sentinel_master: StrictStr = "mymaster"
-    """Sentinel's master name"""
-
-    connection_string: StrictStr = "localhost:6379"
-    """``host:port[,host2:port2...][,key=value...]`` as for Feast's Redis store: the
-    nodes (cluster seeds or sentinels when several), then ``ssl=true``, ``password=``,
-    ``username=``, ``db=``, ``ssl_cert_reqs=none``, ``ssl_check_hostname=``,
-    ``ssl_ca_certs=``, ``ssl_certfile=``, ``ssl_keyfile=``, ``client_name=``,
-    ``socket_timeout=``, ``socket_connect_timeout=``, ``skip_full_coverage_check=``"""
-
-    key_ttl_seconds: NonNegativeInt | None = None
-    """(Optional) EXPIRE set on every key written; unset or 0 for none"""
-
-    full_scan_for_deletion: bool | None = True
-    """(Optional) whether ``feast apply`` deletes the data of removed feature views"""
-
-    skip_dedup: bool = False
-    """(Optional) write without first reading the stored event times: faster, but an
-    older row can then overwrite a newer one"""
-
-    connect_timeout_seconds: PositiveFloat | None = None
-    """(Optional) time to open and authenticate a connection; default
-    ``socket_connect_timeout`` of the connection string, else 5"""
-
-    command_timeout_seconds: PositiveFloat | None = None
-    """(Optional) time to wait for Redis to answer one pipeline; default
-    ``socket_timeout`` of the connection string, else 10"""
-
-    retries: NonNegativeInt = 3
-    """(Optional) retries after a refused or lost connection (never after a timeout)"""
-
-    retry_backoff_seconds: PositiveFloat = 0.05
-    """(Optional) pause before the first retry, doubled for each next one (at most 1 s)"""
-
-    tls_ca_file: StrictStr | None = None
-    """(Optional) PEM file of the CA that signed the servers' certificates; default
-    ``ssl_ca_certs``, else the system's roots. Needs ``ssl=true``."""
-
-    tls_cert_file: StrictStr | None = None
-    """(Optional) PEM client certificate for mutual TLS (with ``tls_key_file``)"""
-
-    tls_key_file: StrictStr | None = None
-    """(Optional) PEM key of ``tls_cert_file``"""
-
-    tls_check_hostname: bool | None = None
-    """(Optional) check that the server's certificate names the host; default
-    ``ssl_check_hostname``, else true"""
-
-    write_batch_size: PositiveInt = 10_000
-    """(Optional) rows per pipeline when writing: bounds memory on large batches"""
-
-    @model_validator(mode="after")
-    def _check_connection_string(self) -> RedisOnlineStoreConfig:
-        _native.check_connection_string(
-            self.connection_string, self.redis_type.value, self.sentinel_master
-        )
-        return self
-
-    def __repr_args__(self):
-        for name, value in super().__repr_args__():
-            if name == "connection_string":
-                value = _PASSWORD.sub(r"\1<redacted>", value)
-            yield name, value
-
-
-def _versioned_name(table: FeatureView, config: RepoConfig) -> str:
-    return compute_versioned_name(table, config.registry.enable_online_feature_view_versioning)
-
-
-def _feature_names(table: FeatureView, requested_features: Sequence[str] | None) -> list[str]:
-    return list(requested_features) if requested_features else [f.name for f in table.features]
+__all__ = ["RedisOnlineStore", "RedisOnlineStoreConfig"]
 
 
 def _event_time(seconds_nanos: tuple[int, int] | None) -> datetime:
     # Stock Feast goes through a float, so a timestamp is rounded to microseconds the same way.
     seconds, nanos = seconds_nanos or (0, 0)
     return datetime.fromtimestamp(seconds + nanos / 1_000_000_000.0, tz=timezone.utc)
-
-
-def _check_join_keys(
-    table_entity_values: dict[str, list[ValueProto]],
-    entity_name_to_join_key_map: dict[str, str],
-    join_key_values: dict[str, list[ValueProto]],
-) -> None:
-    """The check of ``feast.utils._get_unique_entities``, with its error."""
-    expected = set(entity_name_to_join_key_map.values()) - {"__dummy_id"}
-    missing = sorted(k for k in expected if k not in table_entity_values)
-    empty = sorted(k for k in expected if not table_entity_values.get(k))
-    if (missing or empty) and not any(table_entity_values.values()):
-        raise KeyError(
-            f"Missing join key values for keys: {missing}. "
-            f"No values provided for keys: {empty}. "
-            f"Provided join_key_values: {list(join_key_values.keys())}"
-        )
-
-
-_MAX_CACHED_PLANS = 256
-
-
-@dataclass(frozen=True)
-class _ViewPlan:
-    table: FeatureView
-    name: str
-    features: list[str]
-    dtypes: list[str]
-
-
-@dataclass(frozen=True)
-class _RequestPlan:
-    """The registry-derived part of a columnar ``get_online_features``."""
-
-    views: list[_ViewPlan]
-    feature_names: list[str]
-    seconds_columns: list[int]
-    feature_view_metadata: list[tuple[str, int]]
-    feature_types: dict[str, ValueType]
-
-    @staticmethod
-    def build(
-        grouped_refs: list,
-        versioning: bool,
-        full_feature_names: bool,
-        include_feature_view_version_metadata: bool,
-    ) -> _RequestPlan | None:
-        views, names, view_of_feature, metadata = [], [], [], []
-        for view_index, (table, requested_features) in enumerate(grouped_refs):
-            features = _feature_names(table, requested_features)
-            dtypes = {f.name: f.dtype.to_value_type().name for f in table.features}
-            if any(f not in dtypes for f in features):
-                return None
-            views.append(
-                _ViewPlan(
-                    table,
-                    compute_versioned_name(table, versioning),
-                    features,
-                    [dtypes[f] for f in features],
-                )
-            )
-            table_name = table.projection.name_to_use()
-            names += [f"{table_name}__{f}" for f in features] if full_feature_names else features
-            view_of_feature += [view_index] * len(features)
-            if include_feature_view_version_metadata:
-                clean_name = table.projection.name_alias or table.projection.name
-                if clean_name not in [name for name, _ in metadata]:
-                    metadata.append((clean_name, getattr(table, "current_version_number", 0) or 0))
-        return _RequestPlan(
-            views=views,
-            feature_names=names,
-            seconds_columns=[len(names) + v for v in view_of_feature],
-            feature_view_metadata=metadata,
-            feature_types=OnlineStore._build_feature_types(grouped_refs),
-        )
 
 
 class RedisOnlineStore(StockRedisOnlineStore):
@@ -239,7 +59,7 @@ class RedisOnlineStore(StockRedisOnlineStore):
         super().__init__()
         self._client: _native.RedisStoreClient | None = None
         self._client_config: RedisOnlineStoreConfig | None = None
-        self._plans: dict[tuple, tuple[tuple, _RequestPlan | None]] = {}
+        self._plans = Plans()
 
     @property
     def async_supported(self) -> SupportedAsyncMethods:
@@ -256,20 +76,7 @@ class RedisOnlineStore(StockRedisOnlineStore):
                     "feast_redis_rs.RedisOnlineStore needs online_store: type: "
                     f"feast_redis_rs.RedisOnlineStore, not {type(online_store_config).__name__}"
                 )
-            c = online_store_config
-            self._client = _native.RedisStoreClient(
-                c.connection_string,
-                c.redis_type.value,
-                c.sentinel_master,
-                connect_timeout=c.connect_timeout_seconds,
-                command_timeout=c.command_timeout_seconds,
-                retries=c.retries,
-                retry_backoff=c.retry_backoff_seconds,
-                tls_ca_file=c.tls_ca_file,
-                tls_cert_file=c.tls_cert_file,
-                tls_key_file=c.tls_key_file,
-                tls_check_hostname=c.tls_check_hostname,
-            )
+            self._client = _native.RedisStoreClient(online_store_config)
         self._client_config = online_store_config
         return self._client
 
@@ -295,11 +102,10 @@ class RedisOnlineStore(StockRedisOnlineStore):
             progress: Function to be called once a batch of rows is written to the online
                 store, used to show progress.
         """
-        online_config = config.online_store
-        client = self._get_client(online_config)
-        view = _versioned_name(table, config)
+        client = self._get_client(config.online_store)
+        plan = self._plans.view(config, table)
         rows_left = iter(data)
-        while chunk := list(itertools.islice(rows_left, online_config.write_batch_size)):
+        while chunk := list(itertools.islice(rows_left, config.online_store.write_batch_size)):
             rows = [
                 (
                     entity_key.SerializeToString(),
@@ -309,14 +115,7 @@ class RedisOnlineStore(StockRedisOnlineStore):
                 )
                 for entity_key, values, event_time, _ in chunk
             ]
-            client.write(
-                config.project,
-                view,
-                config.entity_key_serialization_version,
-                rows,
-                online_config.key_ttl_seconds or None,
-                online_config.skip_dedup,
-            )
+            client.write(plan, rows)
             if progress:
                 progress(len(chunk))
 
@@ -344,38 +143,21 @@ class RedisOnlineStore(StockRedisOnlineStore):
             data: The rows.
             progress: Called with the number of rows handled after each chunk.
         """
-        online_config = config.online_store
-        client = self._get_client(online_config)
-        view = _versioned_name(table, config)
-        join_keys = {c.name: c.dtype.to_value_type() for c in table.entity_columns}
-        features = [(f.name, f.dtype.to_value_type().name) for f in table.features]
-        timestamp_field = table.batch_source.timestamp_field
-        batches = (
-            data.to_batches(online_config.write_batch_size)
-            if isinstance(data, pa.Table)
-            else [data]
-        )
+        client = self._get_client(config.online_store)
+        plan = self._plans.view(config, table)
+        batch_size = config.online_store.write_batch_size
+        batches = data.to_batches(batch_size) if isinstance(data, pa.Table) else [data]
         for batch in batches:
-            for start in range(0, batch.num_rows, online_config.write_batch_size):
-                chunk = batch.slice(start, online_config.write_batch_size)
-                written = client.write_arrow(
-                    config.project,
-                    view,
-                    config.entity_key_serialization_version,
-                    chunk,
-                    [(name, value_type.name) for name, value_type in join_keys.items()],
-                    features,
-                    timestamp_field,
-                    online_config.key_ttl_seconds or None,
-                    online_config.skip_dedup,
-                )
-                if written is None:
+            for start in range(0, batch.num_rows, batch_size):
+                chunk = batch.slice(start, batch_size)
+                if client.write_arrow(plan, chunk) is None:
                     logger.info(
                         "write_arrow: a column of %s is not of the Arrow type its dtype maps "
                         "to (e.g. int64 held as float64): converting it as Feast does",
-                        view,
+                        table.name,
                     )
-                    rows = utils._convert_arrow_to_proto(chunk, table, join_keys)
+                    join_keys = {c.name: c.dtype.to_value_type() for c in table.entity_columns}
+                    rows = _feast.arrow_to_rows(chunk, table, join_keys)
                     self.online_write_batch(config, table, rows, None)
                 if progress:
                     progress(chunk.num_rows)
@@ -414,12 +196,10 @@ class RedisOnlineStore(StockRedisOnlineStore):
             the first item is the event timestamp for the row, and the second item is a dict
             mapping feature names to values, which are returned in proto format.
         """
-        features = _feature_names(table, requested_features)
-        rows = self._get_client(config.online_store).read(
-            config.project,
-            _versioned_name(table, config),
-            config.entity_key_serialization_version,
-            features,
+        client = self._get_client(config.online_store)
+        features = feature_names(table, requested_features)
+        rows = client.read(
+            self._plans.view(config, table, features),
             [entity_key.SerializeToString() for entity_key in entity_keys],
         )
         result: list[tuple[datetime | None, dict[str, ValueProto] | None]] = []
@@ -516,99 +296,40 @@ class RedisOnlineStore(StockRedisOnlineStore):
         columns = _entity_columns(entity_rows)
         if columns is None or len({len(v) for v in columns.values()}) > 1:
             return None
-        request_context = utils._get_cached_request_context(
-            registry, project, features, full_feature_names
-        )
-        (
-            _,
-            on_demand_views,
-            entity_name_to_join_key_map,
-            entity_type_map,
-            join_keys_set,
-            grouped_refs,
-            _,
-            needed_request_data,
-            entityless_case,
-        ) = request_context
-        if on_demand_views or needed_request_data or entityless_case:
+        context = _feast.request_context(registry, project, features, full_feature_names)
+        if context.on_demand_views or context.needed_request_data or context.entityless_case:
             return None
         join_key_values: dict[str, list[Any]] = {}
         for name, values in columns.items():
-            if name in join_keys_set:
+            if name in context.join_keys:
                 join_key_values[name] = values
-            elif name in entity_name_to_join_key_map:
+            elif name in context.entity_name_to_join_key_map:
                 return None  # Feast's deprecated entity-name keys: its own flow warns.
-        self._check_versioned_read_support(grouped_refs)
-        plan = self._request_plan(
-            request_context, config, full_feature_names, include_feature_view_version_metadata
+        _feast.check_versioned_read_support(self, context.grouped_refs)
+        client = self._get_client(config.online_store)
+        plan = self._plans.request(
+            config, context.grouped_refs, full_feature_names, include_feature_view_version_metadata
         )
-        if plan is None:
-            return None
-
-        views = []
-        counts = []
+        view_values, columns = [], []
         for view in plan.views:
-            table_entity_values = utils._get_table_entity_values(
-                view.table, entity_name_to_join_key_map, join_key_values
-            )
-            _check_join_keys(table_entity_values, entity_name_to_join_key_map, join_key_values)
-            entity_types = [entity_type_map.get(k) for k in table_entity_values]
-            if None in entity_types:
-                return None
-            views.append(
-                (
-                    view.name,
-                    view.features,
-                    view.dtypes,
-                    list(table_entity_values),
-                    [t.name for t in entity_types],
-                    list(table_entity_values.values()),
-                )
-            )
-            rows = min((len(v) for v in table_entity_values.values()), default=0)
-            counts.append((view.table.name, len(view.features) * rows, rows))
-
-        answer = self._get_client(config.online_store).read_columns(
-            config.project, config.entity_key_serialization_version, views
-        )
+            values = view_columns(view, context.entity_name_to_join_key_map, join_key_values)
+            if set(values) != set(view.join_keys):
+                return None  # A view read with other keys than its own: Feast's flow.
+            view_values.append(values)
+            columns.append([values[k] for k in view.join_keys])
+        answer = client.read_columnar([view.plan for view in plan.views], columns)
         if answer is None:
             return None
-        _track_feature_statuses(counts)
+        _track_feature_statuses(feature_counts(plan, view_values))
         return ArrowOnlineResponse(
             entity_columns=join_key_values,
-            entity_types=entity_type_map,
+            entity_types=context.entity_type_map,
             feature_names=plan.feature_names,
             seconds_columns=plan.seconds_columns,
             answer=answer,
             feature_view_metadata=plan.feature_view_metadata,
             feature_types=plan.feature_types,
         )
-
-    def _request_plan(
-        self,
-        request_context: tuple,
-        config: RepoConfig,
-        full_feature_names: bool,
-        include_feature_view_version_metadata: bool,
-    ) -> _RequestPlan | None:
-        """What a request needs from the registry, cached while Feast's resolution of the
-        feature list (``request_context``) stays the same object: Feast makes a new one
-        when the registry refreshes."""
-        versioning = config.registry.enable_online_feature_view_versioning
-        key = (id(request_context), versioning, include_feature_view_version_metadata)
-        cached = self._plans.get(key)
-        if cached is not None and cached[0] is request_context:
-            return cached[1]
-        plan = _RequestPlan.build(
-            request_context[5],
-            versioning,
-            full_feature_names,
-            include_feature_view_version_metadata,
-        )
-        if len(self._plans) >= _MAX_CACHED_PLANS:
-            self._plans.clear()
-        self._plans[key] = (request_context, plan)
-        return plan
 
     def _read_features_per_fv(
         self,
@@ -623,58 +344,41 @@ class RedisOnlineStore(StockRedisOnlineStore):
         """Reads every feature view of a request in one batch (one pipeline per Redis
         node) and merges the serialized feature vectors, built in Rust, into the
         response at once."""
-        columns: dict[int, bytes] = {}
+        if not grouped_refs:
+            return
+        client = self._get_client(config.online_store)
+        plan = self._plans.request(
+            config, grouped_refs, full_feature_names, include_feature_view_version_metadata
+        )
+        serialized: dict[int, bytes] = {}
 
         def column_bytes(values: list[ValueProto]) -> bytes:
             # One C-level serialization per join-key column, shared by the views using it.
             key = id(values)
-            if key not in columns:
-                columns[key] = RepeatedValue(val=values).SerializeToString()
-            return columns[key]
+            if key not in serialized:
+                serialized[key] = RepeatedValue(val=values).SerializeToString()
+            return serialized[key]
 
+        plans, columns = [], []
+        view_values = []
+        for view in plan.views:
+            values = view_columns(view, entity_name_to_join_key_map, join_key_values)
+            view_values.append(values)
+            if set(values) == set(view.join_keys):
+                plans.append(view.plan)
+                columns.append([column_bytes(values[k]) for k in view.join_keys])
+            else:
+                # Read with the keys the request gives, as Feast does.
+                plans.append(self._plans.view(config, view.table, view.features, list(values)))
+                columns.append([column_bytes(v) for v in values.values()])
         metadata = online_features_response.metadata
-        views = []
-        counts = []
-        for table, requested_features in grouped_refs:
-            table_entity_values = utils._get_table_entity_values(
-                table, entity_name_to_join_key_map, join_key_values
-            )
-            _check_join_keys(table_entity_values, entity_name_to_join_key_map, join_key_values)
-            features = _feature_names(table, requested_features)
-            view = _versioned_name(table, config)
-            views.append(
-                (
-                    view,
-                    features,
-                    list(table_entity_values),
-                    [column_bytes(v) for v in table_entity_values.values()],
-                )
-            )
-            rows = min((len(v) for v in table_entity_values.values()), default=0)
-            counts.append((table.name, len(features) * rows, rows))
-
-            # The response columns of stock Feast, including its `_ts:{view}` column,
-            # which get_online_features drops before answering.
-            table_name = table.projection.name_to_use()
-            names = [*features, f"_ts:{view}"]
-            metadata.feature_names.val.extend(
-                [f"{table_name}__{n}" for n in names] if full_feature_names else names
-            )
-            if include_feature_view_version_metadata:
-                clean_name = table.projection.name_alias or table.projection.name
-                if clean_name not in [m.name for m in metadata.feature_view_metadata]:
-                    entry = metadata.feature_view_metadata.add()
-                    entry.name = clean_name
-                    entry.version = getattr(table, "current_version_number", 0) or 0
-
-        if not views:
-            return
-        online_features_response.MergeFromString(
-            self._get_client(config.online_store).read_response(
-                config.project, config.entity_key_serialization_version, views
-            )
-        )
-        _track_feature_statuses(counts)
+        metadata.feature_names.val.extend(plan.proto_feature_names)
+        for name, version in plan.feature_view_metadata:
+            entry = metadata.feature_view_metadata.add()
+            entry.name = name
+            entry.version = version
+        online_features_response.MergeFromString(client.read_response(plans, columns))
+        _track_feature_statuses(feature_counts(plan, view_values))
 
     async def _read_features_per_fv_async(
         self,
@@ -739,13 +443,8 @@ class RedisOnlineStore(StockRedisOnlineStore):
         Returns:
             How many entity hashes held the view.
         """
-        return self._get_client(config.online_store).delete_table(
-            config.project,
-            config.entity_key_serialization_version,
-            list(table.join_keys),
-            _versioned_name(table, config),
-            [f.name for f in table.features],
-        )
+        client = self._get_client(config.online_store)
+        return client.delete(self._plans.view(config, table))
 
     def delete_entity_values(self, config: RepoConfig, join_keys: list[str]) -> int:
         """Deletes the hashes of every entity with these join keys, on every master.
@@ -753,9 +452,8 @@ class RedisOnlineStore(StockRedisOnlineStore):
         Returns:
             How many hashes were deleted.
         """
-        return self._get_client(config.online_store).delete_entity_values(
-            config.project, config.entity_key_serialization_version, list(join_keys)
-        )
+        client = self._get_client(config.online_store)
+        return client.delete_entities(self._plans.entities(config, list(join_keys)))
 
 
 def _entity_columns(

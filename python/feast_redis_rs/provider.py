@@ -18,8 +18,8 @@ import pyarrow as pa
 from feast.feature_view import FeatureView
 from feast.infra.passthrough_provider import PassthroughProvider
 from feast.on_demand_feature_view import OnDemandFeatureView
-from feast.utils import _run_pyarrow_field_mapping
 
+from feast_redis_rs import _feast
 from feast_redis_rs.online_store import RedisOnlineStore
 
 
@@ -59,5 +59,5 @@ class RedisProvider(PassthroughProvider):
         table = pa.Table.from_pandas(df)
         source = feature_view.batch_source
         if source is None or source.field_mapping is not None:
-            table = _run_pyarrow_field_mapping(table, (source and source.field_mapping) or {})
+            table = _feast.apply_field_mapping(table, (source and source.field_mapping) or {})
         return table

@@ -9,13 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from feast import utils
 from feast.online_response import TIMESTAMP_POSTFIX, OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
-from feast_redis_rs import _native
+from feast_redis_rs import _feast, _native
 
 
 class ArrowOnlineResponse(OnlineResponse):
@@ -61,7 +60,7 @@ class ArrowOnlineResponse(OnlineResponse):
         """The response proto, as stock Feast builds it (built on first access)."""
         if self._proto is None:
             response = GetOnlineFeaturesResponse(results=[])
-            utils._populate_result_rows_from_columnar(
+            _feast.populate_result_rows(
                 response,
                 {
                     name: python_values_to_proto_values(

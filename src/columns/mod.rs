@@ -152,11 +152,18 @@ list_append!(TimestampSecondBuilder, UnixTimestampListVal, |items, values| {
     })
 });
 
+/// A stored value that is not a `feast.types.Value`, at `position` of the values given.
+#[derive(Debug)]
+pub struct InvalidValue {
+    pub position: usize,
+    pub error: EncodingError,
+}
+
 fn fill<B: ArrayBuilder + Append>(
     mut builder: B,
-    values: impl Iterator<Item = Option<Result<Value, EncodingError>>>,
+    values: impl Iterator<Item = Option<Result<Value, InvalidValue>>>,
     append_null: impl Fn(&mut B),
-) -> Result<Option<ArrayRef>, EncodingError> {
+) -> Result<Option<ArrayRef>, InvalidValue> {
     for value in values {
         match value.transpose()?.and_then(|v| v.val) {
             None => append_null(&mut builder),
@@ -171,17 +178,20 @@ fn fill<B: ArrayBuilder + Append>(
 }
 
 /// The Arrow column of `values` (serialized `Value`s, `None` where the hash had no
-/// field), or `Ok(None)` when a value is not of type `ty`. Missing and empty values
-/// are nulls, as Feast reads them.
+/// field), each decoded once, or `Ok(None)` when a value is not of type `ty`. Missing
+/// and empty values are nulls, as Feast reads them.
 pub fn decode_column<'a>(
     ty: FeatureType,
     values: impl Iterator<Item = Option<&'a [u8]>>,
-) -> Result<Option<ArrayRef>, EncodingError> {
-    let decoded = values.map(|bytes| {
+) -> Result<Option<ArrayRef>, InvalidValue> {
+    let decoded = values.enumerate().map(|(position, bytes)| {
         bytes.map(|b| {
-            Value::decode(b).map_err(|err| EncodingError::InvalidProto {
-                message: "feast.types.Value",
-                reason: err.to_string(),
+            Value::decode(b).map_err(|err| InvalidValue {
+                position,
+                error: EncodingError::InvalidProto {
+                    message: "feast.types.Value",
+                    reason: err.to_string(),
+                },
             })
         })
     });

@@ -3,7 +3,7 @@
 //! speed, with the Python types Feast's own conversion gives) or as a pyarrow record
 //! batch shared zero-copy through the Arrow PyCapsule interface.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type, TimestampSecondType};
@@ -22,20 +22,22 @@ pub struct ColumnarAnswer {
     /// Every view's feature columns, then each view's event seconds.
     columns: Vec<ArrayRef>,
     rows: usize,
-    vectors: Vec<u8>,
+    response: ColumnarResponse,
+    vectors: OnceLock<Vec<u8>>,
 }
 
 impl ColumnarAnswer {
-    pub fn new(response: ColumnarResponse) -> Self {
+    pub fn new(mut response: ColumnarResponse) -> Self {
         let rows = response.event_seconds.first().map_or(0, |c| c.len());
+        let columns = std::mem::take(&mut response.columns)
+            .into_iter()
+            .chain(std::mem::take(&mut response.event_seconds))
+            .collect();
         Self {
-            columns: response
-                .columns
-                .into_iter()
-                .chain(response.event_seconds)
-                .collect(),
+            columns,
             rows,
-            vectors: response.vectors,
+            response,
+            vectors: OnceLock::new(),
         }
     }
 }
@@ -140,9 +142,17 @@ impl ColumnarAnswer {
         PyRecordBatch::new(batch).into_pyarrow(py)
     }
 
-    /// The serialized feature vectors (response field 2) for the response proto.
-    fn feature_vectors<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        PyBytes::new(py, &self.vectors)
+    /// The serialized feature vectors (response field 2) for the response proto,
+    /// built from the replies on first use.
+    fn feature_vectors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let vectors = match self.vectors.get() {
+            Some(vectors) => vectors,
+            None => {
+                let built = self.response.feature_vectors()?;
+                self.vectors.get_or_init(|| built)
+            }
+        };
+        Ok(PyBytes::new(py, vectors))
     }
 
     #[getter]

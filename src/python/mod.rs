@@ -1,8 +1,11 @@
 //! The `feast_redis_rs._native` extension module: the only place that knows pyo3.
 
+mod bench;
 mod columns;
 mod encoding;
+mod plan;
 mod runtime;
+mod server;
 mod store;
 
 use pyo3::prelude::*;
@@ -12,5 +15,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     encoding::register(m)?;
     m.add_class::<columns::ColumnarAnswer>()?;
+    bench::register(m)?;
+    server::register(m)?;
     store::register(m)
 }

@@ -14,7 +14,7 @@ use futures_util::future::join_all;
 use super::cluster::{key_slot, SlotMap};
 use super::connection::{Connector, NodeAddr, Pool, Role, Timeouts};
 use super::error::ClientError;
-use super::settings::{ConnectionSettings, Topology};
+use super::settings::{ClientConfig, ConnectionSettings, Topology};
 
 /// Retries after a lost connection, and the pause before the first (doubled each time,
 /// at most one second).
@@ -88,6 +88,7 @@ pub struct RedisClient {
     pool: Pool,
     deployment: Deployment,
     retry: RetryPolicy,
+    description: String,
 }
 
 enum Target {
@@ -118,6 +119,17 @@ fn server_error(addr: &NodeAddr, value: &Value) -> Option<ClientError> {
 }
 
 impl RedisClient {
+    /// Builds the client a config describes; nothing is connected until the first command.
+    pub fn from_config(config: &ClientConfig) -> Result<Self, ClientError> {
+        let settings = config.settings()?;
+        Self::new(&settings, settings.timeouts(), config.retry.clone())
+    }
+
+    /// `redis_type at host:port,...`, without secrets.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
     /// Builds the client; nothing is connected until the first command.
     pub fn new(
         settings: &ConnectionSettings,
@@ -147,6 +159,7 @@ impl RedisClient {
             pool: Pool::new(connector, Role::Data),
             deployment,
             retry,
+            description: settings.describe(),
         })
     }
 

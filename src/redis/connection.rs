@@ -1,9 +1,10 @@
 //! Opening connections to one Redis node, and keeping one multiplexed connection per
-//! node that every caller (and thread) shares.
+//! node and calling thread, dropped when the thread exits.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
@@ -233,18 +234,58 @@ impl Connector {
     }
 }
 
-type ConnectionsByThread = HashMap<(ThreadId, NodeAddr), MultiplexedConnection>;
+type NodeConnections = HashMap<NodeAddr, MultiplexedConnection>;
+
+/// A pool's connections, by calling thread. Connections belong to the process that
+/// opened them: after a fork (gunicorn workers of `feast serve`) the child opens its own.
+struct Connections {
+    pid: u32,
+    by_thread: HashMap<ThreadId, NodeConnections>,
+}
+
+type SharedConnections = Arc<Mutex<Connections>>;
+
+/// Removes a thread's connections from every pool it used when the thread exits, so a
+/// thread per request leaves no connection (nor the runtime its I/O task ran on) behind.
+struct ThreadExit {
+    thread: ThreadId,
+    pools: Vec<Weak<Mutex<Connections>>>,
+}
+
+impl Drop for ThreadExit {
+    fn drop(&mut self) {
+        for pool in self.pools.drain(..).filter_map(|pool| pool.upgrade()) {
+            let removed = lock(&pool).by_thread.remove(&self.thread);
+            drop(removed);
+        }
+    }
+}
+
+thread_local! {
+    static THREAD_EXIT: RefCell<ThreadExit> = RefCell::new(ThreadExit {
+        thread: thread::current().id(),
+        pools: Vec::new(),
+    });
+}
+
+fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    let mut guard = connections.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    if guard.pid != pid {
+        guard.pid = pid;
+        guard.by_thread.clear();
+    }
+    guard
+}
 
 /// One multiplexed connection per node and calling thread: a connection's I/O task
 /// runs on the runtime that opened it, which is the calling thread's. A connection
 /// that failed is dropped so the next request opens a new one: the client reconnects
-/// by itself.
+/// by itself. A thread's connections are dropped when it exits.
 pub struct Pool {
     connector: Connector,
     role: Role,
-    // Connections belong to the process that opened them: after a fork (gunicorn
-    // workers of `feast serve`) the child opens its own.
-    connections: Mutex<(u32, ConnectionsByThread)>,
+    connections: SharedConnections,
 }
 
 impl Pool {
@@ -252,17 +293,19 @@ impl Pool {
         Self {
             connector,
             role,
-            connections: Mutex::new((std::process::id(), HashMap::new())),
+            connections: Arc::new(Mutex::new(Connections {
+                pid: std::process::id(),
+                by_thread: HashMap::new(),
+            })),
         }
     }
 
     fn cached(&self, addr: &NodeAddr) -> Option<MultiplexedConnection> {
-        let mut guard = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        let pid = std::process::id();
-        if guard.0 != pid {
-            *guard = (pid, HashMap::new());
-        }
-        guard.1.get(&(thread::current().id(), addr.clone())).cloned()
+        lock(&self.connections)
+            .by_thread
+            .get(&thread::current().id())
+            .and_then(|nodes| nodes.get(addr))
+            .cloned()
     }
 
     async fn connection(&self, addr: &NodeAddr) -> Result<MultiplexedConnection, ClientError> {
@@ -270,16 +313,42 @@ impl Pool {
             return Ok(connection);
         }
         let connection = self.connector.connect(addr, self.role).await?;
-        let mut guard = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        guard
-            .1
-            .insert((thread::current().id(), addr.clone()), connection.clone());
+        let first_of_thread = {
+            let mut guard = lock(&self.connections);
+            let nodes = guard.by_thread.entry(thread::current().id()).or_default();
+            let first = nodes.is_empty();
+            nodes.insert(addr.clone(), connection.clone());
+            first
+        };
+        if first_of_thread {
+            // A thread whose thread-locals are being destroyed cannot register: its
+            // connection serves this call and is not kept.
+            let registered = THREAD_EXIT.try_with(|exit| {
+                let mut exit = exit.borrow_mut();
+                exit.pools.retain(|pool| pool.strong_count() > 0);
+                if !exit
+                    .pools
+                    .iter()
+                    .any(|pool| pool.as_ptr() == Arc::as_ptr(&self.connections))
+                {
+                    exit.pools.push(Arc::downgrade(&self.connections));
+                }
+            });
+            if registered.is_err() {
+                self.forget_thread();
+            }
+        }
         Ok(connection)
     }
 
+    fn forget_thread(&self) {
+        lock(&self.connections).by_thread.remove(&thread::current().id());
+    }
+
     pub fn forget(&self, addr: &NodeAddr) {
-        let mut guard = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        guard.1.remove(&(thread::current().id(), addr.clone()));
+        if let Some(nodes) = lock(&self.connections).by_thread.get_mut(&thread::current().id()) {
+            nodes.remove(addr);
+        }
     }
 
     /// Sends `pipeline` to `addr` and returns one reply per command, server errors

@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::settings::SettingsError;
+
 /// What went wrong talking to Redis. Every variant names the address it concerns; none
 /// carries a password (redis-rs never puts one in its messages, and neither do we).
 #[derive(Debug, Error, Clone)]
@@ -46,6 +48,9 @@ pub enum ClientError {
 
     #[error("TLS setting {setting}: {reason}")]
     TlsConfig { setting: &'static str, reason: String },
+
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 }
 
 impl ClientError {

@@ -11,4 +11,6 @@ pub use client::{Batch, RedisClient, RetryPolicy};
 pub use cluster::key_slot;
 pub use connection::{NodeAddr, Timeouts};
 pub use error::ClientError;
-pub use settings::{ConnectionSettings, Secret, SettingsError, TlsSettings, Topology};
+pub use settings::{
+    ClientConfig, ConnectionSettings, Overrides, Secret, SettingsError, TlsSettings, Topology,
+};

@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::client::RetryPolicy;
+use super::connection::Timeouts;
+
 /// A password or other secret: kept out of `Debug` output and error messages.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -38,6 +41,29 @@ pub enum Topology {
     Sentinel {
         master_name: String,
     },
+}
+
+impl Topology {
+    /// The topology Feast's `redis_type` names (`sentinel_master` matters for sentinels only).
+    pub fn from_redis_type(redis_type: &str, sentinel_master: &str) -> Result<Self, SettingsError> {
+        match redis_type {
+            "redis" => Ok(Self::Standalone),
+            "redis_cluster" => Ok(Self::Cluster),
+            "redis_sentinel" => Ok(Self::Sentinel {
+                master_name: sentinel_master.to_owned(),
+            }),
+            other => Err(SettingsError::UnknownRedisType(other.to_owned())),
+        }
+    }
+
+    /// Feast's `redis_type` name of this topology.
+    pub fn redis_type(&self) -> &'static str {
+        match self {
+            Self::Standalone => "redis",
+            Self::Cluster => "redis_cluster",
+            Self::Sentinel { .. } => "redis_sentinel",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,8 +107,50 @@ pub struct ConnectionSettings {
     pub command_timeout: Option<Duration>,
 }
 
+/// The store config's own keys that refine the connection string; each wins over the
+/// string's equivalent (`socket_timeout`, `ssl_ca_certs`, ...) when set.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub connect_timeout: Option<Duration>,
+    pub command_timeout: Option<Duration>,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub tls_check_hostname: Option<bool>,
+}
+
+/// What a client is built from: the store config's connection keys.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub connection_string: String,
+    /// Feast's `redis_type`: `redis`, `redis_cluster` or `redis_sentinel`.
+    pub redis_type: String,
+    pub sentinel_master: String,
+    pub overrides: Overrides,
+    pub retry: RetryPolicy,
+}
+
+impl ClientConfig {
+    /// The connection settings this config describes, or an error naming the key at fault.
+    pub fn settings(&self) -> Result<ConnectionSettings, SettingsError> {
+        let topology = Topology::from_redis_type(&self.redis_type, &self.sentinel_master)?;
+        let mut settings = ConnectionSettings::parse(&self.connection_string, topology)?;
+        settings.apply(self.overrides.clone())?;
+        Ok(settings)
+    }
+}
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum SettingsError {
+    #[error("redis_type '{0}' is not one of redis, redis_cluster, redis_sentinel")]
+    UnknownRedisType(String),
+
+    #[error("{key} is set but TLS is off: add ssl=true to connection_string")]
+    TlsOff { key: &'static str },
+
     #[error("connection_string has no host:port; write it as 'host:port[,key=value...]', e.g. 'localhost:6379,db=0'")]
     NoNodes,
 
@@ -153,6 +221,55 @@ fn is_json_number(text: &str) -> bool {
 }
 
 impl ConnectionSettings {
+    /// Lets the config's own keys win over the connection string's. TLS keys need TLS on.
+    pub fn apply(&mut self, overrides: Overrides) -> Result<(), SettingsError> {
+        let Overrides {
+            connect_timeout,
+            command_timeout,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
+            tls_check_hostname,
+        } = overrides;
+        self.connect_timeout = connect_timeout.or(self.connect_timeout);
+        self.command_timeout = command_timeout.or(self.command_timeout);
+        let Some(tls) = self.tls.as_mut() else {
+            let given = [
+                ("tls_ca_file", tls_ca_file.is_some()),
+                ("tls_cert_file", tls_cert_file.is_some()),
+                ("tls_key_file", tls_key_file.is_some()),
+                ("tls_check_hostname", tls_check_hostname.is_some()),
+            ];
+            return match given.iter().find(|(_, given)| *given) {
+                Some((key, _)) => Err(SettingsError::TlsOff { key }),
+                None => Ok(()),
+            };
+        };
+        tls.ca_file = tls_ca_file.or(tls.ca_file.take());
+        tls.client_cert_file = tls_cert_file.or(tls.client_cert_file.take());
+        tls.client_key_file = tls_key_file.or(tls.client_key_file.take());
+        tls.check_hostname = tls_check_hostname.unwrap_or(tls.check_hostname);
+        Ok(())
+    }
+
+    /// The timeouts to use: the configured ones, else 5 s to connect and 10 s per command.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+            command: self.command_timeout.unwrap_or(DEFAULT_COMMAND_TIMEOUT),
+        }
+    }
+
+    /// `redis_type at host:port,...`: what a client is connected to, without secrets.
+    pub fn describe(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(host, port)| format!("{host}:{port}"))
+            .collect();
+        format!("{} at {}", self.topology.redis_type(), nodes.join(","))
+    }
+
     /// Parses `connection_string` for `topology`. Errors name the part or key at fault and
     /// never repeat a password.
     pub fn parse(connection_string: &str, topology: Topology) -> Result<Self, SettingsError> {
@@ -336,6 +453,59 @@ mod tests {
 
     fn standalone(s: &str) -> Result<ConnectionSettings, SettingsError> {
         ConnectionSettings::parse(s, Topology::Standalone)
+    }
+
+    #[test]
+    fn config_keys_win_over_the_string_and_need_tls() {
+        let overrides = Overrides {
+            command_timeout: Some(Duration::from_secs(2)),
+            tls_ca_file: Some("ca.pem".into()),
+            tls_check_hostname: Some(false),
+            ..Overrides::default()
+        };
+        let config = |connection_string: &str, redis_type: &str, overrides: &Overrides| ClientConfig {
+            connection_string: connection_string.into(),
+            redis_type: redis_type.into(),
+            sentinel_master: "mymaster".into(),
+            overrides: overrides.clone(),
+            retry: RetryPolicy {
+                retries: 0,
+                backoff: Duration::ZERO,
+            },
+        };
+        let settings = config(
+            "h:6380,ssl=true,ssl_ca_certs=other.pem,socket_timeout=7,socket_connect_timeout=3",
+            "redis",
+            &overrides,
+        )
+        .settings()
+        .unwrap();
+        let tls = settings.tls.as_ref().unwrap();
+        assert_eq!(tls.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert!(!tls.check_hostname);
+        let timeouts = settings.timeouts();
+        assert_eq!(
+            (timeouts.connect, timeouts.command),
+            (Duration::from_secs(3), Duration::from_secs(2))
+        );
+        assert_eq!(settings.describe(), "redis at h:6380");
+
+        let defaults = config("h:1", "redis_cluster", &Overrides::default())
+            .settings()
+            .unwrap();
+        let timeouts = defaults.timeouts();
+        assert_eq!(
+            (timeouts.connect, timeouts.command),
+            (Duration::from_secs(5), Duration::from_secs(10))
+        );
+        assert_eq!(
+            config("h:1", "redis", &overrides).settings(),
+            Err(SettingsError::TlsOff { key: "tls_ca_file" })
+        );
+        assert_eq!(
+            config("h:1", "memcached", &Overrides::default()).settings(),
+            Err(SettingsError::UnknownRedisType("memcached".into()))
+        );
     }
 
     #[test]

@@ -1,10 +1,13 @@
+//! Deleting a view's data or an entity's keys, found by `SCAN` on every master.
+
 use super::error::StoreError;
+use super::plan::ViewPlan;
 use crate::redis::{Batch, RedisClient};
 
 /// A `SCAN MATCH` pattern for keys that start with `prefix` and end with `project`.
 /// Glob characters in either are escaped: entity-key prefixes hold length bytes that
 /// can be `*`, `?`, `[` or `\`, which stock Feast leaves to match too much or nothing.
-pub fn scan_pattern(prefix: &[u8], project: &str) -> Vec<u8> {
+fn scan_pattern(prefix: &[u8], project: &str) -> Vec<u8> {
     let mut pattern = Vec::with_capacity(prefix.len() + project.len() + 8);
     let escaped = |bytes: &[u8], pattern: &mut Vec<u8>| {
         for &b in bytes {
@@ -20,9 +23,17 @@ pub fn scan_pattern(prefix: &[u8], project: &str) -> Vec<u8> {
     pattern
 }
 
-/// Deletes every key matching `pattern` (all of an entity's views), on every master.
-pub async fn delete_entity_values(client: &RedisClient, pattern: &[u8]) -> Result<usize, StoreError> {
-    let keys = client.scan(pattern).await?;
+/// Every key matching the glob `pattern` on every master, like redis-py's `scan_iter`.
+pub async fn scan_keys(client: &RedisClient, pattern: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    Ok(client.scan(pattern).await?)
+}
+
+/// Deletes every key of the plan's join keys in its project (all of an entity's
+/// views), on every master. Returns how many.
+pub async fn delete_entities(client: &RedisClient, plan: &ViewPlan) -> Result<usize, StoreError> {
+    let keys = client
+        .scan(&scan_pattern(plan.layout.prefix(), &plan.project))
+        .await?;
     let mut batch = Batch::with_capacity(keys.len());
     for key in &keys {
         let mut command = ::redis::cmd("DEL");
@@ -33,16 +44,13 @@ pub async fn delete_entity_values(client: &RedisClient, pattern: &[u8]) -> Resul
     Ok(keys.len())
 }
 
-/// Deletes a view's data from the keys matching `pattern`: a hash that holds only
-/// this view (its one `_ts:` field is `timestamp_field`) is deleted, otherwise the
-/// view's `fields` are removed from it. Returns how many hashes held the view.
-pub async fn delete_table(
-    client: &RedisClient,
-    pattern: &[u8],
-    timestamp_field: &[u8],
-    fields: &[Vec<u8>],
-) -> Result<usize, StoreError> {
-    let keys = client.scan(pattern).await?;
+/// Deletes a view's data from the keys of its join keys: a hash that holds only this
+/// view (its one `_ts:` field is the view's) is deleted, otherwise the plan's fields
+/// and `_ts:` are removed from it. Returns how many hashes held the view.
+pub async fn delete_view(client: &RedisClient, plan: &ViewPlan) -> Result<usize, StoreError> {
+    let keys = client
+        .scan(&scan_pattern(plan.layout.prefix(), &plan.project))
+        .await?;
     let mut hkeys = Batch::with_capacity(keys.len());
     for key in &keys {
         let mut command = ::redis::cmd("HKEYS");
@@ -64,7 +72,7 @@ pub async fn delete_table(
             if let ::redis::Value::BulkString(name) = name {
                 if name.starts_with(b"_ts:") {
                     views += 1;
-                    holds_view |= name.as_slice() == timestamp_field;
+                    holds_view |= *name == plan.timestamp_field;
                 }
             }
         }
@@ -78,7 +86,7 @@ pub async fn delete_table(
         } else {
             let mut command = ::redis::cmd("HDEL");
             command.arg(key.as_slice());
-            for field in fields {
+            for field in &plan.read_fields {
                 command.arg(field.as_slice());
             }
             command

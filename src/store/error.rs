@@ -36,6 +36,6 @@ pub enum StoreError {
 }
 
 /// A Redis key as printable text for error messages (keys are binary).
-pub(crate) fn printable_key(key: &[u8]) -> String {
+pub fn printable_key(key: &[u8]) -> String {
     format!("b\"{}\"", key.escape_ascii())
 }

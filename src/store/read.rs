@@ -1,7 +1,14 @@
+//! HMGETs of feature hashes, and `online_read`'s answer per entity key.
+
 use ::redis::Value;
 
-use super::error::StoreError;
+use super::error::{printable_key, StoreError};
+use super::plan::{RowKeys, ViewPlan};
+use crate::encoding::{self, Timestamp};
 use crate::redis::{Batch, RedisClient};
+
+/// The fields read from one hash, in the order asked for (`None` when absent).
+pub type Hash = Vec<Option<Vec<u8>>>;
 
 /// The hash fields to read from each of a view's keys.
 pub struct HashRead<'a> {
@@ -10,11 +17,8 @@ pub struct HashRead<'a> {
 }
 
 /// One `HMGET` per key of every read, all in one batch (one pipeline per node).
-/// Returns, per read and key, the value of each field (`None` when absent).
-pub async fn read_hashes(
-    client: &RedisClient,
-    reads: &[HashRead<'_>],
-) -> Result<Vec<Vec<Vec<Option<Vec<u8>>>>>, StoreError> {
+/// Returns, per read and key, the value of each field.
+pub async fn read_hashes(client: &RedisClient, reads: &[HashRead<'_>]) -> Result<Vec<Vec<Hash>>, StoreError> {
     let mut batch = Batch::with_capacity(reads.iter().map(|r| r.keys.len()).sum());
     for read in reads {
         for key in read.keys {
@@ -39,7 +43,69 @@ pub async fn read_hashes(
     Ok(out)
 }
 
-fn hmget_reply(reply: Value, fields: usize) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+/// Every view's features and `_ts:` of its rows' unique keys, in one batch.
+pub(super) async fn read_views(
+    client: &RedisClient,
+    views: &[(&ViewPlan, &RowKeys)],
+) -> Result<Vec<Vec<Hash>>, StoreError> {
+    let reads: Vec<HashRead<'_>> = views
+        .iter()
+        .map(|(plan, rows)| HashRead {
+            fields: &plan.read_fields,
+            keys: &rows.unique_keys,
+        })
+        .collect();
+    read_hashes(client, &reads).await
+}
+
+/// A stored `_ts:{view}` value, or an error naming the view and the key holding it.
+pub fn stored_timestamp(view: &str, key: &[u8], bytes: &[u8]) -> Result<Timestamp, StoreError> {
+    encoding::decode_timestamp(bytes).map_err(|err| StoreError::CorruptTimestamp {
+        view: view.to_owned(),
+        key: printable_key(key),
+        reason: err.to_string(),
+    })
+}
+
+/// An entity's stored row: its `_ts:` (`None` when the hash has no data of the view)
+/// and each planned feature's stored value.
+pub struct StoredRow {
+    pub event_time: Option<Timestamp>,
+    pub values: Hash,
+}
+
+/// `online_read`: the stored row of each entity, given as serialized `EntityKey` protos.
+pub async fn read_rows(
+    client: &RedisClient,
+    plan: &ViewPlan,
+    entity_keys: &[Vec<u8>],
+) -> Result<Vec<StoredRow>, StoreError> {
+    let keys = entity_keys
+        .iter()
+        .map(|proto| {
+            let entity_key = encoding::decode_entity_key_proto(proto)?;
+            encoding::redis_key(&plan.project, &entity_key, plan.version)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let read = HashRead {
+        fields: &plan.read_fields,
+        keys: &keys,
+    };
+    let hashes = read_hashes(client, &[read]).await?.pop().unwrap_or_default();
+    keys.iter()
+        .zip(hashes)
+        .map(|(key, mut values)| {
+            let event_time = values
+                .pop()
+                .flatten()
+                .map(|bytes| stored_timestamp(&plan.view, key, &bytes))
+                .transpose()?;
+            Ok(StoredRow { event_time, values })
+        })
+        .collect()
+}
+
+fn hmget_reply(reply: Value, fields: usize) -> Result<Hash, StoreError> {
     let unexpected = |reply: &str| StoreError::UnexpectedReply {
         command: "HMGET",
         reply: reply.to_owned(),

@@ -1,17 +1,20 @@
+//! `online_write_batch` and `write_arrow`: rows to HSETs (and EXPIREs) of Feast's
+//! format, after the event-time check that keeps the newest row.
+
 use std::collections::HashMap;
 
 use prost::Message;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::{Array, ArrayRef};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 
-use super::error::{printable_key, StoreError};
-use super::read::{read_hashes, HashRead};
-use super::response::{EntityColumn, NativeColumn};
-use crate::columns::{encode_column, micros, timestamp_values, FeatureType};
-use crate::encoding::{self, feature_field, EntityKeyLayout, KeySerializationVersion, Timestamp};
+use super::error::StoreError;
+use super::plan::{EntityColumn, EntityType, NativeColumn, ViewPlan};
+use super::read::{read_hashes, stored_timestamp, HashRead};
+use crate::columns::{encode_column, micros, timestamp_values};
+use crate::encoding::{self, Timestamp};
 use crate::redis::{Batch, RedisClient};
 
 /// A row as `online_write_batch` gets it: the serialized `EntityKey`, the feature names
@@ -23,47 +26,32 @@ pub struct ProtoRow {
     pub event_time_micros: i64,
 }
 
-impl From<(Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64)> for ProtoRow {
-    fn from(
-        (entity_key, features, values, event_time_micros): (Vec<u8>, Vec<String>, Vec<Vec<u8>>, i64),
-    ) -> Self {
-        Self {
-            entity_key,
-            features,
-            values,
-            event_time_micros,
-        }
+fn timestamp_of_micros(micros: i64) -> Timestamp {
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
     }
 }
 
-/// One Arrow record batch of a feature view: its join-key columns with their declared
-/// entity types (Feast `ValueType` names), its feature columns with their dtypes, and
-/// its event-time column.
-pub struct ArrowRows<'a> {
-    pub join_keys: Vec<(String, &'a str, ArrayRef)>,
-    pub features: Vec<(String, FeatureType, ArrayRef)>,
-    pub event_times: ArrayRef,
-}
-
-fn entity_column(value_type: &str, column: &ArrayRef) -> Option<NativeColumn> {
+fn entity_column(entity_type: EntityType, column: &ArrayRef) -> Option<NativeColumn> {
     if column.null_count() > 0 {
         return None;
     }
-    Some(match (value_type, column.data_type()) {
-        ("INT64", DataType::Int64) => {
+    Some(match (entity_type, column.data_type()) {
+        (EntityType::Int64, DataType::Int64) => {
             NativeColumn::Int64(column.as_primitive::<Int64Type>().values().to_vec())
         }
-        ("INT32", DataType::Int32) => {
+        (EntityType::Int32, DataType::Int32) => {
             NativeColumn::Int32(column.as_primitive::<Int32Type>().values().to_vec())
         }
-        ("STRING", DataType::Utf8) => NativeColumn::String(
+        (EntityType::String, DataType::Utf8) => NativeColumn::String(
             column
                 .as_string::<i32>()
                 .iter()
                 .map(|s| s.unwrap_or_default().to_owned())
                 .collect(),
         ),
-        ("BYTES", DataType::Binary) => NativeColumn::Bytes(
+        (EntityType::Bytes, DataType::Binary) => NativeColumn::Bytes(
             column
                 .as_binary::<i32>()
                 .iter()
@@ -74,138 +62,137 @@ fn entity_column(value_type: &str, column: &ArrayRef) -> Option<NativeColumn> {
     })
 }
 
-/// The rows of an Arrow batch, as `online_write_batch` would get them from Feast's
-/// `_convert_arrow_to_proto`; `None` when a column is not of the Arrow type this path
-/// maps for its dtype (the caller then uses Feast's conversion).
-pub fn rows_from_arrow(
-    project: &str,
-    version: KeySerializationVersion,
-    view: &str,
-    batch: &ArrowRows<'_>,
-) -> Result<Option<Vec<WriteRow>>, StoreError> {
-    let Some(entities) = batch
-        .join_keys
-        .iter()
-        .map(|(_, value_type, column)| entity_column(value_type, column))
-        .collect::<Option<Vec<_>>>()
-    else {
+/// The column `name` of `batch`, or an error naming it and the view.
+fn column_of(plan: &ViewPlan, batch: &RecordBatch, name: &str) -> Result<ArrayRef, StoreError> {
+    batch.column_by_name(name).cloned().ok_or_else(|| {
+        StoreError::InvalidRequest(format!(
+            "the batch has no column '{name}' of view '{}'",
+            plan.view
+        ))
+    })
+}
+
+/// The rows of an Arrow batch (the plan's join-key, feature and event-time columns),
+/// as `online_write_batch` would get them from Feast's `_convert_arrow_to_proto`;
+/// `None` when a column is not of the Arrow type this path maps for its dtype (the
+/// caller then uses Feast's conversion).
+fn rows_from_arrow(plan: &ViewPlan, batch: &RecordBatch) -> Result<Option<Vec<WriteRow>>, StoreError> {
+    let Some(timestamp_column) = plan.timestamp_column.as_deref() else {
+        return Err(StoreError::InvalidRequest(format!(
+            "view '{}' has no event-time column to write Arrow batches with",
+            plan.view
+        )));
+    };
+    let mut entities = Vec::with_capacity(plan.join_keys.len());
+    for (name, &entity_type) in plan.join_keys.iter().zip(&plan.entity_types) {
+        match entity_column(entity_type, &column_of(plan, batch, name)?) {
+            Some(column) => entities.push(column),
+            None => return Ok(None),
+        }
+    }
+    let mut values = Vec::with_capacity(plan.features.len());
+    for feature in &plan.features {
+        let column = column_of(plan, batch, &feature.name)?;
+        match feature.dtype.and_then(|dtype| encode_column(dtype, &column)) {
+            Some(encoded) => values.push(encoded),
+            None => return Ok(None),
+        }
+    }
+    let event_times = column_of(plan, batch, timestamp_column)?;
+    let DataType::Timestamp(unit, _) = event_times.data_type() else {
         return Ok(None);
     };
-    let DataType::Timestamp(unit, _) = batch.event_times.data_type() else {
-        return Ok(None);
-    };
-    if batch.event_times.null_count() > 0 {
+    if event_times.null_count() > 0 {
         return Ok(None);
     }
-    let Some(values) = batch
-        .features
-        .iter()
-        .map(|(_, ty, column)| encode_column(*ty, column))
-        .collect::<Option<Vec<_>>>()
-    else {
-        return Ok(None);
-    };
-    let names: Vec<String> = batch.join_keys.iter().map(|(name, _, _)| name.clone()).collect();
-    let layout = EntityKeyLayout::new(&names, version)?;
-    let fields: Vec<[u8; 4]> = batch
-        .features
-        .iter()
-        .map(|(name, _, _)| feature_field(view, name))
-        .collect();
-    let event_times = timestamp_values(&batch.event_times, unit);
+    let event_times = timestamp_values(&event_times, unit);
     let mut rows = Vec::with_capacity(event_times.len());
     let mut entity = Vec::with_capacity(entities.len());
     for (row, &event_time) in event_times.iter().enumerate() {
         entity.clear();
-        for (column, name) in entities.iter().zip(&names) {
+        for (column, name) in entities.iter().zip(&plan.join_keys) {
             entity.push(column.value(row, name)?);
         }
         let mut key = Vec::new();
-        layout.write_redis_key(&entity, project, &mut key)?;
-        let micros = micros(event_time, unit);
+        plan.layout.write_redis_key(&entity, &plan.project, &mut key)?;
         rows.push(WriteRow {
             key,
-            fields: fields
+            fields: plan
+                .features
                 .iter()
                 .zip(&values)
-                .map(|(f, v)| (*f, v[row].clone()))
+                .map(|(feature, v)| (feature.field, v[row].clone()))
                 .collect(),
-            event_time: Timestamp {
-                seconds: micros.div_euclid(1_000_000),
-                nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-            },
+            event_time: timestamp_of_micros(micros(event_time, unit)),
         });
     }
     Ok(Some(rows))
 }
 
 /// The Redis key and hash fields of each row.
-pub fn rows_from_protos(
-    project: &str,
-    version: KeySerializationVersion,
-    view: &str,
-    rows: Vec<ProtoRow>,
-) -> Result<Vec<WriteRow>, StoreError> {
-    let mut fields = HashMap::<String, [u8; 4]>::new();
+fn rows_from_protos(plan: &ViewPlan, rows: Vec<ProtoRow>) -> Result<Vec<WriteRow>, StoreError> {
+    let mut fields: HashMap<String, [u8; 4]> =
+        plan.features.iter().map(|f| (f.name.clone(), f.field)).collect();
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         if row.features.len() != row.values.len() {
             return Err(StoreError::InvalidRequest(format!(
-                "a row of view '{view}' has {} feature names but {} values",
+                "a row of view '{}' has {} feature names but {} values",
+                plan.view,
                 row.features.len(),
                 row.values.len()
             )));
         }
         let entity_key = encoding::decode_entity_key_proto(&row.entity_key)?;
-        let key = encoding::redis_key(project, &entity_key, version)?;
+        let key = encoding::redis_key(&plan.project, &entity_key, plan.version)?;
         let row_fields = row
             .features
             .iter()
             .map(|name| {
                 *fields
                     .entry(name.clone())
-                    .or_insert_with(|| feature_field(view, name))
+                    .or_insert_with(|| encoding::feature_field(&plan.view, name))
             })
             .zip(row.values)
             .collect();
-        let micros = row.event_time_micros;
         out.push(WriteRow {
             key,
             fields: row_fields,
-            event_time: Timestamp {
-                seconds: micros.div_euclid(1_000_000),
-                nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
-            },
+            event_time: timestamp_of_micros(row.event_time_micros),
         });
     }
     Ok(out)
 }
 
+/// `online_write_batch`: rows given as protos, written with `write_rows`' semantics.
+pub async fn write_protos(
+    client: &RedisClient,
+    plan: &ViewPlan,
+    rows: Vec<ProtoRow>,
+) -> Result<WriteSummary, StoreError> {
+    let rows = rows_from_protos(plan, rows)?;
+    write_rows(client, plan, &rows).await
+}
+
+/// `write_arrow`: an Arrow batch written with `write_rows`' semantics; `None` (nothing
+/// written) when a column's Arrow type is not one this path maps for its dtype.
+pub async fn write_arrow(
+    client: &RedisClient,
+    plan: &ViewPlan,
+    batch: &RecordBatch,
+) -> Result<Option<WriteSummary>, StoreError> {
+    match rows_from_arrow(plan, batch)? {
+        Some(rows) => write_rows(client, plan, &rows).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// One row of `online_write_batch`: an entity's Redis key, its feature fields with
 /// their serialized `Value`s, and the row's event time.
-pub struct WriteRow {
-    pub key: Vec<u8>,
-    pub fields: Vec<([u8; 4], Vec<u8>)>,
-    pub event_time: Timestamp,
-}
-
-pub struct WriteOptions<'a> {
-    pub view: &'a str,
-    /// `_ts:{view}`.
-    pub timestamp_field: Vec<u8>,
-    pub key_ttl_seconds: Option<i64>,
-    pub skip_dedup: bool,
-}
-
-impl<'a> WriteOptions<'a> {
-    pub fn new(view: &'a str, key_ttl_seconds: Option<i64>, skip_dedup: bool) -> Self {
-        Self {
-            view,
-            timestamp_field: encoding::timestamp_field(view),
-            key_ttl_seconds,
-            skip_dedup,
-        }
-    }
+struct WriteRow {
+    key: Vec<u8>,
+    fields: Vec<([u8; 4], Vec<u8>)>,
+    event_time: Timestamp,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -223,23 +210,23 @@ fn total_nanos(ts: Timestamp) -> i128 {
 /// earlier row of `rows` with the same key; each written row is one HSET of its fields
 /// and `_ts:{view}`, plus EXPIRE when a TTL is set. Callers bound memory by passing
 /// rows in chunks: a later chunk's check reads what the earlier chunks wrote.
-pub async fn write_rows(
+async fn write_rows(
     client: &RedisClient,
+    plan: &ViewPlan,
     rows: &[WriteRow],
-    options: &WriteOptions<'_>,
 ) -> Result<WriteSummary, StoreError> {
-    let latest_stored = if options.skip_dedup {
+    let latest_stored = if plan.skip_dedup {
         HashMap::new()
     } else {
-        stored_event_times(client, rows, options).await?
+        stored_event_times(client, plan, rows).await?
     };
     let mut latest_in_batch: HashMap<&[u8], i128> = HashMap::new();
-    let commands_per_row = if options.key_ttl_seconds.is_some() { 2 } else { 1 };
+    let commands_per_row = if plan.key_ttl_seconds.is_some() { 2 } else { 1 };
     let mut batch = Batch::with_capacity(rows.len() * commands_per_row);
     let mut summary = WriteSummary::default();
     for row in rows {
         let new = total_nanos(row.event_time);
-        if !options.skip_dedup {
+        if !plan.skip_dedup {
             let stored = latest_stored.get(row.key.as_slice()).copied().unwrap_or(0);
             let seen = stored.max(latest_in_batch.get(row.key.as_slice()).copied().unwrap_or(0));
             if seen != 0 && new <= seen {
@@ -250,13 +237,13 @@ pub async fn write_rows(
         }
         let mut hset = ::redis::cmd("HSET");
         hset.arg(row.key.as_slice())
-            .arg(options.timestamp_field.as_slice())
+            .arg(plan.timestamp_field.as_slice())
             .arg(row.event_time.encode_to_vec());
         for (field, value) in &row.fields {
             hset.arg(field.as_slice()).arg(value.as_slice());
         }
         batch.push(&row.key, hset);
-        if let Some(ttl) = options.key_ttl_seconds {
+        if let Some(ttl) = plan.key_ttl_seconds {
             let mut expire = ::redis::cmd("EXPIRE");
             expire.arg(row.key.as_slice()).arg(ttl);
             batch.push(&row.key, expire);
@@ -270,13 +257,13 @@ pub async fn write_rows(
 /// The stored `_ts:{view}` of every distinct key of `rows`, in nanoseconds.
 async fn stored_event_times(
     client: &RedisClient,
+    plan: &ViewPlan,
     rows: &[WriteRow],
-    options: &WriteOptions<'_>,
 ) -> Result<HashMap<Vec<u8>, i128>, StoreError> {
     let mut distinct: Vec<Vec<u8>> = rows.iter().map(|row| row.key.clone()).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    let fields = [options.timestamp_field.clone()];
+    let fields = [plan.timestamp_field.clone()];
     let read = HashRead {
         fields: &fields,
         keys: &distinct,
@@ -287,11 +274,7 @@ async fn stored_event_times(
         let Some(Some(bytes)) = hash.into_iter().next() else {
             continue;
         };
-        let ts = encoding::decode_timestamp(&bytes).map_err(|err| StoreError::CorruptTimestamp {
-            view: options.view.to_owned(),
-            key: printable_key(&key),
-            reason: err.to_string(),
-        })?;
+        let ts = stored_timestamp(&plan.view, &key, &bytes)?;
         stored.insert(key, total_nanos(ts));
     }
     Ok(stored)

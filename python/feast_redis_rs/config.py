@@ -1,0 +1,115 @@
+"""``RedisOnlineStoreConfig``: the ``online_store`` section of ``feature_store.yaml`` for
+``type: feast_redis_rs.RedisOnlineStore``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from feast.infra.online_stores.redis import RedisClient, RedisType
+from feast.repo_config import FeastConfigBaseModel
+from pydantic import (
+    ConfigDict,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    StrictStr,
+    model_validator,
+)
+
+from feast_redis_rs import _native
+
+_PASSWORD = re.compile(r"(password\s*=)[^,]*")
+
+
+class RedisOnlineStoreConfig(FeastConfigBaseModel):
+    """Online store config for ``feast_redis_rs.RedisOnlineStore``.
+
+    Every field of Feast's ``RedisOnlineStoreConfig`` keeps its meaning; the fields after
+    ``skip_dedup`` are this store's own, all optional."""
+
+    # Validation errors must not echo the input: connection_string may hold a password.
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    type: Literal["feast_redis_rs.RedisOnlineStore"] = "feast_redis_rs.RedisOnlineStore"
+    """Online store type selector"""
+
+    redis_type: RedisType = RedisType.redis
+    """``redis`` (one server), ``redis_cluster`` or ``redis_sentinel``"""
+
+    client: RedisClient = RedisClient.redis
+    """Accepted for compatibility with Feast's config; every command goes through this
+    store's Rust client whatever it says."""
+
+    sentinel_master: StrictStr = "mymaster"
+    """Sentinel's master name"""
+
+    connection_string: StrictStr = "localhost:6379"
+    """``host:port[,host2:port2...][,key=value...]`` as for Feast's Redis store: the
+    nodes (cluster seeds or sentinels when several), then ``ssl=true``, ``password=``,
+    ``username=``, ``db=``, ``ssl_cert_reqs=none``, ``ssl_check_hostname=``,
+    ``ssl_ca_certs=``, ``ssl_certfile=``, ``ssl_keyfile=``, ``client_name=``,
+    ``socket_timeout=``, ``socket_connect_timeout=``, ``skip_full_coverage_check=``"""
+
+    key_ttl_seconds: NonNegativeInt | None = None
+    """(Optional) EXPIRE set on every key written; unset or 0 for none"""
+
+    full_scan_for_deletion: bool | None = True
+    """(Optional) whether ``feast apply`` deletes the data of removed feature views"""
+
+    skip_dedup: bool = False
+    """(Optional) write without first reading the stored event times: faster, but an
+    older row can then overwrite a newer one"""
+
+    connect_timeout_seconds: PositiveFloat | None = None
+    """(Optional) time to open and authenticate a connection; default
+    ``socket_connect_timeout`` of the connection string, else 5"""
+
+    command_timeout_seconds: PositiveFloat | None = None
+    """(Optional) time to wait for Redis to answer one pipeline; default
+    ``socket_timeout`` of the connection string, else 10"""
+
+    retries: NonNegativeInt = 3
+    """(Optional) retries after a refused or lost connection (never after a timeout)"""
+
+    retry_backoff_seconds: PositiveFloat = 0.05
+    """(Optional) pause before the first retry, doubled for each next one (at most 1 s)"""
+
+    tls_ca_file: StrictStr | None = None
+    """(Optional) PEM file of the CA that signed the servers' certificates; default
+    ``ssl_ca_certs``, else the system's roots. Needs ``ssl=true``."""
+
+    tls_cert_file: StrictStr | None = None
+    """(Optional) PEM client certificate for mutual TLS (with ``tls_key_file``)"""
+
+    tls_key_file: StrictStr | None = None
+    """(Optional) PEM key of ``tls_cert_file``"""
+
+    tls_check_hostname: bool | None = None
+    """(Optional) check that the server's certificate names the host; default
+    ``ssl_check_hostname``, else true"""
+
+    write_batch_size: PositiveInt = 10_000
+    """(Optional) rows per pipeline when writing: bounds memory on large batches"""
+
+    @model_validator(mode="after")
+    def _check_connection(self) -> RedisOnlineStoreConfig:
+        # Read as the client will read it, so a config that loads is one it accepts.
+        _native.check_config(self)
+        return self
+
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            if name == "connection_string":
+                value = _PASSWORD.sub(r"\1<redacted>", value)
+            yield name, value
+
+
+def __getattr__(name: str) -> Any:
+    # Feast finds an online store's class in the module of its config
+    # (`feast.infra.online_stores.helpers.get_online_store_from_config`).
+    if name == "RedisOnlineStore":
+        from feast_redis_rs.online_store import RedisOnlineStore
+
+        return RedisOnlineStore
+    raise AttributeError(f"module 'feast_redis_rs.config' has no attribute '{name}'")

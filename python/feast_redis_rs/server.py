@@ -1,0 +1,265 @@
+"""``feast-redis-rs serve``: Feast's HTTP feature server, answered in Rust.
+
+Python reads ``feature_store.yaml`` and the registry with Feast's own API, at start and
+every ``registry_ttl_sec``, and hands the native server one plan per feature view and
+the feature services made of them. The server answers ``POST /get-online-features``
+and ``GET /health`` (``/metrics`` with ``--metrics``) without the GIL. Every other
+request -- ``/push``, ``/write-to-online-store``, ``/materialize``, online requests that
+need Feast's Python (on-demand views, request data, pre-computed services) and
+malformed ones -- is answered by Feast's own app in this process, so its shapes, statuses
+and errors are Feast's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from feast import FeatureStore
+from feast.feature_server import get_app
+
+from feast_redis_rs import _feast, _native
+from feast_redis_rs.config import RedisOnlineStoreConfig
+from feast_redis_rs.online_store import RedisOnlineStore
+from feast_redis_rs.plans import Plans
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = 6566
+    tls_cert_path: str | None = None
+    tls_key_path: str | None = None
+    access_log: bool = True
+    metrics: bool = False
+    max_body_bytes: int = 16 * 1024 * 1024
+    """Larger request bodies are refused with 413."""
+    workers: int = 2
+    """Threads answering requests."""
+    shutdown_timeout_seconds: float = 30.0
+    """How long in-flight requests may take to finish after SIGTERM."""
+
+
+@dataclass(frozen=True)
+class ServedView:
+    name: str
+    plan: _native.ViewPlan
+    version: int
+
+
+@dataclass(frozen=True)
+class ServedProjection:
+    view: str
+    name: str
+    metadata_name: str
+    features: list[str]
+    join_key_map: dict[str, str]
+
+
+def _catalog(
+    store: FeatureStore, plans: Plans
+) -> tuple[list[ServedView], list[tuple[str, list[ServedProjection]]]]:
+    """The feature views the server reads natively, and the feature services made only
+    of them (a pre-computed service is left to Feast)."""
+    views = [
+        ServedView(
+            name=view.name,
+            plan=plans.view(store.config, view),
+            version=getattr(view, "current_version_number", 0) or 0,
+        )
+        for view in store.list_feature_views(allow_cache=True)
+        if view.entity_columns
+    ]
+    served = {view.name for view in views}
+    services = []
+    for service in store.list_feature_services():
+        projections = service.feature_view_projections
+        if getattr(service, "precompute_online", False) or any(
+            p.name not in served for p in projections
+        ):
+            continue
+        services.append(
+            (
+                service.name,
+                [
+                    ServedProjection(
+                        view=p.name,
+                        name=p.name_to_use(),
+                        metadata_name=p.name_alias or p.name,
+                        features=[f.name for f in p.features],
+                        join_key_map=dict(p.join_key_map),
+                    )
+                    for p in projections
+                ],
+            )
+        )
+    return views, services
+
+
+class FeastApp:
+    """Feast's own FastAPI app, run on an event loop of its own thread, answering the
+    requests the native server hands over."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        # The registry is refreshed by `serve`, for Feast's app and the catalog alike.
+        self._app = get_app(store, registry_ttl_sec=0)
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._stopping: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="feast-app", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stopping = asyncio.Event()
+        try:
+            async with self._app.router.lifespan_context(self._app):
+                self._started.set()
+                await self._stopping.wait()
+        except BaseException as error:  # handed to start()
+            self._error = error
+            self._started.set()
+
+    def dispatch(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, bytes]],
+        body: bytes,
+        client: tuple[str, int],
+        reply: Callable[[int, list[tuple[str, bytes]], bytes], None],
+    ) -> None:
+        """Called by the native server: answers through ``reply`` once Feast's app has."""
+        request = self._handle(method, path, headers, body, client, reply)
+        self._loop.call_soon_threadsafe(self._loop.create_task, request)
+
+    async def _handle(self, method, path, headers, body, client, reply) -> None:
+        raw_path, _, query = path.partition("?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": raw_path,
+            "raw_path": raw_path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": [(name.lower().encode(), value) for name, value in headers],
+            "client": client,
+            "server": None,
+        }
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # no disconnect while the app answers
+            return {"type": "http.disconnect"}
+
+        status: int | None = None
+        response_headers: list[tuple[str, bytes]] = []
+        chunks: list[bytes] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status, response_headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                response_headers = [(k.decode(), v) for k, v in message.get("headers", [])]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        try:
+            await self._app(scope, receive, send)
+        except Exception:
+            # Starlette re-raises an error after its handler has answered (to have it
+            # logged): the answer stands; without one, it is a 500.
+            if status is None:
+                logger.exception("Feast's app failed on %s %s", method, raw_path)
+        if status is None:
+            status, response_headers, chunks = 500, [], [b'"Internal Server Error"']
+        reply(status, response_headers, b"".join(chunks))
+
+
+def serve(
+    store: FeatureStore,
+    options: ServerOptions,
+    registry_ttl_sec: int = 60,
+    on_ready: Callable[[str, int], None] | None = None,
+) -> None:
+    """Serves ``store`` until SIGTERM or SIGINT; in-flight requests finish first."""
+    config = store.config
+    if not isinstance(config.online_store, RedisOnlineStoreConfig):
+        raise ValueError(
+            "feast-redis-rs serve needs online_store: type: feast_redis_rs.RedisOnlineStore "
+            f"in feature_store.yaml (this repo has {type(config.online_store).__name__}); "
+            "use feast serve for other stores"
+        )
+    auth = getattr(getattr(config, "auth_config", None), "type", "no_auth")
+    if auth != "no_auth":
+        raise ValueError(
+            f"feast-redis-rs serve does not support auth type '{auth}' yet, and never serves "
+            "a protected repo unauthenticated: use feast serve for this repo"
+        )
+    online_store = _feast.online_store_of(store)
+    if not isinstance(online_store, RedisOnlineStore):
+        raise ValueError("the repo's online store is not feast_redis_rs.RedisOnlineStore")
+    client = online_store._get_client(config.online_store)
+    plans = Plans()
+    app = FeastApp(store)
+    app.start()
+    server = _native.FeatureServer(options, client, app.dispatch)
+    stop_refreshing = threading.Event()
+
+    def refresh() -> None:
+        try:
+            store.refresh_registry()
+            views, services = _catalog(store, plans)
+        except Exception:
+            logger.exception("cannot read the registry; /health answers 503 until it can")
+            server.set_healthy(False)
+            return
+        server.update(views, services, True)
+
+    def refresh_every_ttl() -> None:
+        while registry_ttl_sec > 0 and not stop_refreshing.wait(registry_ttl_sec):
+            refresh()
+
+    views, services = _catalog(store, plans)
+    server.update(views, services, True)
+    refresher = threading.Thread(target=refresh_every_ttl, name="registry-refresh", daemon=True)
+    refresher.start()
+
+    def ready(host: str, port: int) -> None:
+        scheme = "https" if options.tls_cert_path else "http"
+        logger.info("feast-redis-rs serve: listening on %s://%s:%d", scheme, host, port)
+        if on_ready is not None:
+            on_ready(host, port)
+
+    try:
+        server.run(ready)
+    finally:
+        stop_refreshing.set()
+        app.stop()

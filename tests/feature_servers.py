@@ -1,0 +1,119 @@
+"""Feature servers for the tests: ``feast-redis-rs serve`` and stock ``feast serve`` on
+one repo (two ``feature_store.yaml`` files, one registry, one Redis), each a process of
+its own on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import loan_repo
+from .redis_servers import free_port
+
+BIN = Path(sys.executable).parent
+START_TIMEOUT_SECONDS = 60
+
+
+def write_repo_yaml(path: Path, name: str, online_store: dict, **extra) -> Path:
+    """A feature_store.yaml for the loan repo under `path`, with `online_store`."""
+    config = {
+        "project": loan_repo.PROJECT,
+        "provider": "local",
+        "registry": str(path / "registry.db"),
+        "online_store": online_store,
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+        **extra,
+    }
+    target = path / name
+    target.write_text(yaml.safe_dump(config))
+    return target
+
+
+@dataclass
+class FeatureServer:
+    url: str
+    process: subprocess.Popen
+    log: Path
+    ssl_context: ssl.SSLContext | None = None
+
+    def request(
+        self, method: str, path: str, body: object = None, raw: bytes | None = None, timeout=30
+    ) -> tuple[int, bytes]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(
+                request, timeout=timeout, context=self.ssl_context
+            ) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def post(self, path: str, body: object) -> tuple[int, object]:
+        status, content = self.request("POST", path, body)
+        return status, json.loads(content) if content else None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start_server(
+    command: str,
+    repo: Path,
+    yaml_file: Path,
+    *args: str,
+    ssl_context: ssl.SSLContext | None = None,
+    env: dict[str, str] | None = None,
+) -> FeatureServer:
+    """`feast` or `feast-redis-rs` serving `repo` with `yaml_file`, once /health is 200."""
+    port = free_port()
+    log = repo / f"{yaml_file.stem}-{port}.log"
+    command_line = [BIN / command, "-c", repo, "-f", yaml_file, "serve", "-p", str(port), *args]
+    process = subprocess.Popen(
+        [str(part) for part in command_line],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
+    )
+    scheme = "https" if ssl_context else "http"
+    server = FeatureServer(f"{scheme}://127.0.0.1:{port}", process, log, ssl_context)
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command} serve exited: {log.read_text()[-3000:]}")
+        try:
+            if server.request("GET", "/health", timeout=2)[0] == 200:
+                return server
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"{command} serve did not become healthy: {log.read_text()[-3000:]}")
+
+
+def columns(answer: dict) -> dict[str, dict]:
+    """A get-online-features answer by column name. Stock Feast orders the features of
+    a view as a Python set iterates them, so answers are compared by name."""
+    names = answer["metadata"]["feature_names"]
+    assert len(names) == len(answer["results"])
+    return dict(zip(names, answer["results"], strict=True))

@@ -1,0 +1,230 @@
+"""``feast-redis-rs serve`` over its life: a registry refresh that brings a new view,
+SIGTERM with requests in flight, Redis going away and coming back, HTTPS, flat memory
+under 64 connections, and the repos it refuses to serve."""
+
+from __future__ import annotations
+
+import json
+import signal
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+import pytest
+from feast import FeatureView, Field, FileSource
+from feast.types import Int64
+
+from feast_redis_rs import RedisOnlineStoreConfig
+
+from . import loan_repo
+from .feature_servers import BIN, columns, start_server, write_repo_yaml
+from .redis_servers import make_tls_files, start_redis
+
+ZIP_REQUEST = {
+    "features": ["zipcode_features:z_i64", "zipcode_features:z_text"],
+    "entities": {"zipcode": loan_repo.ZIPCODES[:5]},
+}
+
+
+def served_repo(path, redis_address: str):
+    """The loan repo with its zipcode data written, and a yaml for this store."""
+    store = loan_repo.feature_store(path, RedisOnlineStoreConfig(connection_string=redis_address))
+    zipcodes = loan_repo.views(path)[0]
+    store.write_to_online_store(zipcodes.name, loan_repo.frame(zipcodes))
+    yaml_file = write_repo_yaml(
+        path,
+        "ours.yaml",
+        {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis_address,
+         "connect_timeout_seconds": 1, "command_timeout_seconds": 2, "retries": 1},
+    )  # fmt: skip
+    return store, yaml_file
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def test_a_refreshed_registry_serves_a_new_view(tmp_path):
+    redis = start_redis(tmp_path / "redis")
+    try:
+        store, yaml_file = served_repo(tmp_path / "repo", redis.address)
+        server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file, "-r", "1")
+        try:
+            new_view = FeatureView(
+                name="late_view",
+                entities=[loan_repo.entities()[0]],
+                ttl=timedelta(days=1),
+                schema=[Field(name="late", dtype=Int64)],
+                source=FileSource(
+                    path=str(tmp_path / "late.parquet"), timestamp_field="event_timestamp"
+                ),
+            )
+            store.apply([new_view])
+            store.write_to_online_store(
+                "late_view",
+                loan_repo.frame(loan_repo.views(tmp_path)[0])[
+                    ["zipcode", "event_timestamp"]
+                ].assign(late=7),
+            )
+            request = {"features": ["late_view:late"], "entities": {"zipcode": [76100]}}
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                status, answer = server.post("/get-online-features", request)
+                if status == 200:
+                    break
+                time.sleep(0.5)
+            assert status == 200, answer
+            assert columns(answer)["late"]["values"] == [7]
+        finally:
+            server.stop()
+    finally:
+        redis.stop()
+
+
+def test_sigterm_lets_requests_in_flight_finish(tmp_path):
+    redis = start_redis(tmp_path / "redis")
+    try:
+        _, yaml_file = served_repo(tmp_path / "repo", redis.address)
+        server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file)
+        assert server.post("/get-online-features", ZIP_REQUEST)[0] == 200
+        answers: list[int] = []
+        # Redis holds every command for 1.5 s: the requests below are in flight meanwhile.
+        redis.client().execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        threads = [
+            threading.Thread(
+                target=lambda: answers.append(server.post("/get-online-features", ZIP_REQUEST)[0])
+            )
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(timeout=30)
+        assert server.process.wait(timeout=30) == 0
+        assert answers == [200] * 4
+        with pytest.raises(OSError):
+            server.request("GET", "/health", timeout=2)
+    finally:
+        redis.stop()
+
+
+def test_redis_down_is_an_error_naming_it_and_the_server_recovers(tmp_path):
+    redis = start_redis(tmp_path / "redis")
+    port = redis.port
+    _, yaml_file = served_repo(tmp_path / "repo", redis.address)
+    server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file, "--metrics")
+    try:
+        assert server.post("/get-online-features", ZIP_REQUEST)[0] == 200
+        redis.stop()
+        started = time.monotonic()
+        status, answer = server.post("/get-online-features", ZIP_REQUEST)
+        assert status == 500
+        assert f"127.0.0.1:{port}" in answer
+        assert time.monotonic() - started < 5
+        redis = start_redis(tmp_path / "redis-again", port=port)
+        served_repo(tmp_path / "repo-again", redis.address)
+        status, answer = server.post("/get-online-features", ZIP_REQUEST)
+        assert status == 200, answer
+        assert columns(answer)["z_i64"]["statuses"] == ["PRESENT"] * 5
+        metrics = server.request("GET", "/metrics")[1].decode()
+        assert "feast_redis_rs_redis_errors_total 1" in metrics
+    finally:
+        server.stop()
+        redis.stop()
+
+
+def test_https_with_a_test_ca(tmp_path):
+    redis = start_redis(tmp_path / "redis")
+    tls = make_tls_files(tmp_path / "tls")
+    try:
+        _, yaml_file = served_repo(tmp_path / "repo", redis.address)
+        context = ssl.create_default_context(cafile=str(tls.ca_cert))
+        server = start_server(
+            "feast-redis-rs", tmp_path / "repo", yaml_file,
+            "--cert", str(tls.server_cert), "--key", str(tls.server_key), ssl_context=context,
+        )  # fmt: skip
+        try:
+            request = urllib.request.Request(
+                server.url + "/get-online-features",
+                data=json.dumps(ZIP_REQUEST).encode(),
+                method="POST",
+            )
+            with urllib.request.urlopen(request, context=context, timeout=10) as response:
+                assert response.status == 200
+                assert columns(json.loads(response.read()))["z_i64"]["statuses"][0] == "PRESENT"
+            with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+                urllib.request.urlopen(server.url + "/health", timeout=10)
+        finally:
+            server.stop()
+    finally:
+        redis.stop()
+
+
+def test_64_connections_for_a_while_with_flat_memory(tmp_path):
+    redis = start_redis(tmp_path / "redis")
+    try:
+        _, yaml_file = served_repo(tmp_path / "repo", redis.address)
+        server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file, "--no-access-log")
+        try:
+            expected = columns(server.post("/get-online-features", ZIP_REQUEST)[1])
+            failures: list[object] = []
+            counts = [0] * 64
+
+            def client(index: int, seconds: float) -> None:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    status, answer = server.post("/get-online-features", ZIP_REQUEST)
+                    if status != 200 or columns(answer) != expected:
+                        failures.append((status, answer))
+                        return
+                    counts[index] += 1
+
+            def load(seconds: float) -> None:
+                threads = [threading.Thread(target=client, args=(i, seconds)) for i in range(64)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(timeout=120)
+
+            load(3)
+            warmed = rss_kb(server.process.pid)
+            load(6)
+            assert not failures
+            assert sum(counts) > 500
+            assert rss_kb(server.process.pid) - warmed < 8_000, (warmed, rss_kb(server.process.pid))
+        finally:
+            server.stop()
+    finally:
+        redis.stop()
+
+
+def test_a_protected_repo_is_refused_not_served_open(tmp_path):
+    redis = start_redis(tmp_path / "redis")
+    try:
+        served_repo(tmp_path / "repo", redis.address)
+        yaml_file = write_repo_yaml(
+            tmp_path / "repo",
+            "oidc.yaml",
+            {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis.address},
+            auth={
+                "type": "oidc",
+                "client_id": "feast",
+                "auth_discovery_url": "http://127.0.0.1:9/x",
+            },
+        )
+        result = subprocess.run(
+            [str(BIN / "feast-redis-rs"), "-c", str(tmp_path / "repo"), "-f", str(yaml_file),
+             "serve", "-p", "0"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert "does not support auth type 'oidc'" in result.stderr
+    finally:
+        redis.stop()
