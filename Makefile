@@ -95,11 +95,22 @@ test-python: build-dev redis-server chromium
 .PHONY: test
 test: lint test-rust test-python
 
+# The server bench drives its load with Debian's wrk.
+.PHONY: wrk
+wrk:
+	@if ! command -v wrk >/dev/null; then \
+		echo "wrk not found: installing Debian's wrk"; \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk; \
+	fi
+
 # Release build with the bench extra (matplotlib); `make test` rebuilds in debug after.
 .PHONY: bench
-bench: $(DEPS_STAMP) redis-server
+bench: $(DEPS_STAMP) redis-server wrk
 	$(BIN)/maturin develop --release --extras bench
 	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/serve.py
 
 # The demo: data made by the generator, features applied and materialized into the
 # demo's own Redis (REDIS_URL points it elsewhere), then run.py scores the sample loan.

@@ -284,7 +284,12 @@ def test_streamlit_app_in_chromium(demo):
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--window-size=1400,1400"):  # fmt: skip
         options.add_argument(argument)
-    browser = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    try:
+        browser = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    except BaseException:
+        app.terminate()  # no browser: leave no app behind either
+        app.wait(timeout=30)
+        raise
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from feast import FeatureStore
+from feast.repo_config import FeastConfigError
 
 from feast_redis_rs import __version__
 from feast_redis_rs.server import ServerOptions, serve
@@ -89,7 +90,10 @@ def serve_command(
         raise click.BadParameter("--workers must be 1 or more")
     logging.basicConfig(level=logging.INFO)
     repo, yaml = ctx.obj["repo"], ctx.obj["yaml"]
-    store = FeatureStore(repo_path=str(repo), fs_yaml_file=Path(yaml) if yaml else None)
+    try:
+        store = FeatureStore(repo_path=str(repo), fs_yaml_file=Path(yaml) if yaml else None)
+    except (FeastConfigError, ValueError, OSError) as error:
+        raise click.ClickException(f"cannot load the feature repo {repo}: {error}") from error
     options = ServerOptions(
         host=host,
         port=port,

@@ -21,6 +21,13 @@ from typing import Any
 
 from feast import FeatureStore
 from feast.feature_server import get_app
+from feast.permissions.server.utils import (
+    AuthManagerType,
+    ServerType,
+    init_auth_manager,
+    init_security_manager,
+    str_to_auth_manager_type,
+)
 
 from feast_redis_rs import _feast, _native
 from feast_redis_rs.config import RedisOnlineStoreConfig
@@ -217,11 +224,18 @@ def serve(
             f"in feature_store.yaml (this repo has {type(config.online_store).__name__}); "
             "use feast serve for other stores"
         )
-    auth = getattr(getattr(config, "auth_config", None), "type", "no_auth")
-    if auth != "no_auth":
-        raise ValueError(
-            f"feast-redis-rs serve does not support auth type '{auth}' yet, and never serves "
-            "a protected repo unauthenticated: use feast serve for this repo"
+    # Feast's own authentication and authorization, set up as `feast serve` sets them up.
+    auth_type = str_to_auth_manager_type(config.auth_config.type)
+    init_security_manager(auth_type=auth_type, fs=store)
+    init_auth_manager(
+        auth_type=auth_type, server_type=ServerType.REST, auth_config=config.auth_config
+    )
+    protected = auth_type != AuthManagerType.NONE
+    if protected:
+        logger.info(
+            "auth type %s: every request is authenticated, authorized and answered by "
+            "Feast's app (the native path serves repos without auth)",
+            config.auth_config.type,
         )
     online_store = _feast.online_store_of(store)
     if not isinstance(online_store, RedisOnlineStore):
@@ -233,10 +247,13 @@ def serve(
     server = _native.FeatureServer(options, client, app.dispatch)
     stop_refreshing = threading.Event()
 
+    def catalog() -> tuple[list[ServedView], list[tuple[str, list[ServedProjection]]]]:
+        return ([], []) if protected else _catalog(store, plans)
+
     def refresh() -> None:
         try:
             store.refresh_registry()
-            views, services = _catalog(store, plans)
+            views, services = catalog()
         except Exception:
             logger.exception("cannot read the registry; /health answers 503 until it can")
             server.set_healthy(False)
@@ -247,7 +264,7 @@ def serve(
         while registry_ttl_sec > 0 and not stop_refreshing.wait(registry_ttl_sec):
             refresh()
 
-    views, services = _catalog(store, plans)
+    views, services = catalog()
     server.update(views, services, True)
     refresher = threading.Thread(target=refresh_every_ttl, name="registry-refresh", daemon=True)
     refresher.start()

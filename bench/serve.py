@@ -1,0 +1,312 @@
+"""`make bench`'s server section: stock `feast serve`, `feast serve` with this store, and
+`feast-redis-rs serve`, on one repo (the loan-shaped data of bench.py), one Redis, in one
+run. Latency: one keep-alive client sending the same requests to each server in
+alternating blocks (a plain socket, so the client costs little). Throughput: `wrk` with
+16 connections and 1-row requests. Writes bench/results_server.json, prints a table
+of ratios against stock `feast serve`, and its chart bench/results_server.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import (  # noqa: E402  (bench/bench.py, beside this script)
+    EVENT_TIME,
+    FEATURES,
+    PROJECT,
+    entity_rows,
+    feature_store,
+    make_data,
+    percentile,
+)
+from feast_redis_rs import RedisOnlineStoreConfig  # noqa: E402
+from tests.redis_servers import free_port, start_redis  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SERVERS = {
+    "stock feast serve": ("feast", "stock.yaml"),
+    "feast serve + this store": ("feast", "ours.yaml"),
+    "feast-redis-rs serve": ("feast-redis-rs", "ours.yaml"),
+}
+
+
+def write_yaml(repo: Path, name: str, online_store: dict) -> None:
+    config = {
+        "project": PROJECT,
+        "provider": "local",
+        "registry": str(repo / "registry.db"),
+        "online_store": online_store,
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+    }
+    (repo / name).write_text(yaml.safe_dump(config))
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection sending prepared requests; reconnects (and
+    resends, inside the timing) when the server closes it, as gunicorn does when it
+    recycles a worker of `feast serve` after `--max-requests`."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reconnects = 0
+        self.sock = self._connect()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=60)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def request(self, body: bytes) -> bytes:
+        head = (
+            f"POST /get-online-features HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        for _ in range(3):
+            try:
+                return self._exchange(head + body)
+            except ConnectionError:
+                self.reconnects += 1
+                self.sock.close()
+                self.sock = self._connect()
+        raise RuntimeError(f"the server on port {self.port} keeps closing the connection")
+
+    def _exchange(self, request: bytes) -> bytes:
+        self.sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self._receive()
+        header, _, rest = data.partition(b"\r\n\r\n")
+        status = header.split(b" ", 2)[1]
+        if status != b"200":
+            raise RuntimeError(f"status {status!r}: {rest[:300]!r}")
+        length = int(re.search(rb"(?i)content-length:\s*(\d+)", header).group(1))
+        while len(rest) < length:
+            rest += self._receive()
+        return rest
+
+    def _receive(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed by the server")
+        return chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def body(zips, applicants, rows: int, offset: int) -> bytes:
+    entities = entity_rows(zips, applicants, rows, offset)
+    return json.dumps(
+        {
+            "features": FEATURES,
+            "entities": {
+                "zipcode": [e["zipcode"] for e in entities],
+                "dob_ssn": [e["dob_ssn"] for e in entities],
+            },
+        }
+    ).encode()
+
+
+def start(command: str, repo: Path, yaml_name: str, log: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / command), "-c", str(repo), "-f", str(repo / yaml_name), "serve",
+         "-p", str(port), "--no-access-log"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if b" 200 " in sock.recv(1024):
+                    return process, port
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{command} did not start: {log.read_text()[-2000:]}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def measure_latency(ports: dict, bodies: list[bytes], rounds: int) -> dict:
+    clients = {name: Client(port) for name, port in ports.items()}
+    latencies: dict[str, list[float]] = {name: [] for name in ports}
+    for client in clients.values():  # warm-up, out of the measurement
+        for request in bodies[:20]:
+            client.request(request)
+    for _ in range(rounds):
+        for name, client in clients.items():
+            for request in bodies:
+                started = time.perf_counter()
+                client.request(request)
+                latencies[name].append(time.perf_counter() - started)
+    for client in clients.values():
+        client.close()
+    return {
+        name: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "n": len(v)}
+        for name, v in latencies.items()
+    }
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%s]]
+"""
+
+
+def measure_throughput(port: int, request: bytes, seconds: int, workdir: Path) -> dict:
+    script = workdir / "post.lua"
+    script.write_text(WRK_SCRIPT % request.decode())
+    result = subprocess.run(
+        ["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script),
+         f"http://127.0.0.1:{port}/get-online-features"],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    )  # fmt: skip
+    out = result.stdout
+    rps = float(re.search(r"Requests/sec:\s*([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    failed = int(errors.group(1)) if errors else 0
+    failed += sum(map(int, socket_errors.groups())) if socket_errors else 0
+    return {"rps": rps, "errors": failed}
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(SERVERS)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for axis, rows in zip(axes[:2], (1, 100), strict=True):
+        by_server = results["latency"][rows]
+        x = np.arange(len(names))
+        axis.bar(x - 0.2, [by_server[n]["p50_ms"] for n in names], 0.4, label="p50")
+        axis.bar(x + 0.2, [by_server[n]["p99_ms"] for n in names], 0.4, label="p99")
+        axis.set_xticks(x, [n.replace(" + ", "\n+ ") for n in names], fontsize=8)
+        axis.set_yscale("log")
+        axis.set_ylabel(f"{rows}-row request, ms (log)")
+        axis.legend()
+    throughput = results["throughput_16_connections_1_row"]
+    axes[2].bar(range(len(names)), [throughput[n]["rps"] for n in names])
+    axes[2].set_xticks(range(len(names)), [n.replace(" + ", "\n+ ") for n in names], fontsize=8)
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("req/s, wrk 16 connections, 1 row (log)")
+    fig.suptitle(f"feature servers on one Redis, {results['machine']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: install Debian's wrk package (make bench does)")
+    zipcodes, applicants_n = (2_000, 2_000) if args.quick else (28_844, 28_633)
+    block, seconds = (20, 3) if args.quick else (200, 10)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        server = start_redis(tmp_path / "redis")
+        processes = []
+        try:
+            data_dir = tmp_path / "data"
+            data_dir.mkdir()
+            zips, applicants = make_data(data_dir, zipcodes, applicants_n)
+            repo = tmp_path / "repo"
+            store = feature_store(
+                repo,
+                RedisOnlineStoreConfig(connection_string=server.address),
+                data_dir,
+                batch_engine={"type": "feast_redis_rs.RedisComputeEngine"},
+            )
+            store.materialize(EVENT_TIME - timedelta(days=1), EVENT_TIME + timedelta(days=1))
+            write_yaml(repo, "stock.yaml", {"type": "redis", "connection_string": server.address})
+            write_yaml(
+                repo,
+                "ours.yaml",
+                {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": server.address},
+            )
+            ports = {}
+            for index, (name, (command, yaml_name)) in enumerate(SERVERS.items()):
+                process, port = start(command, repo, yaml_name, tmp_path / f"server-{index}.log")
+                processes.append(process)
+                ports[name] = port
+            latency = {
+                rows: measure_latency(
+                    ports,
+                    [body(zips, applicants, rows, k * rows) for k in range(block)],
+                    args.rounds,
+                )
+                for rows in (1, 100)
+            }
+            one_row = body(zips, applicants, 1, 0)
+            throughput = {
+                name: measure_throughput(port, one_row, seconds, tmp_path)
+                for name, port in ports.items()
+            }
+        finally:
+            for process in processes:
+                stop(process)
+            server.stop()
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores"
+    results = {
+        "machine": f"{machine}, Python {platform.python_version()}",
+        "latency": latency,
+        "throughput_16_connections_1_row": throughput,
+    }
+    (ROOT / "bench" / "results_server.json").write_text(json.dumps(results, indent=2))
+    chart(results, ROOT / "bench" / "results_server.png")
+    stock = "stock feast serve"
+    print(f"\nMachine: {results['machine']}; one keep-alive client; wrk -t2 -c16, 1-row requests\n")
+    print("| measure | " + " | ".join(SERVERS) + " | feast-redis-rs vs stock |")
+    print("|---" * (len(SERVERS) + 2) + "|")
+    for rows, by_server in latency.items():
+        for stat in ("p50_ms", "p99_ms"):
+            cells = " | ".join(f"{by_server[n][stat]:.2f} ms" for n in SERVERS)
+            ratio = by_server[stock][stat] / by_server["feast-redis-rs serve"][stat]
+            print(f"| {rows} row(s), {stat[:3]} | {cells} | {ratio:.1f}x faster |")
+    cells = " | ".join(
+        f"{throughput[n]['rps']:.0f} req/s ({throughput[n]['errors']} errors)" for n in SERVERS
+    )
+    ratio = throughput["feast-redis-rs serve"]["rps"] / throughput[stock]["rps"]
+    print(f"| throughput | {cells} | {ratio:.1f}x |")
+    print(f"\nWrote {ROOT / 'bench' / 'results_server.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""A repo protected with Feast's OIDC auth and permissions: ``feast-redis-rs serve``
+answers exactly as ``feast serve`` does (the same 401/403/200 for the same token and
+permission set), against an OIDC issuer made at test time; a repo whose auth type Feast
+does not know is an error at start, never an open server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from feast import FeatureView
+from feast.permissions.action import AuthzedAction
+from feast.permissions.permission import Permission
+from feast.permissions.policy import RoleBasedPolicy
+
+from feast_redis_rs import RedisOnlineStoreConfig
+
+from . import loan_repo
+from .feature_servers import BIN, columns, start_server, write_repo_yaml
+
+CLIENT_ID = "feast-test"
+REQUEST = {
+    "features": ["zipcode_features:z_i64", "zipcode_features:z_text"],
+    "entities": {"zipcode": loan_repo.ZIPCODES[:3]},
+}
+
+
+class Issuer:
+    """An OIDC issuer on a free loopback port: discovery document and JWKS, and tokens
+    signed with its key."""
+
+    def __init__(self) -> None:
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": "test-key", "use": "sig", "alg": "RS256"})
+        documents: dict[str, dict] = {"/jwks": {"keys": [jwk]}}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                document = documents.get(self.path)
+                body = json.dumps(document or {}).encode()
+                self.send_response(200 if document else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        documents["/.well-known/openid-configuration"] = {
+            "issuer": self.url,
+            "authorization_endpoint": f"{self.url}/auth",
+            "token_endpoint": f"{self.url}/token",
+            "jwks_uri": f"{self.url}/jwks",
+        }
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self, roles: list[str], key=None) -> str:
+        now = int(time.time())
+        claims = {
+            "preferred_username": "tester",
+            "resource_access": {CLIENT_ID: {"roles": roles}},
+            "iat": now,
+            "exp": now + 3600,
+            "iss": self.url,
+        }
+        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": "test-key"})
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def protected(redis_server, tmp_path_factory):
+    """Ours and stock's serving the loan repo with OIDC auth and a reader permission."""
+    issuer = Issuer()
+    repo = tmp_path_factory.mktemp("protected-repo")
+    store = loan_repo.feature_store(
+        repo, RedisOnlineStoreConfig(connection_string=redis_server.address)
+    )
+    zipcodes = loan_repo.views(repo)[0]
+    store.write_to_online_store(zipcodes.name, loan_repo.frame(zipcodes))
+    store.apply(
+        [
+            Permission(
+                name="readers",
+                types=[FeatureView],
+                policy=RoleBasedPolicy(roles=["reader"]),
+                actions=[AuthzedAction.READ_ONLINE],
+            )
+        ]
+    )
+    auth = {
+        "type": "oidc",
+        "client_id": CLIENT_ID,
+        "auth_discovery_url": f"{issuer.url}/.well-known/openid-configuration",
+    }
+    ours_yaml = write_repo_yaml(
+        repo,
+        "ours.yaml",
+        {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis_server.address},
+        auth=auth,
+    )
+    stock_yaml = write_repo_yaml(
+        repo, "stock.yaml", {"type": "redis", "connection_string": redis_server.address}, auth=auth
+    )
+    ours = start_server("feast-redis-rs", repo, ours_yaml, "--no-access-log")
+    stock = start_server("feast", repo, stock_yaml, "--no-access-log")
+    yield issuer, ours, stock
+    ours.stop()
+    stock.stop()
+    issuer.stop()
+
+
+def post(server, token: str | None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return server.request(
+        "POST", "/get-online-features", raw=json.dumps(REQUEST).encode(), headers=headers
+    )
+
+
+def test_tokens_get_feasts_answers(protected):
+    issuer, ours, stock = protected
+    forged = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cases = {
+        "no token": None,
+        "not a token": "garbage",
+        "signed by another key": issuer.token(["reader"], key=forged),
+        "without the permission": issuer.token(["writer"]),
+        "a reader": issuer.token(["reader"]),
+    }
+    statuses = {}
+    for case, token in cases.items():
+        status, content = post(ours, token)
+        stock_status, stock_content = post(stock, token)
+        assert status == stock_status, (case, content, stock_content)
+        statuses[case] = status
+        if status == 200:
+            assert columns(json.loads(content)) == columns(json.loads(stock_content))
+    assert statuses["no token"] in (401, 403)
+    assert statuses["signed by another key"] in (401, 403)
+    assert statuses["without the permission"] == 403
+    assert statuses["a reader"] == 200
+
+
+def test_an_auth_type_feast_does_not_know_is_an_error_not_an_open_server(redis_server, tmp_path):
+    repo = tmp_path / "repo"
+    loan_repo.feature_store(repo, RedisOnlineStoreConfig(connection_string=redis_server.address))
+    yaml_file = write_repo_yaml(
+        repo,
+        "odd.yaml",
+        {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis_server.address},
+        auth={"type": "ldap"},
+    )
+    result = subprocess.run(
+        [str(BIN / "feast-redis-rs"), "-c", str(repo), "-f", str(yaml_file), "serve", "-p", "0"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "cannot load the feature repo" in result.stderr and "ldap" in result.stderr
+    assert "Traceback" not in result.stderr
