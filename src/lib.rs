@@ -3,9 +3,6 @@
 //! operations as Redis commands), `server` (Feast's HTTP feature server contract) and,
 //! with the `python` feature, `python` (the `_native` extension module).
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod columns;
 pub mod encoding;
 pub mod redis;

@@ -22,6 +22,7 @@ from . import loan_repo
 from .redis_servers import free_port
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 60
 
 
@@ -102,7 +103,9 @@ def start_server(
         [str(part) for part in command_line],
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
+        # The project's root on the path: on-demand views of the tests are pickled by
+        # reference to their test module, which the servers then import.
+        env={**(env or os.environ), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
     )
     scheme = "https" if ssl_context else "http"
     server = FeatureServer(f"{scheme}://127.0.0.1:{port}", process, log, ssl_context)

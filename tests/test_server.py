@@ -11,9 +11,10 @@ import threading
 import time
 from datetime import timedelta
 
+import pandas as pd
 import pytest
-from feast import FeatureView, Field, FileSource
-from feast.types import Int64, String
+from feast import FeatureView, Field, FileSource, OnDemandFeatureView, RequestSource
+from feast.types import Float64, Int64, String
 
 from feast_redis_rs import RedisOnlineStoreConfig
 
@@ -31,7 +32,7 @@ def servers(redis_server, tmp_path_factory):
     redis_server.client().flushall()
     for view in loan_repo.views(repo):
         store.write_to_online_store(view.name, loan_repo.frame(view))
-    store.apply([written_view(repo)])
+    store.apply([written_view(repo), *on_demand_objects(repo)])
     ours_yaml = write_repo_yaml(
         repo,
         "ours.yaml",
@@ -56,6 +57,26 @@ def written_view(repo) -> FeatureView:
         schema=[Field(name="h_count", dtype=Int64), Field(name="h_text", dtype=String)],
         source=FileSource(path=str(repo / "http.parquet"), timestamp_field="event_timestamp"),
     )
+
+
+def scaled_wages(features_df: pd.DataFrame) -> pd.DataFrame:
+    """An on-demand feature: a stored feature times a value of the request."""
+    return pd.DataFrame({"scaled": features_df["z_f64"] * features_df["factor"]})
+
+
+def on_demand_objects(repo) -> list:
+    factor = RequestSource(name="factor_source", schema=[Field(name="factor", dtype=Float64)])
+    zipcodes = loan_repo.views(repo)[0]
+    return [
+        factor,
+        OnDemandFeatureView(
+            name="scaled_view",
+            sources=[zipcodes, factor],
+            schema=[Field(name="scaled", dtype=Float64)],
+            udf=scaled_wages,
+            udf_string="scaled_wages",
+        ),
+    ]
 
 
 def fallbacks(server) -> int:
@@ -144,9 +165,30 @@ def test_bad_requests_get_feasts_status_and_error(servers, body):
     assert json.loads(content) == json.loads(stock_content)
 
 
-def test_health_and_unknown_paths(servers):
+def test_on_demand_views_with_request_data_are_answered_by_feast(servers):
+    ours, stock = servers
+    request = {
+        "features": ["zipcode_features:z_f64", "scaled_view:scaled"],
+        "entities": {"zipcode": loan_repo.ZIPCODES[:4], "factor": [0.5, 1.0, 2.0, -1.0]},
+    }
+    before = fallbacks(ours)
+    status, answer = ours.post("/get-online-features", request)
+    stock_status, expected = stock.post("/get-online-features", request)
+    assert (status, stock_status) == (200, 200), answer
+    assert fallbacks(ours) == before + 1
+    assert columns(answer) == columns(expected)
+    answered = columns(answer)
+    factors = request["entities"]["factor"]
+    for stored, scaled, factor in zip(
+        answered["z_f64"]["values"], answered["scaled"]["values"], factors, strict=True
+    ):
+        assert scaled == (stored * factor if stored is not None else None)
+
+
+def test_health_unknown_paths_and_the_access_log(servers):
     ours, stock = servers
     assert ours.request("GET", "/health")[0] == 200
+    assert '"GET /health HTTP/1.1" 200 OK' in ours.log.read_text()
     assert ours.request("GET", "/no-such-path")[0] == stock.request("GET", "/no-such-path")[0]
 
 
