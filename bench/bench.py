@@ -221,12 +221,18 @@ def measure_threads(store, zips, applicants, threads: int, seconds: float) -> fl
     return sum(done) / (time.perf_counter() - started)
 
 
-def chart(results: dict, path: Path) -> None:
+def pyplot():
+    """matplotlib's pyplot, drawing to files (no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def chart(results: dict, path: Path) -> None:
+    plt = pyplot()
     sizes = list(results["reads"])
     stock = [results["reads"][s]["stock"]["p50_ms"] for s in sizes]
     ours = [results["reads"][s]["ours"]["p50_ms"] for s in sizes]

@@ -37,6 +37,7 @@ from bench import (  # noqa: E402  (bench/bench.py, beside this script)
     feature_store,
     make_data,
     percentile,
+    pyplot,
 )
 from feast_redis_rs import RedisOnlineStoreConfig  # noqa: E402
 from tests.redis_servers import free_port, start_redis  # noqa: E402
@@ -202,11 +203,7 @@ def measure_throughput(port: int, request: bytes, seconds: int, workdir: Path) -
 
 
 def chart(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = list(SERVERS)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for axis, rows in zip(axes[:2], (1, 100), strict=True):

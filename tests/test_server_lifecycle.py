@@ -43,53 +43,56 @@ def served_repo(path, redis_address: str):
     return store, yaml_file
 
 
+@pytest.fixture
+def redis(tmp_path):
+    """A Redis of the test's own."""
+    server = start_redis(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
 
 
-def test_a_refreshed_registry_serves_a_new_view(tmp_path):
-    redis = start_redis(tmp_path / "redis")
+def test_a_refreshed_registry_serves_a_new_view(tmp_path, redis):
+    store, yaml_file = served_repo(tmp_path / "repo", redis.address)
+    server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file, "-r", "1")
     try:
-        store, yaml_file = served_repo(tmp_path / "repo", redis.address)
-        server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file, "-r", "1")
-        try:
-            new_view = FeatureView(
-                name="late_view",
-                entities=[loan_repo.entities()[0]],
-                ttl=timedelta(days=1),
-                schema=[Field(name="late", dtype=Int64)],
-                source=FileSource(
-                    path=str(tmp_path / "late.parquet"), timestamp_field="event_timestamp"
-                ),
-            )
-            store.apply([new_view])
-            store.write_to_online_store(
-                "late_view",
-                loan_repo.frame(loan_repo.views(tmp_path)[0])[
-                    ["zipcode", "event_timestamp"]
-                ].assign(late=7),
-            )
-            request = {"features": ["late_view:late"], "entities": {"zipcode": [76100]}}
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                status, answer = server.post("/get-online-features", request)
-                if status == 200:
-                    break
-                time.sleep(0.5)
-            assert status == 200, answer
-            assert columns(answer)["late"]["values"] == [7]
-        finally:
-            server.stop()
+        new_view = FeatureView(
+            name="late_view",
+            entities=[loan_repo.entities()[0]],
+            ttl=timedelta(days=1),
+            schema=[Field(name="late", dtype=Int64)],
+            source=FileSource(
+                path=str(tmp_path / "late.parquet"), timestamp_field="event_timestamp"
+            ),
+        )
+        store.apply([new_view])
+        store.write_to_online_store(
+            "late_view",
+            loan_repo.frame(loan_repo.views(tmp_path)[0])[["zipcode", "event_timestamp"]].assign(
+                late=7
+            ),
+        )
+        request = {"features": ["late_view:late"], "entities": {"zipcode": [76100]}}
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status, answer = server.post("/get-online-features", request)
+            if status == 200:
+                break
+            time.sleep(0.5)
+        assert status == 200, answer
+        assert columns(answer)["late"]["values"] == [7]
     finally:
-        redis.stop()
+        server.stop()
 
 
-def test_sigterm_lets_requests_in_flight_finish(tmp_path):
-    redis = start_redis(tmp_path / "redis")
+def test_sigterm_lets_requests_in_flight_finish(tmp_path, redis):
+    _, yaml_file = served_repo(tmp_path / "repo", redis.address)
+    server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file)
     try:
-        _, yaml_file = served_repo(tmp_path / "repo", redis.address)
-        server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file)
         assert server.post("/get-online-features", ZIP_REQUEST)[0] == 200
         answers: list[int] = []
         # Redis holds every command for 1.5 s: the requests below are in flight meanwhile.
@@ -111,7 +114,7 @@ def test_sigterm_lets_requests_in_flight_finish(tmp_path):
         with pytest.raises(OSError):
             server.request("GET", "/health", timeout=2)
     finally:
-        redis.stop()
+        server.stop()  # a no-op once it has exited
 
 
 def test_redis_restarted_under_load_fails_only_during_the_outage(tmp_path):
@@ -186,106 +189,94 @@ def test_ttl_expiry_answers_equal_stock(tmp_path, redis_server):
         stock.stop()
 
 
-def test_https_with_a_test_ca(tmp_path):
-    redis = start_redis(tmp_path / "redis")
+def test_https_with_a_test_ca(tmp_path, redis):
     tls = make_tls_files(tmp_path / "tls")
+    _, yaml_file = served_repo(tmp_path / "repo", redis.address)
+    context = ssl.create_default_context(cafile=str(tls.ca_cert))
+    server = start_server(
+        "feast-redis-rs", tmp_path / "repo", yaml_file,
+        "--cert", str(tls.server_cert), "--key", str(tls.server_key), ssl_context=context,
+    )  # fmt: skip
     try:
-        _, yaml_file = served_repo(tmp_path / "repo", redis.address)
-        context = ssl.create_default_context(cafile=str(tls.ca_cert))
-        server = start_server(
-            "feast-redis-rs", tmp_path / "repo", yaml_file,
-            "--cert", str(tls.server_cert), "--key", str(tls.server_key), ssl_context=context,
-        )  # fmt: skip
-        try:
-            request = urllib.request.Request(
-                server.url + "/get-online-features",
-                data=json.dumps(ZIP_REQUEST).encode(),
-                method="POST",
-            )
-            with urllib.request.urlopen(request, context=context, timeout=10) as response:
-                assert response.status == 200
-                assert columns(json.loads(response.read()))["z_i64"]["statuses"][0] == "PRESENT"
-            with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
-                urllib.request.urlopen(server.url + "/health", timeout=10)
-        finally:
-            server.stop()
-    finally:
-        redis.stop()
-
-
-def test_64_connections_for_a_while_with_flat_memory(tmp_path):
-    redis = start_redis(tmp_path / "redis")
-    try:
-        _, yaml_file = served_repo(tmp_path / "repo", redis.address)
-        server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file, "--no-access-log")
-        try:
-            expected = columns(server.post("/get-online-features", ZIP_REQUEST)[1])
-            failures: list[object] = []
-            counts = [0] * 64
-
-            def client(index: int, seconds: float) -> None:
-                deadline = time.monotonic() + seconds
-                while time.monotonic() < deadline:
-                    status, answer = server.post("/get-online-features", ZIP_REQUEST)
-                    if status != 200 or columns(answer) != expected:
-                        failures.append((status, answer))
-                        return
-                    counts[index] += 1
-
-            def load(seconds: float) -> None:
-                threads = [threading.Thread(target=client, args=(i, seconds)) for i in range(64)]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join(timeout=120)
-
-            load(3)
-            warmed = rss_kb(server.process.pid)
-            load(6)
-            assert not failures
-            assert sum(counts) > 500
-            assert rss_kb(server.process.pid) - warmed < 8_000, (warmed, rss_kb(server.process.pid))
-        finally:
-            server.stop()
-    finally:
-        redis.stop()
-
-
-def test_materialize_endpoints_write_what_stock_feast_serve_writes(tmp_path):
-    redis = start_redis(tmp_path / "redis")
-    repo = tmp_path / "repo"
-    try:
-        _, yaml_file = served_repo(repo, redis.address)
-        zipcodes = loan_repo.views(repo)[0]
-        loan_repo.frame(zipcodes).to_parquet(repo / "zipcode_features.parquet")
-        stock_yaml = write_repo_yaml(
-            repo, "stock.yaml", {"type": "redis", "connection_string": redis.address}
+        request = urllib.request.Request(
+            server.url + "/get-online-features",
+            data=json.dumps(ZIP_REQUEST).encode(),
+            method="POST",
         )
-        ours = start_server("feast-redis-rs", repo, yaml_file, "--no-access-log")
-        stock = start_server("feast", repo, stock_yaml, "--no-access-log")
-        client = redis.client()
-        window = {
-            "start_ts": (loan_repo.BASE_TIME - timedelta(days=1)).isoformat(),
-            "end_ts": (loan_repo.BASE_TIME + timedelta(days=3)).isoformat(),
-            "feature_views": ["zipcode_features"],
-        }
-        try:
-            dumps, statuses = {}, {}
-            for name, server in (("ours", ours), ("stock", stock)):
-                client.flushall()
-                statuses[name] = server.request("POST", "/materialize", window)[0]
-                dumps[name] = {key: client.hgetall(key) for key in client.keys()}
-            assert statuses == {"ours": 200, "stock": 200}
-            assert len(dumps["ours"]) == len(loan_repo.ZIPCODES)
-            assert dumps["ours"] == dumps["stock"]
-            incremental = {"end_ts": window["end_ts"], "feature_views": ["zipcode_features"]}
-            assert (
-                ours.request("POST", "/materialize-incremental", incremental)[0]
-                == stock.request("POST", "/materialize-incremental", incremental)[0]
-                == 200
-            )
-        finally:
-            ours.stop()
-            stock.stop()
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            assert response.status == 200
+            assert columns(json.loads(response.read()))["z_i64"]["statuses"][0] == "PRESENT"
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(server.url + "/health", timeout=10)
     finally:
-        redis.stop()
+        server.stop()
+
+
+def test_64_connections_for_a_while_with_flat_memory(tmp_path, redis):
+    _, yaml_file = served_repo(tmp_path / "repo", redis.address)
+    server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file, "--no-access-log")
+    try:
+        expected = columns(server.post("/get-online-features", ZIP_REQUEST)[1])
+        failures: list[object] = []
+        counts = [0] * 64
+
+        def client(index: int, seconds: float) -> None:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                status, answer = server.post("/get-online-features", ZIP_REQUEST)
+                if status != 200 or columns(answer) != expected:
+                    failures.append((status, answer))
+                    return
+                counts[index] += 1
+
+        def load(seconds: float) -> None:
+            threads = [threading.Thread(target=client, args=(i, seconds)) for i in range(64)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=120)
+
+        load(3)
+        warmed = rss_kb(server.process.pid)
+        load(6)
+        assert not failures
+        assert sum(counts) > 500
+        assert rss_kb(server.process.pid) - warmed < 8_000, (warmed, rss_kb(server.process.pid))
+    finally:
+        server.stop()
+
+
+def test_materialize_endpoints_write_what_stock_feast_serve_writes(tmp_path, redis):
+    repo = tmp_path / "repo"
+    _, yaml_file = served_repo(repo, redis.address)
+    zipcodes = loan_repo.views(repo)[0]
+    loan_repo.frame(zipcodes).to_parquet(repo / "zipcode_features.parquet")
+    stock_yaml = write_repo_yaml(
+        repo, "stock.yaml", {"type": "redis", "connection_string": redis.address}
+    )
+    ours = start_server("feast-redis-rs", repo, yaml_file, "--no-access-log")
+    stock = start_server("feast", repo, stock_yaml, "--no-access-log")
+    client = redis.client()
+    window = {
+        "start_ts": (loan_repo.BASE_TIME - timedelta(days=1)).isoformat(),
+        "end_ts": (loan_repo.BASE_TIME + timedelta(days=3)).isoformat(),
+        "feature_views": ["zipcode_features"],
+    }
+    try:
+        dumps, statuses = {}, {}
+        for name, server in (("ours", ours), ("stock", stock)):
+            client.flushall()
+            statuses[name] = server.request("POST", "/materialize", window)[0]
+            dumps[name] = {key: client.hgetall(key) for key in client.keys()}
+        assert statuses == {"ours": 200, "stock": 200}
+        assert len(dumps["ours"]) == len(loan_repo.ZIPCODES)
+        assert dumps["ours"] == dumps["stock"]
+        incremental = {"end_ts": window["end_ts"], "feature_views": ["zipcode_features"]}
+        assert (
+            ours.request("POST", "/materialize-incremental", incremental)[0]
+            == stock.request("POST", "/materialize-incremental", incremental)[0]
+            == 200
+        )
+    finally:
+        ours.stop()
+        stock.stop()

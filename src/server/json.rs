@@ -64,7 +64,7 @@ fn array<T>(out: &mut String, items: &[T], mut each: impl FnMut(&mut String, &T)
     out.push(']');
 }
 
-fn base64(out: &mut String, bytes: &[u8]) {
+pub fn base64(out: &mut String, bytes: &[u8]) {
     out.push('"');
     BASE64.encode_string(bytes, out);
     out.push('"');

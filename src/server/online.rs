@@ -222,7 +222,7 @@ fn write_entity_values(out: &mut String, column: &NativeColumn) {
             NativeColumn::Int64(v) => out.push_str(&v[row].to_string()),
             NativeColumn::Int32(v) => out.push_str(&v[row].to_string()),
             NativeColumn::String(v) => json::string(out, &v[row]),
-            NativeColumn::Bytes(_) => out.push_str("null"),
+            NativeColumn::Bytes(v) => json::base64(out, &v[row]),
         }
     }
     out.push(']');
