@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import sys
 import tempfile
 import threading
@@ -151,9 +152,12 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000
 
 
-def measure_reads(stores: dict, zips, applicants, sizes, rounds: int, block: int) -> dict:
+def measure_reads(stores: dict, zips, applicants, iterations: dict, rounds: int) -> dict:
+    """p50/p99 of `iterations[size]` requests of each size per store, in `rounds`
+    alternating blocks."""
     results = {}
-    for size in sizes:
+    for size, total in iterations.items():
+        block = max(1, total // rounds)
         requests = [entity_rows(zips, applicants, size, k * size) for k in range(block)]
         latencies = {name: [] for name in stores}
         for store in stores.values():  # warm-up, out of the measurement
@@ -172,7 +176,8 @@ def measure_reads(stores: dict, zips, applicants, sizes, rounds: int, block: int
     return results
 
 
-def measure_floor(client, zips, applicants, size: int, repeats: int) -> dict:
+def floor_reads(zips, applicants, size: int) -> list[tuple[list[bytes], list[bytes]]]:
+    """The `(keys, fields)` each view's HMGETs read for a `size`-row request."""
     rows = entity_rows(zips, applicants, size, 0)
     zip_keys = [
         encoding.redis_key(
@@ -187,16 +192,85 @@ def measure_floor(client, zips, applicants, size: int, repeats: int) -> dict:
         )
         for r in rows
     ]
-    reads = [
+    return [
         (zip_keys, [encoding.mmh3_field(f"zipcode_features:{f}") for f in ZIPCODE_FEATURES]
          + [b"_ts:zipcode_features"]),
         (credit_keys, [encoding.mmh3_field(f"credit_history:{f}") for f in CREDIT_FEATURES]
          + [b"_ts:credit_history"]),
     ]  # fmt: skip
+
+
+def measure_client_floor(client, reads, repeats: int) -> dict:
+    """This store's client alone: the same HMGETs in one batch, nothing decoded."""
     found = _native.pipelined_hmget(client, reads)
     assert found > 0, "the floor must read the materialized data"
     latencies = time_block(lambda _: _native.pipelined_hmget(client, reads), range(repeats))
     return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+def resp_command(*args: bytes) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+def resp_replies_end(buf: bytes, count: int) -> int | None:
+    """Where `count` complete replies (arrays of bulk strings or nils) end in `buf`."""
+    at = 0
+    for _ in range(count):
+        stack = [1]
+        while stack:
+            line_end = buf.find(b"\r\n", at)
+            if line_end < 0:
+                return None
+            kind, n = buf[at : at + 1], int(buf[at + 1 : line_end])
+            at = line_end + 2
+            stack[-1] -= 1
+            if kind == b"$" and n >= 0:
+                at += n + 2
+                if at > len(buf):
+                    return None
+            elif kind == b"*" and n > 0:
+                stack.append(n)
+            while stack and stack[-1] == 0:
+                stack.pop()
+    return at if at <= len(buf) else None
+
+
+def measure_socket_floor(host: str, port: int, reads, repeats: int) -> dict:
+    """The physical floor, outside this store (like `redis-benchmark -c 1`): the same
+    HMGETs written at once to a plain socket, then their replies' bytes read, not parsed."""
+    request = b"".join(
+        resp_command(b"HMGET", key, *fields) for keys, fields in reads for key in keys
+    )
+    count = sum(len(keys) for keys, _ in reads)
+    with socket.create_connection((host, port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request)
+        first = b""
+        while (size := resp_replies_end(first, count)) is None:
+            first += sock.recv(1 << 20)
+        buffer = bytearray(size)
+
+        def exchange(_):
+            sock.sendall(request)
+            view, got = memoryview(buffer), 0
+            while got < size:
+                got += sock.recv_into(view[got:])
+
+        latencies = time_block(exchange, range(repeats))
+    return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+def redis_execution_ms(redis, call, repeats: int) -> float:
+    """Redis' own time per `call`: the microseconds `INFO commandstats` counts for HMGET."""
+    call()
+    redis.config_resetstat()
+    for _ in range(repeats):
+        call()
+    stats = redis.info("commandstats")["cmdstat_hmget"]
+    return stats["usec"] / repeats / 1000
 
 
 def measure_threads(store, zips, applicants, threads: int, seconds: float) -> float:
@@ -254,15 +328,17 @@ def chart(results: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
     args = parser.parse_args()
     zipcodes, applicants_n = (2_000, 2_000) if args.quick else (28_844, 28_633)
-    block = 10 if args.quick else 20
+    # Enough requests per size that two runs agree on the p50 (1 row: 2,000).
+    iterations = {1: 200, 100: 100, 1000: 20} if args.quick else {1: 2000, 100: 500, 1000: 100}
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        server = start_redis(tmp_path / "redis")
+        unix_socket = tmp_path / "redis" / "redis.sock"
+        server = start_redis(tmp_path / "redis", "--unixsocket", str(unix_socket))
         try:
             data_dir = tmp_path / "data"
             data_dir.mkdir()
@@ -276,6 +352,12 @@ def main() -> None:
                 RedisOnlineStoreConfig(connection_string=server.address),
                 data_dir,
                 batch_engine={"type": "feast_redis_rs.RedisComputeEngine"},
+            )
+            over_socket = f"{server.address},unix_socket_path={unix_socket}"
+            ours_unix = feature_store(
+                tmp_path / "ours_unix",
+                RedisOnlineStoreConfig(connection_string=over_socket),
+                data_dir,
             )
             stores = {"stock": stock, "ours": ours}
             start, end = EVENT_TIME - timedelta(days=1), EVENT_TIME + timedelta(days=1)
@@ -291,12 +373,25 @@ def main() -> None:
             materialize = {"rows": rows, "rounds": MATERIALIZE_ROUNDS}
             materialize.update({f"{name}_s": float(np.median(t)) for name, t in runs.items()})
 
-            reads = measure_reads(stores, zips, applicants, (1, 100, 1000), args.rounds, block)
+            reads = measure_reads(
+                {**stores, "ours_unix": ours_unix}, zips, applicants, iterations, args.rounds
+            )
             client = ours._get_provider().online_store._get_client(ours.config.online_store)
-            floor = {
-                size: measure_floor(client, zips, applicants, size, block * args.rounds)
-                for size in (1, 100, 1000)
-            }
+            floor = {}
+            for size, total in iterations.items():
+                hmgets = floor_reads(zips, applicants, size)
+                rows_of_size = entity_rows(zips, applicants, size, 0)
+                floor[size] = {
+                    "redis_execution_ms": redis_execution_ms(
+                        redis,
+                        lambda rows=rows_of_size: ours.get_online_features(
+                            features=FEATURES, entity_rows=rows
+                        ).to_dict(),
+                        min(total, 200),
+                    ),
+                    "socket": measure_socket_floor(server.host, server.port, hmgets, total),
+                    "client": measure_client_floor(client, hmgets, total),
+                }
             one = measure_threads(ours, zips, applicants, 1, 3.0)
             four = measure_threads(ours, zips, applicants, 4, 3.0)
         finally:
@@ -332,11 +427,19 @@ def main() -> None:
         f"| 4 threads x 100-row requests | - | {four:.0f} req/s "
         f"| {four / one:.2f}x one thread ({one:.0f} req/s) |"
     )
-    for size, bare in floor.items():
-        f, s, o = bare["p50_ms"], reads[size]["stock"]["p50_ms"], reads[size]["ours"]["p50_ms"]
+    for size, r in reads.items():
+        o, u = r["ours"]["p50_ms"], r["ours_unix"]["p50_ms"]
+        print(f"| {size} rows over a Unix socket, p50 | - | {u:.2f} ms | {o / u:.2f}x TCP's |")
+
+    print("\nFloors (p50; ours = get_online_features(...).to_dict() over TCP):\n")
+    print("| rows | Redis' own time | bare socket exchange | this store's client alone "
+          "| ours | ours / Redis' time | ours / socket |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for size, f in floor.items():
+        o, e, b = reads[size]["ours"]["p50_ms"], f["redis_execution_ms"], f["socket"]["p50_ms"]
         print(
-            f"| bare pipelined HMGET floor, {size} rows, p50 | - | {f:.2f} ms "
-            f"| ours is {o / f:.1f}x the floor; stock / floor = {s / f:.1f}x bounds any client |"
+            f"| {size} | {e:.3f} ms | {b:.3f} ms | {f['client']['p50_ms']:.3f} ms | {o:.3f} ms "
+            f"| {o / e:.1f}x | {o / b:.1f}x |"
         )
     print(f"\nWrote {out / 'results.json'} and {out / 'results.png'}")
 

@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR = ROOT / ".demo" / "redis"
+# sun_path holds 108 bytes; a longer path gets no socket (TCP only).
+UNIX_PATH_MAX = 104
 PREFERRED_PORT = 6390
 START_TIMEOUT_SECONDS = 10.0
 
@@ -136,6 +138,8 @@ def start() -> int:
         "--pidfile", str(STATE_DIR / "redis.pid"),
         "--logfile", str(STATE_DIR / "redis.log"),
     ]  # fmt: skip
+    if len(str(_socket_path())) < UNIX_PATH_MAX:
+        command += ["--unixsocket", str(_socket_path()), "--unixsocketperm", "700"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise EmbeddedRedisError(
@@ -165,13 +169,21 @@ def stop() -> bool:
     return True
 
 
+def _socket_path() -> Path:
+    return STATE_DIR / "redis.sock"
+
+
 def connection_string() -> str:
     """Where the demo's feature store finds Redis: `REDIS_URL` when set, else the
-    embedded server, started when it is not running."""
+    embedded server, started when it is not running, through its Unix socket when it
+    has one (the same host needs no TCP; stock Feast's redis-py reads the key too)."""
     url = os.environ.get("REDIS_URL")
     if url:
         return connection_string_of_url(url)
-    return f"127.0.0.1:{start()}"
+    address = f"127.0.0.1:{start()}"
+    if _socket_path().is_socket():
+        return f"{address},unix_socket_path={_socket_path()}"
+    return address
 
 
 def is_empty() -> bool:

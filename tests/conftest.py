@@ -5,7 +5,7 @@ import pytest
 from .deployments import Deployment, start_deployment
 from .redis_servers import RedisServer, start_redis
 
-DEPLOYMENTS = ["standalone", "cluster", "tls", "sentinel", "acl"]
+DEPLOYMENTS = ["standalone", "cluster", "tls", "sentinel", "acl", "unix"]
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """The Redis deployments the store's tests run on, each started by the harness on free
 ports: standalone, a 3-master cluster, TLS with password AUTH, a master behind a
-sentinel, and an ACL user. Each gives the connection settings for both this store and
+sentinel, an ACL user, and a Unix socket. Each gives the connection settings for both this store and
 stock Feast, and a raw redis-py client to look at the bytes."""
 
 from __future__ import annotations
@@ -124,4 +124,13 @@ def start_deployment(name: str, workdir: Path) -> Deployment:
             name, "redis", connection, [server], [server],
             password=ACL_PASSWORD, username=ACL_USER,
         )  # fmt: skip
+    if name == "unix":
+        socket_path = workdir / "unix" / "redis.sock"
+        server = start_redis(
+            workdir / "unix", "--unixsocket", str(socket_path), "--unixsocketperm", "700"
+        )
+        # Port 1 answers nothing: both stores must go through the socket (redis-py's
+        # unix_socket_path wins over host:port, and so does this store's).
+        connection = f"127.0.0.1:1,unix_socket_path={socket_path}"
+        return Deployment(name, "redis", connection, [server], [server])
     raise ValueError(f"unknown deployment {name}")

@@ -401,7 +401,15 @@ def test_embedded_redis_keeps_its_data_across_a_restart(demo, tmp_path):
         assert embedded("status").returncode == 1
         assert embedded("start").returncode == 0
         assert redis.Redis(port=port).get("survives") == b"restart"
-        assert embedded("connection-string").stdout.strip() == f"127.0.0.1:{port}"
+        socket_path = demo.path / ".demo" / "redis" / "redis.sock"
+        if len(str(socket_path)) < embedded_redis.UNIX_PATH_MAX:
+            over_socket = redis.Redis(unix_socket_path=str(socket_path))
+            assert over_socket.get("survives") == b"restart"
+            over_socket.close()
+            expected = f"127.0.0.1:{port},unix_socket_path={socket_path}"
+        else:
+            expected = f"127.0.0.1:{port}"
+        assert embedded("connection-string").stdout.strip() == expected
     finally:
         embedded("stop")
     assert embedded("status").returncode == 1

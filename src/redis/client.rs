@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ::redis::{Cmd, Pipeline, ServerErrorKind, Value};
 use futures_util::future::join_all;
 
 use super::cluster::{key_slot, SlotMap};
 use super::connection::{Connector, NodeAddr, Pool, Role, Timeouts};
 use super::error::ClientError;
+use super::resp::{Command, Pipeline, Reply};
 use super::settings::{ClientConfig, ConnectionSettings, Topology};
 
 /// Retries after a lost connection, and the pause before the first (doubled each time,
@@ -40,6 +40,8 @@ const MAX_CLUSTER_ROUNDS: usize = 16;
 pub struct Batch {
     /// The commands in order, ready to send as they are to a single node.
     pipeline: Pipeline,
+    /// Where each command's bytes end in the pipeline's.
+    ends: Vec<usize>,
     /// The cluster slot of each command's key.
     slots: Vec<u16>,
 }
@@ -51,14 +53,22 @@ impl Batch {
 
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
-            pipeline: Pipeline::with_capacity(capacity),
+            pipeline: Pipeline::new(),
+            ends: Vec::with_capacity(capacity),
             slots: Vec::with_capacity(capacity),
         }
     }
 
-    pub fn push(&mut self, key: &[u8], command: Cmd) {
+    pub fn push(&mut self, key: &[u8], command: &Command) {
         self.slots.push(key_slot(key));
-        self.pipeline.add_command(command);
+        self.pipeline.push(command);
+        self.ends.push(self.pipeline.bytes().len());
+    }
+
+    /// The bytes of command `index`, as sent.
+    fn encoded(&self, index: usize) -> &[u8] {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.pipeline.bytes()[start..self.ends[index]]
     }
 
     pub fn len(&self) -> usize {
@@ -105,17 +115,16 @@ fn list(addrs: &[NodeAddr]) -> String {
         .join(", ")
 }
 
-fn server_error(addr: &NodeAddr, value: &Value) -> Option<ClientError> {
-    match value {
-        Value::ServerError(err) => Some(ClientError::Server {
-            addr: addr.to_string(),
-            message: match err.details() {
-                Some(details) => format!("{} {details}", err.code()),
-                None => err.code().to_owned(),
-            },
-        }),
-        _ => None,
-    }
+fn server_error(addr: &NodeAddr, reply: &Reply) -> Option<ClientError> {
+    let message = reply.error()?.to_owned();
+    let addr = addr.to_string();
+    Some(match reply.error_code() {
+        Some("NOAUTH" | "WRONGPASS" | "NOPERM") => ClientError::Auth {
+            addr,
+            reason: message,
+        },
+        _ => ClientError::Server { addr, message },
+    })
 }
 
 impl RedisClient {
@@ -165,7 +174,7 @@ impl RedisClient {
 
     /// Runs every command of `batch` and returns their replies in order. A command that
     /// Redis answers with an error fails the batch with that error.
-    pub async fn execute(&self, batch: &Batch) -> Result<Vec<Value>, ClientError> {
+    pub async fn execute(&self, batch: &Batch) -> Result<Vec<Reply>, ClientError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
@@ -191,27 +200,25 @@ impl RedisClient {
         for master in self.masters().await? {
             let mut cursor = 0u64;
             loop {
-                let mut command = ::redis::cmd("SCAN");
+                let mut command = Command::new("SCAN");
                 command
-                    .arg(cursor)
+                    .arg(itoa::Buffer::new().format(cursor))
                     .arg("MATCH")
                     .arg(pattern)
                     .arg("COUNT")
-                    .arg(1000);
+                    .arg("1000");
                 let mut pipeline = Pipeline::new();
-                pipeline.add_command(command);
+                pipeline.push(&command);
                 let reply = self.send_with_retries(&master, &pipeline).await?.pop();
+                if let Some(err) = reply.as_ref().and_then(|reply| server_error(&master, reply)) {
+                    return Err(err);
+                }
                 let parsed = match reply {
-                    Some(Value::Array(mut parts)) if parts.len() == 2 => {
+                    Some(Reply::Array(mut parts)) if parts.len() == 2 => {
                         let found = parts.pop();
                         let next = parts.pop();
-                        match (next, found) {
-                            (Some(Value::BulkString(next)), Some(Value::Array(found))) => {
-                                std::str::from_utf8(&next)
-                                    .ok()
-                                    .and_then(|n| n.parse::<u64>().ok())
-                                    .map(|n| (n, found))
-                            }
+                        match (next.and_then(|n| n.integer()), found) {
+                            (Some(next), Some(Reply::Array(found))) => Some((next as u64, found)),
                             _ => None,
                         }
                     }
@@ -224,10 +231,7 @@ impl RedisClient {
                         reply: "not [cursor, keys]".into(),
                     });
                 };
-                keys.extend(found.into_iter().filter_map(|key| match key {
-                    Value::BulkString(key) => Some(key),
-                    _ => None,
-                }));
+                keys.extend(found.iter().filter_map(|key| key.text().map(<[u8]>::to_vec)));
                 cursor = next;
                 if cursor == 0 {
                     break;
@@ -241,7 +245,7 @@ impl RedisClient {
         &self,
         addr: &NodeAddr,
         pipeline: &Pipeline,
-    ) -> Result<Vec<Value>, ClientError> {
+    ) -> Result<Vec<Reply>, ClientError> {
         let mut attempt = 0;
         loop {
             match self.pool.send(addr, pipeline).await {
@@ -254,7 +258,7 @@ impl RedisClient {
         }
     }
 
-    async fn execute_on_master(&self, pipeline: &Pipeline) -> Result<Vec<Value>, ClientError> {
+    async fn execute_on_master(&self, pipeline: &Pipeline) -> Result<Vec<Reply>, ClientError> {
         let mut attempt = 0;
         loop {
             let err = match self.send_to_master(pipeline).await {
@@ -270,12 +274,10 @@ impl RedisClient {
         }
     }
 
-    async fn send_to_master(&self, pipeline: &Pipeline) -> Result<Vec<Value>, ClientError> {
+    async fn send_to_master(&self, pipeline: &Pipeline) -> Result<Vec<Reply>, ClientError> {
         let master = self.current_master().await?;
         let values = self.pool.send(&master, pipeline).await?;
-        let demoted = values
-            .iter()
-            .any(|v| matches!(v, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::ReadOnly)));
+        let demoted = values.iter().any(|v| v.error_code() == Some("READONLY"));
         if demoted && matches!(self.deployment, Deployment::Sentinel { .. }) {
             // A failover made the master we knew a replica: find the new one.
             return Err(ClientError::Io {
@@ -319,19 +321,17 @@ impl RedisClient {
         let mut last_error = None;
         for sentinel in sentinels {
             let mut pipeline = Pipeline::new();
-            pipeline
-                .cmd("SENTINEL")
-                .arg("get-master-addr-by-name")
-                .arg(master_name);
+            pipeline.push(
+                Command::new("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(master_name),
+            );
             match sentinel_pool.send(sentinel, &pipeline).await {
                 Ok(mut values) => match values.pop() {
-                    Some(Value::Array(parts)) if parts.len() == 2 => {
-                        let text = |v: &Value| match v {
-                            Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-                            _ => None,
-                        };
-                        let port = text(&parts[1]).and_then(|p| p.parse::<u16>().ok());
-                        if let (Some(host), Some(port)) = (text(&parts[0]), port) {
+                    Some(Reply::Array(parts)) if parts.len() == 2 => {
+                        let host = parts[0].text().and_then(|h| std::str::from_utf8(h).ok());
+                        let port = parts[1].integer().and_then(|p| u16::try_from(p).ok());
+                        if let (Some(host), Some(port)) = (host, port) {
                             let found = NodeAddr::new(host, port);
                             *master.write().unwrap_or_else(|e| e.into_inner()) = Some(found.clone());
                             return Ok(found);
@@ -378,7 +378,7 @@ impl RedisClient {
         let mut last_error = String::from("no node given");
         for node in &candidates {
             let mut pipeline = Pipeline::new();
-            pipeline.cmd("CLUSTER").arg("SLOTS");
+            pipeline.push(Command::new("CLUSTER").arg("SLOTS"));
             match self.pool.send(node, &pipeline).await {
                 Ok(values) => {
                     if let Some(err) = values.iter().find_map(|v| server_error(node, v)) {
@@ -408,10 +408,10 @@ impl RedisClient {
         })
     }
 
-    async fn execute_cluster(&self, batch: &Batch) -> Result<Vec<Value>, ClientError> {
-        let commands: Vec<&Cmd> = batch.pipeline.cmd_iter().collect();
-        let commands = &commands;
-        let mut replies: Vec<Option<Value>> = vec![None; batch.len()];
+    async fn execute_cluster(&self, batch: &Batch) -> Result<Vec<Reply>, ClientError> {
+        let asking = Command::new("ASKING").to_bytes();
+        let asking = &asking;
+        let mut replies: Vec<Option<Reply>> = vec![None; batch.len()];
         let mut pending: Vec<(usize, Target)> = (0..batch.len()).map(|i| (i, Target::SlotOwner)).collect();
         let mut last_error = None;
         for round in 0..MAX_CLUSTER_ROUNDS {
@@ -430,12 +430,12 @@ impl RedisClient {
                 groups.entry(addr).or_default().push((index, asking));
             }
             let sends = groups.into_iter().map(|(addr, items)| async move {
-                let mut pipeline = Pipeline::with_capacity(items.len());
-                for &(index, asking) in &items {
-                    if asking {
-                        pipeline.cmd("ASKING");
+                let mut pipeline = Pipeline::new();
+                for &(index, ask) in &items {
+                    if ask {
+                        pipeline.push_encoded(asking);
                     }
-                    pipeline.add_command(commands[index].clone());
+                    pipeline.push_encoded(batch.encoded(index));
                 }
                 let result = self.pool.send(&addr, &pipeline).await;
                 (addr, items, result)
@@ -464,30 +464,26 @@ impl RedisClient {
                         command: "pipeline",
                         reply: "fewer replies than commands".into(),
                     })?;
-                    let Value::ServerError(err) = &value else {
+                    let Some(error) = value.error() else {
                         replies[index] = Some(value);
                         continue;
                     };
+                    // MOVED <slot> <host:port>
                     let redirect = || {
-                        err.details()
-                            .and_then(|d| d.split_whitespace().nth(1))
+                        error
+                            .split_whitespace()
+                            .nth(2)
                             .and_then(|a| NodeAddr::parse_reply(a, &addr))
                     };
-                    match err.kind() {
-                        Some(ServerErrorKind::Moved) => {
+                    match value.error_code() {
+                        Some("MOVED") => {
                             refresh = true;
                             pending.push((index, redirect().map_or(Target::SlotOwner, Target::Moved)));
                         }
-                        Some(ServerErrorKind::Ask) => {
+                        Some("ASK") => {
                             pending.push((index, redirect().map_or(Target::SlotOwner, Target::Ask)));
                         }
-                        Some(
-                            ServerErrorKind::TryAgain
-                            | ServerErrorKind::ClusterDown
-                            | ServerErrorKind::MasterDown
-                            | ServerErrorKind::ReadOnly
-                            | ServerErrorKind::BusyLoading,
-                        ) => {
+                        Some("TRYAGAIN" | "CLUSTERDOWN" | "MASTERDOWN" | "READONLY" | "LOADING") => {
                             refresh = true;
                             pause = true;
                             last_error = server_error(&addr, &value);
@@ -498,7 +494,7 @@ impl RedisClient {
                 }
             }
             if pending.is_empty() {
-                return Ok(replies.into_iter().map(|v| v.unwrap_or(Value::Nil)).collect());
+                return Ok(replies.into_iter().map(|v| v.unwrap_or(Reply::Nil)).collect());
             }
             if pause {
                 if round as u32 >= self.retry.retries {

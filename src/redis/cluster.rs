@@ -1,26 +1,37 @@
 //! Redis Cluster key slots: CRC16 of the key (or of its `{hash tag}`) modulo 16384, and
 //! the map from slot to master read from `CLUSTER SLOTS`.
 
-use ::redis::Value;
+use super::resp::Reply;
 
 use super::connection::NodeAddr;
 
 pub const SLOT_COUNT: usize = 16384;
 
-/// CRC16-CCITT (XMODEM), the checksum Redis Cluster hashes keys with.
-fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in bytes {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
+/// CRC16-CCITT (XMODEM), the checksum Redis Cluster hashes keys with, a byte at a time.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut crc = (byte as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 0x8000 != 0 {
                 (crc << 1) ^ 0x1021
             } else {
                 crc << 1
             };
+            bit += 1;
         }
+        table[byte] = crc;
+        byte += 1;
     }
-    crc
+    table
+};
+
+fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0u16, |crc, &byte| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)]
+    })
 }
 
 /// The slot of `key`. Like Redis, only the part between the first `{` and the next `}`
@@ -60,26 +71,22 @@ impl SlotMap {
     }
 
     /// Reads a `CLUSTER SLOTS` reply given by `answered_by`; `None` when it is not one.
-    pub fn from_cluster_slots(reply: &Value, answered_by: &NodeAddr) -> Option<Self> {
-        let Value::Array(ranges) = reply else {
+    pub fn from_cluster_slots(reply: &Reply, answered_by: &NodeAddr) -> Option<Self> {
+        let Reply::Array(ranges) = reply else {
             return None;
         };
         let mut owners = vec![UNCOVERED; SLOT_COUNT];
         let mut masters: Vec<NodeAddr> = Vec::new();
         for range in ranges {
-            let Value::Array(fields) = range else {
+            let Reply::Array(fields) = range else {
                 return None;
             };
-            let (start, end) = (integer(fields.first()?)?, integer(fields.get(1)?)?);
-            let Value::Array(master) = fields.get(2)? else {
+            let (start, end) = (fields.first()?.integer()?, fields.get(1)?.integer()?);
+            let Reply::Array(master) = fields.get(2)? else {
                 return None;
             };
-            let host = match master.first()? {
-                Value::BulkString(host) => String::from_utf8(host.clone()).ok()?,
-                Value::SimpleString(host) => host.clone(),
-                _ => return None,
-            };
-            let port = u16::try_from(integer(master.get(1)?)?).ok()?;
+            let host = String::from_utf8(master.first()?.text()?.to_vec()).ok()?;
+            let port = u16::try_from(master.get(1)?.integer()?).ok()?;
             // An empty or '?' host means "the address you reached me at".
             let host = if host.is_empty() || host == "?" {
                 answered_by.host.clone()
@@ -104,14 +111,6 @@ impl SlotMap {
     }
 }
 
-fn integer(value: &Value) -> Option<i64> {
-    match value {
-        Value::Int(n) => Some(*n),
-        Value::BulkString(text) => std::str::from_utf8(text).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,17 +132,17 @@ mod tests {
     fn slot_map_reads_cluster_slots() {
         let seed = NodeAddr::new("10.0.0.1", 7000);
         let range = |start: i64, end: i64, host: &str, port: i64| {
-            Value::Array(vec![
-                Value::Int(start),
-                Value::Int(end),
-                Value::Array(vec![
-                    Value::BulkString(host.as_bytes().to_vec()),
-                    Value::Int(port),
-                    Value::BulkString(b"id".to_vec()),
+            Reply::Array(vec![
+                Reply::Int(start),
+                Reply::Int(end),
+                Reply::Array(vec![
+                    Reply::Bulk(bytes::Bytes::copy_from_slice(host.as_bytes())),
+                    Reply::Int(port),
+                    Reply::Bulk(bytes::Bytes::from_static(b"id")),
                 ]),
             ])
         };
-        let reply = Value::Array(vec![
+        let reply = Reply::Array(vec![
             range(0, 5460, "", 7000),
             range(5461, 10922, "10.0.0.2", 7001),
             range(10923, 16383, "10.0.0.3", 7002),
@@ -154,12 +153,12 @@ mod tests {
         assert_eq!(map.owner(5461), Some(&NodeAddr::new("10.0.0.2", 7001)));
         assert_eq!(map.owner(16383), Some(&NodeAddr::new("10.0.0.3", 7002)));
 
-        let partial = Value::Array(vec![range(0, 100, "h", 1)]);
+        let partial = Reply::Array(vec![range(0, 100, "h", 1)]);
         assert_eq!(
             SlotMap::from_cluster_slots(&partial, &seed).unwrap().owner(101),
             None
         );
-        assert!(SlotMap::from_cluster_slots(&Value::Int(1), &seed).is_none());
-        assert!(SlotMap::from_cluster_slots(&Value::Array(vec![range(5, 1, "h", 1)]), &seed).is_none());
+        assert!(SlotMap::from_cluster_slots(&Reply::Int(1), &seed).is_none());
+        assert!(SlotMap::from_cluster_slots(&Reply::Array(vec![range(5, 1, "h", 1)]), &seed).is_none());
     }
 }

@@ -1,5 +1,7 @@
-//! Opening connections to one Redis node, and keeping one multiplexed connection per
-//! node and calling thread, dropped when the thread exits.
+//! Connections to one Redis node (TCP, TLS or a Unix socket), and the idle ones kept
+//! per node and calling thread, dropped when the thread exits. A connection serves one
+//! request at a time: the request is written whole, then its replies are parsed as they
+//! arrive, so decoding overlaps Redis' execution of the rest of the pipeline.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -8,15 +10,18 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, ThreadId};
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{
-    AsyncConnectionConfig, Client, ClientTlsConfig, ConnectionAddr, ConnectionInfo, IntoConnectionInfo,
-    Pipeline, RedisConnectionInfo, TlsCertificates, Value,
-};
+use bytes::BytesMut;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
 
 use super::error::ClientError;
-use super::settings::{ConnectionSettings, Secret, TlsSettings};
+use super::resp::{self, Command, Pipeline, Reply};
+use super::settings::{ConnectionSettings, Secret};
+use super::tls;
 
+/// A node's TCP address, or a Unix socket's path with port 0 (which no TCP node has).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NodeAddr {
     pub host: String,
@@ -29,6 +34,14 @@ impl NodeAddr {
             host: host.into(),
             port,
         }
+    }
+
+    pub fn unix(path: impl Into<String>) -> Self {
+        Self::new(path, 0)
+    }
+
+    pub fn is_unix(&self) -> bool {
+        self.port == 0
     }
 
     /// Parses `host:port` as Redis writes it in MOVED/ASK replies; an empty host means
@@ -47,7 +60,9 @@ impl NodeAddr {
 
 impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
+        if self.is_unix() {
+            write!(f, "unix://{}", self.host)
+        } else if self.host.contains(':') {
             write!(f, "[{}]:{}", self.host, self.port)
         } else {
             write!(f, "{}:{}", self.host, self.port)
@@ -69,51 +84,69 @@ pub struct Timeouts {
     pub command: Duration,
 }
 
-/// TLS as read from the files named in the settings, once.
-#[derive(Clone)]
-struct TlsMaterial {
-    certificates: Option<TlsCertificates>,
-    verify_certificate: bool,
-    check_hostname: bool,
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// Why an exchange failed; the connection is not used again either way.
+enum Failure {
+    Io(std::io::Error),
+    Protocol(resp::ProtocolError),
 }
 
-impl TlsMaterial {
-    fn load(settings: &TlsSettings) -> Result<Self, ClientError> {
-        // Another copy of rustls in the process may have installed one already: keep it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let read = |setting: &'static str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|err| ClientError::TlsConfig {
-                setting,
-                reason: format!("cannot read {}: {err}", path.display()),
-            })
-        };
-        let root_cert = settings
-            .ca_file
-            .as_deref()
-            .map(|path| read("ssl_ca_certs", path))
-            .transpose()?;
-        let client_tls = match (&settings.client_cert_file, &settings.client_key_file) {
-            (Some(cert), Some(key)) => Some(ClientTlsConfig {
-                client_cert: read("ssl_certfile", cert)?,
-                client_key: read("ssl_keyfile", key)?,
-            }),
-            (None, None) => None,
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(ClientError::TlsConfig {
-                    setting: "ssl_certfile/ssl_keyfile",
-                    reason: "a client certificate needs both the certificate and its key".into(),
-                })
+impl From<std::io::Error> for Failure {
+    fn from(err: std::io::Error) -> Self {
+        Self::Io(err)
+    }
+}
+
+impl Failure {
+    fn into_error(self, addr: &NodeAddr) -> ClientError {
+        match self {
+            Self::Io(err) => ClientError::Io {
+                addr: addr.to_string(),
+                reason: err.to_string(),
+            },
+            Self::Protocol(err) => ClientError::Protocol {
+                addr: addr.to_string(),
+                command: "pipeline",
+                reply: err.to_string(),
+            },
+        }
+    }
+}
+
+/// Room kept free in the read buffer before each read: most replies arrive in one read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// An open, authenticated connection with nothing in flight between requests.
+pub struct Connection {
+    io: Box<dyn Io>,
+    received: BytesMut,
+}
+
+impl Connection {
+    /// Writes `pipeline` and reads one reply per command.
+    async fn exchange(&mut self, pipeline: &Pipeline) -> Result<Vec<Reply>, Failure> {
+        self.io.write_all(pipeline.bytes()).await?;
+        self.io.flush().await?;
+        let expected = pipeline.len();
+        let mut replies = Vec::with_capacity(expected);
+        loop {
+            resp::parse_replies(&mut self.received, expected - replies.len(), &mut replies)
+                .map_err(Failure::Protocol)?;
+            if replies.len() == expected {
+                return Ok(replies);
             }
-        };
-        let certificates = (root_cert.is_some() || client_tls.is_some()).then_some(TlsCertificates {
-            client_tls,
-            root_cert,
-        });
-        Ok(Self {
-            certificates,
-            verify_certificate: settings.verify_certificate,
-            check_hostname: settings.check_hostname,
-        })
+            self.received.reserve(READ_CHUNK);
+            if self.io.read_buf(&mut self.received).await? == 0 {
+                return Err(Failure::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Whether the connection can serve another request: nothing unasked-for arrived.
+    fn is_clean(&self) -> bool {
+        self.received.is_empty()
     }
 }
 
@@ -124,7 +157,7 @@ pub struct Connector {
     username: Option<String>,
     password: Option<Secret>,
     client_name: Option<String>,
-    tls: Option<TlsMaterial>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     pub timeouts: Timeouts,
 }
 
@@ -135,108 +168,114 @@ impl Connector {
             username: settings.username.clone(),
             password: settings.password.clone(),
             client_name: settings.client_name.clone(),
-            tls: settings.tls.as_ref().map(TlsMaterial::load).transpose()?,
+            tls: settings.tls.as_ref().map(tls::client_config).transpose()?,
             timeouts,
         })
     }
 
-    fn client(&self, addr: &NodeAddr, role: Role) -> Result<Client, ClientError> {
-        let config_error = |err: ::redis::RedisError| ClientError::Connect {
-            addr: addr.to_string(),
-            reason: err.to_string(),
-        };
-        let mut redis_settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if role == Role::Data {
-            redis_settings = redis_settings.set_db(self.db);
-            if let Some(username) = &self.username {
-                redis_settings = redis_settings.set_username(username);
-            }
-            if let Some(password) = &self.password {
-                redis_settings = redis_settings.set_password(password.expose());
-            }
+    async fn open(&self, addr: &NodeAddr, role: Role) -> std::io::Result<Box<dyn Io>> {
+        if addr.is_unix() {
+            return Ok(Box::new(UnixStream::connect(&addr.host).await?));
         }
-        let tls = self.tls.as_ref().filter(|_| role == Role::Data);
-        let Some(tls) = tls else {
-            let info = ConnectionAddr::Tcp(addr.host.clone(), addr.port)
-                .into_connection_info()
-                .map_err(config_error)?
-                .set_redis_settings(redis_settings);
-            return Client::open(info).map_err(config_error);
-        };
-        let address = ConnectionAddr::TcpTls {
-            host: addr.host.clone(),
-            port: addr.port,
-            insecure: !tls.verify_certificate,
-            tls_params: None,
-        };
-        let info = address
-            .into_connection_info()
-            .map_err(config_error)?
-            .set_redis_settings(redis_settings);
-        let info: ConnectionInfo = match &tls.certificates {
-            Some(certificates) => Client::build_with_tls(info, certificates.clone())
-                .map_err(|err| ClientError::TlsConfig {
-                    setting: "ssl_ca_certs/ssl_certfile/ssl_keyfile",
-                    reason: err.to_string(),
-                })?
-                .get_connection_info()
-                .clone(),
-            None => info,
-        };
-        let info = if tls.verify_certificate && !tls.check_hostname {
-            let mut address = info.addr().clone();
-            address.set_danger_accept_invalid_hostnames(true);
-            info.set_addr(address)
-        } else {
-            info
-        };
-        Client::open(info).map_err(config_error)
+        let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+        tcp.set_nodelay(true)?;
+        match (&self.tls, role) {
+            (Some(config), Role::Data) => {
+                let name = ServerName::try_from(addr.host.clone())
+                    .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
+                let stream = TlsConnector::from(config.clone()).connect(name, tcp).await?;
+                Ok(Box::new(stream))
+            }
+            _ => Ok(Box::new(tcp)),
+        }
+    }
+
+    /// The commands that set a new data connection up: credentials, db, client name.
+    fn handshake(&self, role: Role) -> Pipeline {
+        let mut pipeline = Pipeline::new();
+        if role == Role::Sentinel {
+            return pipeline;
+        }
+        if let Some(password) = &self.password {
+            let mut auth = Command::new("AUTH");
+            if let Some(username) = &self.username {
+                auth.arg(username);
+            }
+            pipeline.push(auth.arg(password.expose()));
+        }
+        if self.db != 0 {
+            pipeline.push(Command::new("SELECT").arg(itoa::Buffer::new().format(self.db)));
+        }
+        if let Some(name) = &self.client_name {
+            pipeline.push(Command::new("CLIENT").arg("SETNAME").arg(name));
+        }
+        pipeline
     }
 
     /// Opens a connection, authenticates and selects the db, all within the connect
     /// timeout.
-    pub async fn connect(&self, addr: &NodeAddr, role: Role) -> Result<MultiplexedConnection, ClientError> {
-        let client = self.client(addr, role)?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeouts.connect))
-            .set_response_timeout(Some(self.timeouts.command));
-        let name = addr.to_string();
-        let connecting = async {
-            let mut connection = client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(
-                    |err| match ClientError::from_redis(&name, err, self.timeouts.connect) {
-                        ClientError::Io { addr, reason }
-                        | ClientError::Server {
-                            addr,
-                            message: reason,
-                        } => ClientError::Connect { addr, reason },
-                        other => other,
-                    },
-                )?;
-            if let (Some(client_name), Role::Data) = (&self.client_name, role) {
-                ::redis::cmd("CLIENT")
-                    .arg("SETNAME")
-                    .arg(client_name)
-                    .exec_async(&mut connection)
-                    .await
-                    .map_err(|err| ClientError::from_redis(&name, err, self.timeouts.command))?;
-            }
-            Ok(connection)
+    pub async fn connect(&self, addr: &NodeAddr, role: Role) -> Result<Connection, ClientError> {
+        let connect_error = |reason: String| ClientError::Connect {
+            addr: addr.to_string(),
+            reason,
         };
+        let connecting =
+            async {
+                let io = self
+                    .open(addr, role)
+                    .await
+                    .map_err(|err| connect_error(err.to_string()))?;
+                let mut connection = Connection {
+                    io,
+                    received: BytesMut::with_capacity(READ_CHUNK),
+                };
+                let handshake = self.handshake(role);
+                if handshake.is_empty() {
+                    return Ok(connection);
+                }
+                let replies = connection.exchange(&handshake).await.map_err(|failure| {
+                    match failure.into_error(addr) {
+                        ClientError::Io { reason, .. } | ClientError::Protocol { reply: reason, .. } => {
+                            connect_error(reason)
+                        }
+                        other => other,
+                    }
+                })?;
+                let refused = replies
+                    .iter()
+                    .find_map(|reply| Some((reply.error_code()?, reply.error()?)));
+                match refused {
+                    None => Ok(connection),
+                    Some((code, message)) => {
+                        let first_is_auth = self.password.is_some();
+                        let auth_refused = matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
+                            || (first_is_auth && replies[0].error().is_some());
+                        if auth_refused {
+                            Err(ClientError::Auth {
+                                addr: addr.to_string(),
+                                reason: message.to_owned(),
+                            })
+                        } else {
+                            Err(connect_error(message.to_owned()))
+                        }
+                    }
+                }
+            };
         tokio::time::timeout(self.timeouts.connect, connecting)
             .await
             .map_err(|_| ClientError::Timeout {
-                addr: name.clone(),
+                addr: addr.to_string(),
                 timeout: self.timeouts.connect,
             })?
     }
 }
 
-type NodeConnections = HashMap<NodeAddr, MultiplexedConnection>;
+/// Idle connections kept per node for each thread; more than this are closed.
+const MAX_IDLE_PER_NODE: usize = 32;
 
-/// A pool's connections, by calling thread. Connections belong to the process that
+type NodeConnections = HashMap<NodeAddr, Vec<Connection>>;
+
+/// A pool's idle connections, by calling thread. Connections belong to the process that
 /// opened them: after a fork (gunicorn workers of `feast serve`) the child opens its own.
 struct Connections {
     pid: u32,
@@ -246,7 +285,8 @@ struct Connections {
 type SharedConnections = Arc<Mutex<Connections>>;
 
 /// Removes a thread's connections from every pool it used when the thread exits, so a
-/// thread per request leaves no connection (nor the runtime its I/O task ran on) behind.
+/// thread per request leaves no connection (nor the runtime its socket is registered
+/// with) behind.
 struct ThreadExit {
     thread: ThreadId,
     pools: Vec<Weak<Mutex<Connections>>>,
@@ -273,15 +313,17 @@ fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connectio
     let pid = std::process::id();
     if guard.pid != pid {
         guard.pid = pid;
-        guard.by_thread.clear();
+        // The parent's sockets: the child must not read the parent's replies from them.
+        std::mem::forget(std::mem::take(&mut guard.by_thread));
     }
     guard
 }
 
-/// One multiplexed connection per node and calling thread: a connection's I/O task
-/// runs on the runtime that opened it, which is the calling thread's. A connection
-/// that failed is dropped so the next request opens a new one: the client reconnects
-/// by itself. A thread's connections are dropped when it exits.
+/// Connections to each node, kept per calling thread: a socket is registered with the
+/// runtime that opened it, which for Python callers is the calling thread's. A request
+/// takes an idle connection (or opens one) and gives it back when it succeeded; a failed
+/// one is closed with the thread's other idle connections to that node, so the client
+/// reconnects by itself. A thread's connections are closed when it exits.
 pub struct Pool {
     connector: Connector,
     role: Role,
@@ -300,29 +342,32 @@ impl Pool {
         }
     }
 
-    fn cached(&self, addr: &NodeAddr) -> Option<MultiplexedConnection> {
+    fn take_idle(&self, addr: &NodeAddr) -> Option<Connection> {
         lock(&self.connections)
             .by_thread
-            .get(&thread::current().id())
-            .and_then(|nodes| nodes.get(addr))
-            .cloned()
+            .get_mut(&thread::current().id())
+            .and_then(|nodes| nodes.get_mut(addr))
+            .and_then(Vec::pop)
     }
 
-    async fn connection(&self, addr: &NodeAddr) -> Result<MultiplexedConnection, ClientError> {
-        if let Some(connection) = self.cached(addr) {
-            return Ok(connection);
-        }
-        let connection = self.connector.connect(addr, self.role).await?;
+    fn give_back(&self, addr: &NodeAddr, connection: Connection) {
         let first_of_thread = {
             let mut guard = lock(&self.connections);
-            let nodes = guard.by_thread.entry(thread::current().id()).or_default();
-            let first = nodes.is_empty();
-            nodes.insert(addr.clone(), connection.clone());
+            let first = !guard.by_thread.contains_key(&thread::current().id());
+            let idle = guard
+                .by_thread
+                .entry(thread::current().id())
+                .or_default()
+                .entry(addr.clone())
+                .or_default();
+            if idle.len() < MAX_IDLE_PER_NODE {
+                idle.push(connection);
+            }
             first
         };
         if first_of_thread {
             // A thread whose thread-locals are being destroyed cannot register: its
-            // connection serves this call and is not kept.
+            // connections are not kept.
             let registered = THREAD_EXIT.try_with(|exit| {
                 let mut exit = exit.borrow_mut();
                 exit.pools.retain(|pool| pool.strong_count() > 0);
@@ -335,16 +380,12 @@ impl Pool {
                 }
             });
             if registered.is_err() {
-                self.forget_thread();
+                lock(&self.connections).by_thread.remove(&thread::current().id());
             }
         }
-        Ok(connection)
     }
 
-    fn forget_thread(&self) {
-        lock(&self.connections).by_thread.remove(&thread::current().id());
-    }
-
+    /// Closes this thread's idle connections to `addr`.
     pub fn forget(&self, addr: &NodeAddr) {
         if let Some(nodes) = lock(&self.connections).by_thread.get_mut(&thread::current().id()) {
             nodes.remove(addr);
@@ -352,16 +393,32 @@ impl Pool {
     }
 
     /// Sends `pipeline` to `addr` and returns one reply per command, server errors
-    /// included as `Value::ServerError` for the caller to route or report.
-    pub async fn send(&self, addr: &NodeAddr, pipeline: &Pipeline) -> Result<Vec<Value>, ClientError> {
+    /// included as `Reply::Error` for the caller to route or report.
+    pub async fn send(&self, addr: &NodeAddr, pipeline: &Pipeline) -> Result<Vec<Reply>, ClientError> {
         if pipeline.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = self.connection(addr).await?;
-        match connection.send_packed_commands(pipeline, 0, pipeline.len()).await {
-            Ok(values) => Ok(values),
+        let mut connection = match self.take_idle(addr) {
+            Some(connection) => connection,
+            None => self.connector.connect(addr, self.role).await?,
+        };
+        let timeout = self.connector.timeouts.command;
+        let result = match tokio::time::timeout(timeout, connection.exchange(pipeline)).await {
+            Ok(Ok(replies)) => Ok(replies),
+            Ok(Err(failure)) => Err(failure.into_error(addr)),
+            Err(_) => Err(ClientError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            }),
+        };
+        match result {
+            Ok(replies) => {
+                if connection.is_clean() {
+                    self.give_back(addr, connection);
+                }
+                Ok(replies)
+            }
             Err(err) => {
-                let err = ClientError::from_redis(&addr.to_string(), err, self.connector.timeouts.command);
                 if err.is_retryable() {
                     self.forget(addr);
                 }

@@ -5,7 +5,7 @@ use thiserror::Error;
 use super::settings::SettingsError;
 
 /// What went wrong talking to Redis. Every variant names the address it concerns; none
-/// carries a password (redis-rs never puts one in its messages, and neither do we).
+/// carries a password (Redis never puts one in its error replies, and neither do we).
 #[derive(Debug, Error, Clone)]
 pub enum ClientError {
     #[error("cannot connect to Redis at {addr}: {reason}")]
@@ -57,36 +57,5 @@ impl ClientError {
     /// Failures after which a new connection (or a refreshed topology) may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Connect { .. } | Self::Io { .. })
-    }
-
-    pub(crate) fn from_redis(addr: &str, err: ::redis::RedisError, timeout: Duration) -> Self {
-        let addr = addr.to_owned();
-        if err.is_timeout() {
-            return Self::Timeout { addr, timeout };
-        }
-        if err.kind() == ::redis::ErrorKind::AuthenticationFailed
-            || matches!(err.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
-        {
-            return Self::Auth {
-                addr,
-                reason: err.to_string(),
-            };
-        }
-        if err.is_connection_refusal() {
-            return Self::Connect {
-                addr,
-                reason: err.to_string(),
-            };
-        }
-        if err.is_io_error() || err.is_connection_dropped() || err.is_unrecoverable_error() {
-            return Self::Io {
-                addr,
-                reason: err.to_string(),
-            };
-        }
-        Self::Server {
-            addr,
-            message: err.to_string(),
-        }
     }
 }

@@ -5,12 +5,15 @@ mod client;
 mod cluster;
 mod connection;
 mod error;
+mod resp;
 mod settings;
+mod tls;
 
 pub use client::{Batch, RedisClient, RetryPolicy};
 pub use cluster::key_slot;
 pub use connection::{NodeAddr, Timeouts};
 pub use error::ClientError;
+pub use resp::{Command, Reply};
 pub use settings::{
     ClientConfig, ConnectionSettings, Overrides, Secret, SettingsError, TlsSettings, Topology,
 };

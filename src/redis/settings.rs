@@ -96,7 +96,7 @@ impl Default for TlsSettings {
 pub struct ConnectionSettings {
     pub topology: Topology,
     /// `(host, port)` of each node given; one for standalone, any for cluster seeds
-    /// and sentinels.
+    /// and sentinels. A Unix socket is `(path, 0)`.
     pub nodes: Vec<(String, u16)>,
     pub db: i64,
     pub username: Option<String>,
@@ -179,7 +179,7 @@ pub enum SettingsError {
 
 const SUPPORTED_KEYS: &str = "ssl, password, username, db, ssl_cert_reqs, ssl_check_hostname, \
     ssl_ca_certs, ssl_certfile, ssl_keyfile, client_name, socket_timeout, socket_connect_timeout, \
-    skip_full_coverage_check";
+    skip_full_coverage_check, unix_socket_path";
 
 const DEFAULT_PORT: u16 = 6379;
 
@@ -265,7 +265,10 @@ impl ConnectionSettings {
         let nodes: Vec<String> = self
             .nodes
             .iter()
-            .map(|(host, port)| format!("{host}:{port}"))
+            .map(|(host, port)| match port {
+                0 => format!("unix://{host}"),
+                _ => format!("{host}:{port}"),
+            })
             .collect();
         format!("{} at {}", self.topology.redis_type(), nodes.join(","))
     }
@@ -288,10 +291,15 @@ impl ConnectionSettings {
         let mut tls = TlsSettings::default();
         let mut tls_keys_given = Vec::new();
         let mut seen: Vec<String> = Vec::new();
+        let mut unix_socket: Option<String> = None;
 
         for (index, part) in connection_string.split(',').enumerate() {
             let Some((key, raw)) = part.split_once('=') else {
-                if !part.trim().is_empty() {
+                if let Some(path) = part.trim().strip_prefix("unix://") {
+                    if path.is_empty() || unix_socket.replace(path.to_owned()).is_some() {
+                        return Err(SettingsError::BadNode(index + 1));
+                    }
+                } else if !part.trim().is_empty() {
                     let node = parse_node(part).ok_or(SettingsError::BadNode(index + 1))?;
                     settings.nodes.push(node);
                 }
@@ -349,6 +357,13 @@ impl ConnectionSettings {
                     tls.client_key_file = Some(PathBuf::from(text(&key, value)?));
                     tls_keys_given.push(key);
                 }
+                // redis-py's name for it: the same string works with stock Feast.
+                "unix_socket_path" => {
+                    let path = text(&key, value)?;
+                    if unix_socket.replace(path).is_some() {
+                        return Err(SettingsError::DuplicateKey { key });
+                    }
+                }
                 // redis-py's cluster client option; this store always maps every slot.
                 "skip_full_coverage_check" => {
                     boolean(&key, &value)?;
@@ -362,6 +377,22 @@ impl ConnectionSettings {
             }
         }
 
+        if let Some(path) = unix_socket {
+            // As redis-py: the socket wins over a host:port given beside it.
+            if settings.topology != Topology::Standalone {
+                return Err(SettingsError::NotForTopology {
+                    key: "unix_socket_path".into(),
+                    topology: "redis_cluster or redis_sentinel (a Unix socket reaches one local server)",
+                });
+            }
+            if ssl {
+                return Err(SettingsError::BadValue {
+                    key: "ssl".into(),
+                    expected: "false with a Unix socket (it never leaves the host)",
+                });
+            }
+            settings.nodes = vec![(path, 0)];
+        }
         if settings.nodes.is_empty() {
             return Err(SettingsError::NoNodes);
         }
@@ -559,6 +590,28 @@ mod tests {
         assert_eq!(tls.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert!(!tls.check_hostname);
         assert!(tls.verify_certificate);
+    }
+
+    #[test]
+    fn unix_sockets_are_standalone_and_plain() {
+        for given in [
+            "unix:///run/redis.sock,db=1",
+            "localhost:6379,unix_socket_path=/run/redis.sock,db=1",
+        ] {
+            let settings = standalone(given).unwrap();
+            assert_eq!(settings.nodes, vec![("/run/redis.sock".to_owned(), 0)]);
+            assert_eq!(settings.db, 1);
+            assert_eq!(settings.describe(), "redis at unix:///run/redis.sock");
+        }
+        assert!(matches!(
+            ConnectionSettings::parse("unix_socket_path=/s", Topology::Cluster),
+            Err(SettingsError::NotForTopology { key, .. }) if key == "unix_socket_path"
+        ));
+        assert!(matches!(
+            standalone("unix:///s,ssl=true"),
+            Err(SettingsError::BadValue { key, .. }) if key == "ssl"
+        ));
+        assert!(matches!(standalone("unix://"), Err(SettingsError::BadNode(1))));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::error::StoreError;
 use super::plan::ViewPlan;
-use crate::redis::{Batch, RedisClient};
+use crate::redis::{Batch, Command, RedisClient, Reply};
 
 /// A `SCAN MATCH` pattern for keys that start with `prefix` and end with `project`.
 /// Glob characters in either are escaped: entity-key prefixes hold length bytes that
@@ -36,9 +36,7 @@ pub async fn delete_entities(client: &RedisClient, plan: &ViewPlan) -> Result<us
         .await?;
     let mut batch = Batch::with_capacity(keys.len());
     for key in &keys {
-        let mut command = ::redis::cmd("DEL");
-        command.arg(key.as_slice());
-        batch.push(key, command);
+        batch.push(key, Command::new("DEL").arg(key));
     }
     client.execute(&batch).await?;
     Ok(keys.len())
@@ -53,14 +51,12 @@ pub async fn delete_view(client: &RedisClient, plan: &ViewPlan) -> Result<usize,
         .await?;
     let mut hkeys = Batch::with_capacity(keys.len());
     for key in &keys {
-        let mut command = ::redis::cmd("HKEYS");
-        command.arg(key.as_slice());
-        hkeys.push(key, command);
+        hkeys.push(key, Command::new("HKEYS").arg(key));
     }
     let replies = client.execute(&hkeys).await?;
     let mut deletes = Batch::new();
     for (key, reply) in keys.iter().zip(replies) {
-        let ::redis::Value::Array(names) = reply else {
+        let Reply::Array(names) = reply else {
             return Err(StoreError::UnexpectedReply {
                 command: "HKEYS",
                 reply: "a non-array".into(),
@@ -68,30 +64,28 @@ pub async fn delete_view(client: &RedisClient, plan: &ViewPlan) -> Result<usize,
         };
         let mut views = 0;
         let mut holds_view = false;
-        for name in &names {
-            if let ::redis::Value::BulkString(name) = name {
-                if name.starts_with(b"_ts:") {
-                    views += 1;
-                    holds_view |= *name == plan.timestamp_field;
-                }
+        for name in names.iter().filter_map(Reply::text) {
+            if name.starts_with(b"_ts:") {
+                views += 1;
+                holds_view |= name == plan.timestamp_field;
             }
         }
         if !holds_view {
             continue;
         }
         let command = if views == 1 {
-            let mut command = ::redis::cmd("DEL");
-            command.arg(key.as_slice());
+            let mut command = Command::new("DEL");
+            command.arg(key);
             command
         } else {
-            let mut command = ::redis::cmd("HDEL");
-            command.arg(key.as_slice());
+            let mut command = Command::new("HDEL");
+            command.arg(key);
             for field in &plan.read_fields {
-                command.arg(field.as_slice());
+                command.arg(field);
             }
             command
         };
-        deletes.push(key, command);
+        deletes.push(key, &command);
     }
     let deleted = deletes.len();
     client.execute(&deletes).await?;

@@ -1,14 +1,15 @@
 //! HMGETs of feature hashes, and `online_read`'s answer per entity key.
 
-use ::redis::Value;
+use bytes::Bytes;
 
 use super::error::{printable_key, StoreError};
 use super::plan::{RowKeys, ViewPlan};
 use crate::encoding::{self, Timestamp};
-use crate::redis::{Batch, RedisClient};
+use crate::redis::{Batch, Command, RedisClient, Reply};
 
-/// The fields read from one hash, in the order asked for (`None` when absent).
-pub type Hash = Vec<Option<Vec<u8>>>;
+/// The fields read from one hash, in the order asked for (`None` when absent); each a
+/// slice of the bytes Redis sent.
+pub type Hash = Vec<Option<Bytes>>;
 
 /// The hash fields to read from each of a view's keys.
 pub struct HashRead<'a> {
@@ -20,14 +21,14 @@ pub struct HashRead<'a> {
 /// Returns, per read and key, the value of each field.
 pub async fn read_hashes(client: &RedisClient, reads: &[HashRead<'_>]) -> Result<Vec<Vec<Hash>>, StoreError> {
     let mut batch = Batch::with_capacity(reads.iter().map(|r| r.keys.len()).sum());
+    let mut command = Command::default();
     for read in reads {
         for key in read.keys {
-            let mut command = ::redis::cmd("HMGET");
-            command.arg(key.as_slice());
+            command.restart("HMGET").arg(key);
             for field in read.fields {
-                command.arg(field.as_slice());
+                command.arg(field);
             }
-            batch.push(key, command);
+            batch.push(key, &command);
         }
     }
     let mut replies = client.execute(&batch).await?.into_iter();
@@ -35,7 +36,7 @@ pub async fn read_hashes(client: &RedisClient, reads: &[HashRead<'_>]) -> Result
     for read in reads {
         let mut rows = Vec::with_capacity(read.keys.len());
         for _ in read.keys {
-            let reply = replies.next().unwrap_or(Value::Nil);
+            let reply = replies.next().unwrap_or(Reply::Nil);
             rows.push(hmget_reply(reply, read.fields.len())?);
         }
         out.push(rows);
@@ -105,12 +106,12 @@ pub async fn read_rows(
         .collect()
 }
 
-fn hmget_reply(reply: Value, fields: usize) -> Result<Hash, StoreError> {
+fn hmget_reply(reply: Reply, fields: usize) -> Result<Hash, StoreError> {
     let unexpected = |reply: &str| StoreError::UnexpectedReply {
         command: "HMGET",
         reply: reply.to_owned(),
     };
-    let Value::Array(values) = reply else {
+    let Reply::Array(values) = reply else {
         return Err(unexpected("a non-array"));
     };
     if values.len() != fields {
@@ -119,8 +120,8 @@ fn hmget_reply(reply: Value, fields: usize) -> Result<Hash, StoreError> {
     values
         .into_iter()
         .map(|value| match value {
-            Value::Nil => Ok(None),
-            Value::BulkString(bytes) => Ok(Some(bytes)),
+            Reply::Nil => Ok(None),
+            Reply::Bulk(bytes) => Ok(Some(bytes)),
             _ => Err(unexpected("a field that is neither bytes nor nil")),
         })
         .collect()

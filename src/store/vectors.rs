@@ -27,11 +27,9 @@ pub async fn read_response(
         let values = columns
             .iter()
             .map(|bytes| {
-                RepeatedValue::decode(bytes.as_slice())
-                    .map(|r| r.val)
-                    .map_err(|err| {
-                        StoreError::InvalidRequest(format!("entity values of view '{}': {err}", plan.view))
-                    })
+                RepeatedValue::decode(&bytes[..]).map(|r| r.val).map_err(|err| {
+                    StoreError::InvalidRequest(format!("entity values of view '{}': {err}", plan.view))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         rows.push(plan.row_keys(&values)?);
@@ -52,7 +50,7 @@ fn check_values(plan: &ViewPlan, keys: &[Vec<u8>], hashes: &[Hash]) -> Result<()
     for (key, hash) in keys.iter().zip(hashes) {
         for (feature, value) in plan.features.iter().zip(hash) {
             if let Some(bytes) = value {
-                Value::decode(bytes.as_slice()).map_err(|err| StoreError::CorruptValue {
+                Value::decode(&bytes[..]).map_err(|err| StoreError::CorruptValue {
                     view: plan.view.clone(),
                     feature: feature.name.clone(),
                     key: printable_key(key),
@@ -173,6 +171,7 @@ pub fn feature_vectors(
 mod tests {
     use super::*;
     use crate::store::plan::ViewSpec;
+    use bytes::Bytes;
 
     fn ts(seconds: i64, nanos: i32) -> Timestamp {
         Timestamp { seconds, nanos }
@@ -205,7 +204,7 @@ mod tests {
 
     #[test]
     fn corrupt_values_name_the_feature() {
-        let hashes = vec![vec![Some(b"\x0a\xff".to_vec()), None]];
+        let hashes = vec![vec![Some(Bytes::from_static(b"\x0a\xff")), None]];
         let err = check_values(&plan(), &[b"k".to_vec()], &hashes).unwrap_err();
         assert!(err.to_string().contains("feature 'f' of view 'fv'"), "{err}");
     }
@@ -216,7 +215,7 @@ mod tests {
             unique_keys: vec![b"k".to_vec()],
             row_to_unique: vec![0],
         };
-        let hashes = vec![vec![None, Some(b"\xff\xff".to_vec())]];
+        let hashes = vec![vec![None, Some(Bytes::from_static(b"\xff\xff"))]];
         let err = feature_vectors(&plan(), &rows, &hashes, true, &mut Vec::new()).unwrap_err();
         assert!(
             err.to_string().contains("_ts:fv") && err.to_string().contains("b\"k\""),

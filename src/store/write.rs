@@ -15,7 +15,7 @@ use super::plan::{EntityColumn, EntityType, NativeColumn, ViewPlan};
 use super::read::{read_hashes, stored_timestamp, HashRead};
 use crate::columns::{encode_column, micros, timestamp_values};
 use crate::encoding::{self, Timestamp};
-use crate::redis::{Batch, RedisClient};
+use crate::redis::{Batch, Command, RedisClient};
 
 /// A row as `online_write_batch` gets it: the serialized `EntityKey`, the feature names
 /// with their serialized `Value`s, the event time in microseconds since the epoch.
@@ -235,18 +235,17 @@ async fn write_rows(
             }
             latest_in_batch.insert(&row.key, new);
         }
-        let mut hset = ::redis::cmd("HSET");
-        hset.arg(row.key.as_slice())
-            .arg(plan.timestamp_field.as_slice())
+        let mut hset = Command::new("HSET");
+        hset.arg(&row.key)
+            .arg(&plan.timestamp_field)
             .arg(row.event_time.encode_to_vec());
         for (field, value) in &row.fields {
-            hset.arg(field.as_slice()).arg(value.as_slice());
+            hset.arg(field).arg(value);
         }
-        batch.push(&row.key, hset);
+        batch.push(&row.key, &hset);
         if let Some(ttl) = plan.key_ttl_seconds {
-            let mut expire = ::redis::cmd("EXPIRE");
-            expire.arg(row.key.as_slice()).arg(ttl);
-            batch.push(&row.key, expire);
+            let ttl = itoa::Buffer::new().format(ttl).to_owned();
+            batch.push(&row.key, Command::new("EXPIRE").arg(&row.key).arg(ttl));
         }
         summary.written += 1;
     }

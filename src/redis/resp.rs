@@ -1,0 +1,352 @@
+//! RESP2, the Redis wire protocol, without I/O: commands encoded straight into the
+//! bytes sent, replies parsed out of the bytes received. A reply's strings are slices of
+//! the buffer they arrived in (`Bytes`), so reading a hash field allocates nothing.
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+
+/// One command's arguments, encoded as RESP bulk strings as they are added. `Batch`
+/// prefixes the argument count when the command joins a request.
+#[derive(Default, Clone)]
+pub struct Command {
+    encoded: Vec<u8>,
+    args: usize,
+}
+
+impl Command {
+    pub fn new(name: &str) -> Self {
+        let mut command = Self::default();
+        command.arg(name.as_bytes());
+        command
+    }
+
+    /// Starts over as a new command `name`, keeping the allocation.
+    pub fn restart(&mut self, name: &str) -> &mut Self {
+        self.encoded.clear();
+        self.args = 0;
+        self.arg(name.as_bytes())
+    }
+
+    pub fn arg(&mut self, arg: impl AsRef<[u8]>) -> &mut Self {
+        let arg = arg.as_ref();
+        self.encoded.push(b'$');
+        self.encoded
+            .extend_from_slice(itoa::Buffer::new().format(arg.len()).as_bytes());
+        self.encoded.extend_from_slice(b"\r\n");
+        self.encoded.extend_from_slice(arg);
+        self.encoded.extend_from_slice(b"\r\n");
+        self.args += 1;
+        self
+    }
+
+    /// Appends the complete command (`*<count>` and its arguments) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.push(b'*');
+        out.extend_from_slice(itoa::Buffer::new().format(self.args).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.encoded);
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded.len() + 8);
+        self.write_to(&mut out);
+        out
+    }
+}
+
+/// Commands written to a node in one go, and how many replies they will get.
+#[derive(Default, Clone)]
+pub struct Pipeline {
+    bytes: Vec<u8>,
+    commands: usize,
+}
+
+impl Pipeline {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, command: &Command) -> &mut Self {
+        command.write_to(&mut self.bytes);
+        self.commands += 1;
+        self
+    }
+
+    /// Appends one command already encoded by `Command::write_to`.
+    pub fn push_encoded(&mut self, command: &[u8]) {
+        self.bytes.extend_from_slice(command);
+        self.commands += 1;
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.commands
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.commands == 0
+    }
+}
+
+/// A RESP2 reply.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Reply {
+    Nil,
+    Int(i64),
+    Status(Bytes),
+    Bulk(Bytes),
+    Error(Bytes),
+    Array(Vec<Reply>),
+}
+
+impl Reply {
+    /// A server error's text (`MOVED 3999 127.0.0.1:6381`), when this is one.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::Error(text) => Some(std::str::from_utf8(text).unwrap_or("(not UTF-8)")),
+            _ => None,
+        }
+    }
+
+    /// The error's code: its first word (`MOVED`, `WRONGPASS`, `ERR`).
+    pub fn error_code(&self) -> Option<&str> {
+        self.error()
+            .map(|text| text.split_once(' ').map_or(text, |(code, _)| code))
+    }
+
+    /// A bulk or status string's bytes.
+    pub fn text(&self) -> Option<&[u8]> {
+        match self {
+            Self::Bulk(bytes) | Self::Status(bytes) => Some(bytes),
+            _ => None,
+        }
+    }
+
+    /// An integer, or a string holding one (`CLUSTER SLOTS` and `SCAN` use both).
+    pub fn integer(&self) -> Option<i64> {
+        match self {
+            Self::Int(n) => Some(*n),
+            other => std::str::from_utf8(other.text()?).ok()?.parse().ok(),
+        }
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Nil => write!(f, "nil"),
+            Self::Int(n) => write!(f, "{n}"),
+            Self::Status(text) => write!(f, "+{}", String::from_utf8_lossy(text)),
+            Self::Bulk(bytes) => write!(f, "{:?}", String::from_utf8_lossy(bytes)),
+            Self::Error(text) => write!(f, "-{}", String::from_utf8_lossy(text)),
+            Self::Array(items) => f.debug_list().entries(items).finish(),
+        }
+    }
+}
+
+/// Bytes that are not RESP2: the connection cannot be trusted afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Deeper nesting than any reply this client asks for: refused rather than recursed.
+const MAX_DEPTH: usize = 8;
+
+fn number(line: &[u8]) -> Result<i64, ProtocolError> {
+    let bad = || ProtocolError(format!("not a number: {:?}", String::from_utf8_lossy(line)));
+    let (negative, digits) = match line.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, line),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return Err(bad());
+    }
+    let mut value: i64 = 0;
+    for &digit in digits {
+        if !digit.is_ascii_digit() {
+            return Err(bad());
+        }
+        value = value * 10 + i64::from(digit - b'0');
+    }
+    Ok(if negative { -value } else { value })
+}
+
+/// Parses the reply at `*at` in one pass, moving `*at` past it; `None` (with `*at` left
+/// anywhere) while bytes of it are still to come.
+fn parse(bytes: &Bytes, at: &mut usize, depth: usize) -> Result<Option<Reply>, ProtocolError> {
+    let start = *at;
+    let Some(&kind) = bytes.get(start) else {
+        return Ok(None);
+    };
+    // Header lines are short: a plain scan beats a vectorized search here.
+    let Some(end) = bytes[start + 1..]
+        .iter()
+        .position(|&b| b == b'\r')
+        .map(|i| start + 1 + i)
+    else {
+        return Ok(None);
+    };
+    let after_line = end + 2;
+    if bytes.len() < after_line {
+        return Ok(None);
+    }
+    *at = after_line;
+    let line = &bytes[start + 1..end];
+    let reply = match kind {
+        b'$' => match number(line)? {
+            len if len < 0 => Reply::Nil,
+            len => {
+                let stop = after_line + len as usize;
+                if bytes.len() < stop + 2 {
+                    return Ok(None);
+                }
+                if &bytes[stop..stop + 2] != b"\r\n" {
+                    return Err(ProtocolError("a bulk string longer than announced".into()));
+                }
+                *at = stop + 2;
+                Reply::Bulk(bytes.slice(after_line..stop))
+            }
+        },
+        b'*' => match number(line)? {
+            count if count < 0 => Reply::Nil,
+            _ if depth >= MAX_DEPTH => return Err(ProtocolError("a reply nested too deeply".into())),
+            count => {
+                let mut items = Vec::with_capacity((count as usize).min(1024));
+                for _ in 0..count {
+                    match parse(bytes, at, depth + 1)? {
+                        Some(item) => items.push(item),
+                        None => return Ok(None),
+                    }
+                }
+                Reply::Array(items)
+            }
+        },
+        b':' => Reply::Int(number(line)?),
+        b'+' => Reply::Status(bytes.slice(start + 1..end)),
+        b'-' => Reply::Error(bytes.slice(start + 1..end)),
+        other => {
+            return Err(ProtocolError(format!(
+                "a reply starting with byte {other:#04x}, which RESP2 does not have"
+            )))
+        }
+    };
+    Ok(Some(reply))
+}
+
+/// Takes every complete reply at the front of `buf`, at most `limit` of them, into `out`.
+/// Bytes of an incomplete reply stay in `buf` for the next read.
+pub fn parse_replies(buf: &mut BytesMut, limit: usize, out: &mut Vec<Reply>) -> Result<(), ProtocolError> {
+    if buf.is_empty() || limit == 0 {
+        return Ok(());
+    }
+    let bytes = buf.split().freeze();
+    let mut complete = 0;
+    for _ in 0..limit {
+        let mut at = complete;
+        match parse(&bytes, &mut at, 0)? {
+            Some(reply) => {
+                out.push(reply);
+                complete = at;
+            }
+            None => break,
+        }
+    }
+    buf.extend_from_slice(&bytes[complete..]);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(bytes: &[u8]) -> Vec<Reply> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        parse_replies(&mut buf, usize::MAX, &mut out).unwrap();
+        assert!(buf.is_empty(), "left: {buf:?}");
+        out
+    }
+
+    fn bulk(text: &str) -> Reply {
+        Reply::Bulk(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    #[test]
+    fn commands_are_encoded_as_arrays_of_bulk_strings() {
+        let mut command = Command::new("HMGET");
+        command.arg(b"k\r\n").arg("f");
+        assert_eq!(
+            command.to_bytes(),
+            b"*3\r\n$5\r\nHMGET\r\n$3\r\nk\r\n\r\n$1\r\nf\r\n"
+        );
+    }
+
+    #[test]
+    fn every_reply_kind_is_parsed() {
+        let replies =
+            parse_all(b"+OK\r\n-ERR no\r\n:-42\r\n$3\r\na\r\n\r\n$-1\r\n*-1\r\n*2\r\n$0\r\n\r\n*1\r\n:1\r\n");
+        assert_eq!(
+            replies,
+            vec![
+                Reply::Status(Bytes::from_static(b"OK")),
+                Reply::Error(Bytes::from_static(b"ERR no")),
+                Reply::Int(-42),
+                bulk("a\r\n"),
+                Reply::Nil,
+                Reply::Nil,
+                Reply::Array(vec![bulk(""), Reply::Array(vec![Reply::Int(1)])]),
+            ]
+        );
+        assert_eq!(replies[1].error_code(), Some("ERR"));
+    }
+
+    #[test]
+    fn a_reply_split_anywhere_is_parsed_once_complete() {
+        let wire: &[u8] = b"*3\r\n$2\r\nab\r\n$-1\r\n$4\r\nwxyz\r\n:7\r\n";
+        for split in 0..wire.len() {
+            let mut buf = BytesMut::from(&wire[..split]);
+            let mut out = Vec::new();
+            parse_replies(&mut buf, usize::MAX, &mut out).unwrap();
+            let complete = out.len();
+            buf.extend_from_slice(&wire[split..]);
+            parse_replies(&mut buf, usize::MAX, &mut out).unwrap();
+            assert_eq!(out.len(), 2, "split at {split} ({complete} complete before)");
+            assert_eq!(out[0], Reply::Array(vec![bulk("ab"), Reply::Nil, bulk("wxyz")]));
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_limit_leaves_later_replies_in_the_buffer() {
+        let mut buf = BytesMut::from(&b":1\r\n:2\r\n:3\r\n"[..]);
+        let mut out = Vec::new();
+        parse_replies(&mut buf, 2, &mut out).unwrap();
+        assert_eq!(out, vec![Reply::Int(1), Reply::Int(2)]);
+        assert_eq!(&buf[..], b":3\r\n");
+    }
+
+    #[test]
+    fn bytes_that_are_not_resp_are_an_error() {
+        for wire in [&b"?x\r\n"[..], b"$x\r\n", b"$1\r\nab\r\n", b"*1\r\n!\r\n"] {
+            let mut buf = BytesMut::from(wire);
+            assert!(
+                parse_replies(&mut buf, usize::MAX, &mut Vec::new()).is_err(),
+                "{wire:?}"
+            );
+        }
+        let deep = "*1\r\n".repeat(MAX_DEPTH + 1) + ":1\r\n";
+        assert!(number(b"12345678901234567890").is_err() && number(b"-").is_err());
+        assert_eq!(number(b"-12").unwrap(), -12);
+        let mut buf = BytesMut::from(deep.as_bytes());
+        assert!(parse_replies(&mut buf, 1, &mut Vec::new()).is_err());
+    }
+}
