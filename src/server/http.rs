@@ -183,8 +183,7 @@ impl Server {
             reason: err.to_string(),
         })?;
         ready(local);
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|err| ServerError::Runtime(err.to_string()))?;
+        let mut terminate = Terminate::new().map_err(|err| ServerError::Runtime(err.to_string()))?;
         let graceful = GracefulShutdown::new();
         loop {
             tokio::select! {
@@ -360,5 +359,35 @@ impl Server {
             }
             Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "Feast's app gave no answer"),
         }
+    }
+}
+
+/// SIGTERM, what service managers and container runtimes stop a server with; other
+/// platforms have only Ctrl-C.
+#[cfg(unix)]
+struct Terminate(tokio::signal::unix::Signal);
+
+#[cfg(unix)]
+impl Terminate {
+    fn new() -> std::io::Result<Self> {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map(Self)
+    }
+
+    async fn recv(&mut self) {
+        self.0.recv().await;
+    }
+}
+
+#[cfg(not(unix))]
+struct Terminate;
+
+#[cfg(not(unix))]
+impl Terminate {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn recv(&mut self) {
+        std::future::pending::<()>().await
     }
 }
