@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -122,6 +123,26 @@ def test_slow_server_times_out_then_recovers(tmp_path):
         server.stop()
 
 
+def test_ctrl_c_interrupts_a_call_waiting_on_a_stalled_server(tmp_path):
+    server = start_redis(tmp_path / "stalled")
+    store = RedisOnlineStore()
+    repo = config(server.address, command_timeout_seconds=10)
+    try:
+        assert store.online_read(repo, VIEW, [key()], ["c_i64"])[0][1]["c_i64"] == Value()
+        os.kill(server.process.pid, signal.SIGSTOP)
+        ctrl_c = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        started = time.monotonic()
+        ctrl_c.start()
+        with pytest.raises(KeyboardInterrupt):
+            store.online_read(repo, VIEW, [key()], ["c_i64"])
+        assert time.monotonic() - started < 1.0
+        os.kill(server.process.pid, signal.SIGCONT)
+        assert store.online_read(repo, VIEW, [key()], ["c_i64"])[0][1]["c_i64"] == Value()
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
 def test_client_reconnects_after_a_restart(tmp_path):
     server = start_redis(tmp_path / "first")
     store = RedisOnlineStore()
@@ -157,8 +178,9 @@ def test_corrupt_stored_values_are_named(redis_server, redis_db, tmp_path):
         store.online_write_batch(repo, VIEW, [row], None)
 
     redis_db.set(encoding.redis_key(loan_repo.PROJECT, key("plain")), b"not a hash")
-    with pytest.raises(RuntimeError, match=f"{redis_server.address}.*WRONGTYPE"):
+    with pytest.raises(RuntimeError, match=f"{redis_server.address}.*WRONGTYPE") as raised:
         store.online_read(repo, VIEW, [key("plain")], ["c_i64"])
+    assert 'for key b"' in str(raised.value) and f'plain{loan_repo.PROJECT}"' in str(raised.value)
 
 
 def test_bad_entity_values_are_named(redis_server, redis_db):
@@ -167,17 +189,36 @@ def test_bad_entity_values_are_named(redis_server, redis_db):
         RedisOnlineStore().online_read(config(redis_server.address), VIEW, [bad])
 
 
+def test_out_of_range_entity_values_are_named(redis_server, redis_db, tmp_path):
+    feature_store = loan_repo.feature_store(
+        tmp_path, RedisOnlineStoreConfig(connection_string=redis_server.address)
+    )
+    with pytest.raises(ValueError, match="join key 'zipcode', entity row 1: 9223372036854775808"):
+        feature_store.get_online_features(
+            features=["zipcode_features:z_i64"], entity_rows=[{"zipcode": 1}, {"zipcode": 2**63}]
+        )
+
+
 def test_tls_verifies_certificates_by_default(tmp_path):
     tls = make_tls_files(tmp_path / "certs", names="DNS:elsewhere.example")
     server = start_redis(tmp_path / "tls", tls=tls)
     port = server.port
-    store = RedisOnlineStore()
+    # A refused certificate cannot be accepted on retry: it fails at once (retrying would
+    # take 3 s here), naming the address, the reason and what to check.
+    untrusted = config(f"localhost:{port},ssl=true", retries=3, retry_backoff_seconds=1.0)
+    wrong_name = config(
+        f"localhost:{port},ssl=true,ssl_ca_certs={tls.ca_cert}",
+        retries=3,
+        retry_backoff_seconds=1.0,
+    )
     try:
-        with pytest.raises(ConnectionError, match=f"localhost:{port}"):
-            store.online_read(config(f"localhost:{port},ssl=true"), VIEW, [key()])
-        wrong_name = config(f"localhost:{port},ssl=true,ssl_ca_certs={tls.ca_cert}")
-        with pytest.raises(ConnectionError, match=f"localhost:{port}"):
-            RedisOnlineStore().online_read(wrong_name, VIEW, [key()])
+        for refused in (untrusted, wrong_name):
+            started = time.monotonic()
+            with pytest.raises(ConnectionError, match=f"localhost:{port}") as raised:
+                RedisOnlineStore().online_read(refused, VIEW, [key()])
+            assert time.monotonic() - started < 1.0
+            assert "invalid peer certificate" in str(raised.value)
+            assert "ssl_ca_certs" in str(raised.value)
         for trusted in (
             config(
                 f"localhost:{port},ssl=true,ssl_ca_certs={tls.ca_cert}", tls_check_hostname=False

@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-from feast import FeatureView, RepoConfig
+from feast import FeatureStore, FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore as StockStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
-from feast_redis_rs import RedisOnlineStore
+from feast_redis_rs import RedisOnlineStore, encoding
 
 from . import loan_repo
 
@@ -298,3 +298,42 @@ def test_on_demand_views_and_version_metadata_match_stock(redis_server, redis_db
     assert [a[2:] for a in ours] == [a[2:] for a in stock]
     assert len(ours[0][2].metadata.feature_view_metadata) == 2
     assert ours[0][3]["due_per_loan"][0] is not None
+
+
+@pytest.mark.parametrize("deployment", ["standalone", "cluster"], indirect=True)
+def test_deletes_never_reach_another_project(deployment, tmp_path):
+    """`preprod` and `a_prod` end in `prod`, `prod_b` starts with it: deleting `prod`'s
+    view, its entities, or tearing it down leaves their keys byte for byte."""
+    store = RedisOnlineStore()
+
+    def applied(project: str) -> tuple[RepoConfig, FeatureView]:
+        feature_store = FeatureStore(
+            config=RepoConfig(
+                project=project,
+                provider="local",
+                registry=str(tmp_path / f"{project}.db"),
+                online_store=deployment.ours(),
+                offline_store={"type": "file"},
+                entity_key_serialization_version=3,
+            )
+        )
+        feature_store.apply([loan_repo.entities()[1], credit_view(tmp_path)])
+        return feature_store.config, feature_store.get_feature_view("credit_history")
+
+    repos = {project: applied(project) for project in ("prod", "preprod", "a_prod", "prod_b")}
+    for config, view in repos.values():
+        store.online_write_batch(config, view, [row(a, 1, 1) for a in "ab"], None)
+    prod_keys = {encoding.redis_key("prod", row(a, 1, 1)[0]) for a in "ab"}
+    assert prod_keys <= set(deployment.dump())
+    others = {k: v for k, v in deployment.dump().items() if k not in prod_keys}
+    assert len(others) == 6
+
+    config, view = repos["prod"]
+    store.update(config, [view], [], [], [], partial=False)
+    assert deployment.dump() == others
+    store.online_write_batch(config, view, [row("a", 2, 2)], None)
+    assert store.delete_entity_values(config, ["dob_ssn"]) == 1
+    assert deployment.dump() == others
+    store.online_write_batch(config, view, [row("a", 3, 3)], None)
+    store.teardown(config, [view], [])
+    assert deployment.dump() == others

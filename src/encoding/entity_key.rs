@@ -163,6 +163,31 @@ impl EntityKeyLayout {
         Ok(())
     }
 
+    /// Whether `key` is the Redis key of values of exactly these join keys in exactly
+    /// `project`: this prefix, one (type, length, bytes) value per join key, then the
+    /// project and nothing else. `SCAN MATCH prefix*project` alone also matches projects
+    /// whose names end in this one (`preprod` for `prod`).
+    pub fn is_redis_key_of(&self, key: &[u8], project: &str) -> bool {
+        let Some(values) = key
+            .strip_prefix(self.prefix.as_slice())
+            .and_then(|rest| rest.strip_suffix(project.as_bytes()))
+        else {
+            return false;
+        };
+        let mut at = 0usize;
+        for _ in 0..self.join_keys.len() {
+            let Some(length) = values.get(at + 4..at + 8) else {
+                return false;
+            };
+            let length = u32::from_le_bytes(length.try_into().expect("4 bytes")) as usize;
+            at = match (at + 8).checked_add(length) {
+                Some(end) if end <= values.len() => end,
+                _ => return false,
+            };
+        }
+        at == values.len()
+    }
+
     /// Appends the Redis key of `values`: the serialized entity key, then the project.
     pub fn write_redis_key(
         &self,

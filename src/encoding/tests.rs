@@ -246,3 +246,34 @@ proptest! {
         prop_assert_eq!(back.entity_values, pairs.into_iter().map(|(_, v)| value(v)).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn a_project_is_matched_whole_not_as_a_suffix() {
+    for version in [KeySerializationVersion::V2, KeySerializationVersion::V3] {
+        let layout = EntityKeyLayout::new(&["driver", "city"], version).unwrap();
+        let values = [EntityValue::Int64(7), EntityValue::String("prod*")];
+        let mut key = Vec::new();
+        layout.write_redis_key(&values, "preprod", &mut key).unwrap();
+        assert!(layout.is_redis_key_of(&key, "preprod"));
+        assert!(!layout.is_redis_key_of(&key, "prod"), "{version:?}");
+        assert!(!layout.is_redis_key_of(&key, "reprod"));
+        assert!(!layout.is_redis_key_of(&key[..key.len() - 1], "preprod"));
+        let other = EntityKeyLayout::new(&["driver"], version).unwrap();
+        assert!(!other.is_redis_key_of(&key, "preprod"), "{version:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn only_keys_of_the_layout_and_project_are_matched(
+        id in any::<i64>(), name in ".{0,12}", project in "[a-z_]{1,8}", other in "[a-z_]{1,8}",
+    ) {
+        let layout = EntityKeyLayout::new(&["id", "name"], KeySerializationVersion::V3).unwrap();
+        let mut key = Vec::new();
+        layout
+            .write_redis_key(&[EntityValue::Int64(id), EntityValue::String(&name)], &project, &mut key)
+            .unwrap();
+        prop_assert!(layout.is_redis_key_of(&key, &project));
+        prop_assert_eq!(layout.is_redis_key_of(&key, &other), other == project);
+    }
+}

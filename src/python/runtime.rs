@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::time::Duration;
 
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
@@ -17,6 +18,25 @@ thread_local! {
     // runtime; the parent's is leaked there, as dropping it could wait on I/O state
     // that belongs to the parent.
     static RUNTIME: RefCell<Option<(u32, Runtime)>> = const { RefCell::new(None) };
+}
+
+/// How often a waiting call looks at Python's pending signals: Ctrl-C interrupts a call
+/// stalled on Redis within this time, not after the command timeout.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Waits for `future`, raising what Python's signal handlers raise (`KeyboardInterrupt`)
+/// as soon as a signal arrives. An interrupted request is dropped with its connection,
+/// so the next call starts on a fresh one.
+async fn interruptible<F: Future>(future: F) -> PyResult<F::Output> {
+    tokio::pin!(future);
+    loop {
+        tokio::select! {
+            output = &mut future => return Ok(output),
+            _ = tokio::time::sleep(SIGNAL_CHECK_INTERVAL) => {
+                Python::attach(|py| py.check_signals())?;
+            }
+        }
+    }
 }
 
 /// Runs `future` to completion on this thread's runtime, with the GIL released.
@@ -43,7 +63,7 @@ where
                 }
             }
             let (_, runtime) = slot.as_ref().expect("set above");
-            Ok(runtime.block_on(future))
+            runtime.block_on(interruptible(future))
         })
     })
 }

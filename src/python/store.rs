@@ -112,16 +112,26 @@ fn summary(summary: WriteSummary) -> (usize, usize) {
 }
 
 /// A join key's request values when every one is a plain Python value of its declared
-/// type; `None` sends the request down Feast's own conversion.
-fn native_column(entity_type: EntityType, values: &Bound<'_, PyList>) -> PyResult<Option<NativeColumn>> {
+/// type; `None` sends the request down Feast's own conversion. A value out of its type's
+/// range (`2**63` for INT64) is a `ValueError` naming the join key and the row.
+fn native_column(
+    join_key: &str,
+    entity_type: EntityType,
+    values: &Bound<'_, PyList>,
+) -> PyResult<Option<NativeColumn>> {
     macro_rules! exact {
         ($py_type:ty, $rust_type:ty, $variant:ident) => {{
             let mut out = Vec::with_capacity(values.len());
-            for item in values.iter() {
+            for (row, item) in values.iter().enumerate() {
                 if !item.is_exact_instance_of::<$py_type>() {
                     return Ok(None);
                 }
-                out.push(item.extract::<$rust_type>()?);
+                out.push(item.extract::<$rust_type>().map_err(|err| {
+                    PyValueError::new_err(format!(
+                        "join key '{join_key}', entity row {row}: {item} does not fit {:?}: {err}",
+                        entity_type
+                    ))
+                })?);
             }
             NativeColumn::$variant(out)
         }};
@@ -248,8 +258,9 @@ impl RedisStoreClient {
         let mut views = Vec::with_capacity(plans.len());
         for (plan, values) in plans.iter().zip(&entity_columns) {
             let mut columns = Vec::with_capacity(values.len());
-            for (&entity_type, values) in plan.0.entity_types.iter().zip(values) {
-                match native_column(entity_type, values)? {
+            let join_keys = plan.0.join_keys.iter();
+            for ((&entity_type, values), join_key) in plan.0.entity_types.iter().zip(values).zip(join_keys) {
+                match native_column(join_key, entity_type, values)? {
                     Some(column) => columns.push(column),
                     None => return Ok(None),
                 }

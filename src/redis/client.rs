@@ -65,6 +65,26 @@ impl Batch {
         self.ends.push(self.pipeline.bytes().len());
     }
 
+    /// The key of command `index`: its first argument after the name.
+    fn key(&self, index: usize) -> Option<&[u8]> {
+        fn line<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+            let end = rest.iter().position(|&b| b == b'\r')?;
+            let line = &rest[..end];
+            *rest = rest.get(end + 2..)?;
+            Some(line)
+        }
+        fn bulk<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+            let len: usize = std::str::from_utf8(line(rest)?.get(1..)?).ok()?.parse().ok()?;
+            let value = rest.get(..len)?;
+            *rest = rest.get(len + 2..)?;
+            Some(value)
+        }
+        let mut rest = self.encoded(index);
+        line(&mut rest)?; // *<count>
+        bulk(&mut rest)?; // the command's name
+        bulk(&mut rest)
+    }
+
     /// The bytes of command `index`, as sent.
     fn encoded(&self, index: usize) -> &[u8] {
         let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
@@ -127,6 +147,20 @@ fn server_error(addr: &NodeAddr, reply: &Reply) -> Option<ClientError> {
     })
 }
 
+/// A command's error reply, naming the key it was about (`WRONGTYPE` on which key?).
+fn command_error(addr: &NodeAddr, reply: &Reply, batch: &Batch, index: usize) -> Option<ClientError> {
+    match server_error(addr, reply)? {
+        ClientError::Server { addr, message } => Some(ClientError::Server {
+            addr,
+            message: match batch.key(index) {
+                Some(key) => format!("{message} (for key b\"{}\")", key.escape_ascii()),
+                None => message,
+            },
+        }),
+        other => Some(other),
+    }
+}
+
 impl RedisClient {
     /// Builds the client a config describes; nothing is connected until the first command.
     pub fn from_config(config: &ClientConfig) -> Result<Self, ClientError> {
@@ -180,7 +214,7 @@ impl RedisClient {
         }
         match &self.deployment {
             Deployment::Cluster { .. } => self.execute_cluster(batch).await,
-            _ => self.execute_on_master(&batch.pipeline).await,
+            _ => self.execute_on_master(batch).await,
         }
     }
 
@@ -258,10 +292,10 @@ impl RedisClient {
         }
     }
 
-    async fn execute_on_master(&self, pipeline: &Pipeline) -> Result<Vec<Reply>, ClientError> {
+    async fn execute_on_master(&self, batch: &Batch) -> Result<Vec<Reply>, ClientError> {
         let mut attempt = 0;
         loop {
-            let err = match self.send_to_master(pipeline).await {
+            let err = match self.send_to_master(batch).await {
                 Ok(values) => return Ok(values),
                 Err(err) => err,
             };
@@ -274,9 +308,9 @@ impl RedisClient {
         }
     }
 
-    async fn send_to_master(&self, pipeline: &Pipeline) -> Result<Vec<Reply>, ClientError> {
+    async fn send_to_master(&self, batch: &Batch) -> Result<Vec<Reply>, ClientError> {
         let master = self.current_master().await?;
-        let values = self.pool.send(&master, pipeline).await?;
+        let values = self.pool.send(&master, &batch.pipeline).await?;
         let demoted = values.iter().any(|v| v.error_code() == Some("READONLY"));
         if demoted && matches!(self.deployment, Deployment::Sentinel { .. }) {
             // A failover made the master we knew a replica: find the new one.
@@ -285,7 +319,11 @@ impl RedisClient {
                 reason: "the server is now a read-only replica".into(),
             });
         }
-        match values.iter().find_map(|v| server_error(&master, v)) {
+        match values
+            .iter()
+            .enumerate()
+            .find_map(|(index, v)| command_error(&master, v, batch, index))
+        {
             Some(err) => Err(err),
             None => Ok(values),
         }
@@ -489,7 +527,7 @@ impl RedisClient {
                             last_error = server_error(&addr, &value);
                             pending.push((index, Target::SlotOwner));
                         }
-                        _ => return Err(server_error(&addr, &value).expect("a server error")),
+                        _ => return Err(command_error(&addr, &value, batch, index).expect("a server error")),
                     }
                 }
             }

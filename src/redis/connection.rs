@@ -87,10 +87,23 @@ pub struct Timeouts {
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
-/// Why an exchange failed; the connection is not used again either way.
+/// Why opening or using a connection failed; the connection is not used again.
 enum Failure {
     Io(std::io::Error),
     Protocol(resp::ProtocolError),
+    /// The server's certificate (or the TLS handshake) was refused: no retry can help.
+    Tls(String),
+}
+
+/// A TLS handshake's error: rustls' own errors are refusals, anything else is I/O.
+fn tls_refusal(err: std::io::Error) -> Failure {
+    match err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(refusal) => Failure::Tls(refusal.to_string()),
+        None => Failure::Io(err),
+    }
 }
 
 impl From<std::io::Error> for Failure {
@@ -110,6 +123,10 @@ impl Failure {
                 addr: addr.to_string(),
                 command: "pipeline",
                 reply: err.to_string(),
+            },
+            Self::Tls(reason) => ClientError::TlsHandshake {
+                addr: addr.to_string(),
+                reason,
             },
         }
     }
@@ -173,7 +190,7 @@ impl Connector {
         })
     }
 
-    async fn open(&self, addr: &NodeAddr, role: Role) -> std::io::Result<Box<dyn Io>> {
+    async fn open(&self, addr: &NodeAddr, role: Role) -> Result<Box<dyn Io>, Failure> {
         if addr.is_unix() {
             #[cfg(unix)]
             return Ok(Box::new(tokio::net::UnixStream::connect(&addr.host).await?));
@@ -189,7 +206,10 @@ impl Connector {
             (Some(config), Role::Data) => {
                 let name = ServerName::try_from(addr.host.clone())
                     .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidInput, err))?;
-                let stream = TlsConnector::from(config.clone()).connect(name, tcp).await?;
+                let stream = TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(tls_refusal)?;
                 Ok(Box::new(stream))
             }
             _ => Ok(Box::new(tcp)),
@@ -227,10 +247,14 @@ impl Connector {
         };
         let connecting =
             async {
-                let io = self
-                    .open(addr, role)
-                    .await
-                    .map_err(|err| connect_error(err.to_string()))?;
+                let io = self.open(addr, role).await.map_err(|failure| match failure {
+                    Failure::Tls(reason) => ClientError::TlsHandshake {
+                        addr: addr.to_string(),
+                        reason,
+                    },
+                    Failure::Io(err) => connect_error(err.to_string()),
+                    Failure::Protocol(err) => connect_error(err.to_string()),
+                })?;
                 let mut connection = Connection {
                     io,
                     received: BytesMut::with_capacity(READ_CHUNK),

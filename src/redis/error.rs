@@ -46,6 +46,11 @@ pub enum ClientError {
     )]
     TooManyRedirects(usize),
 
+    #[error(
+        "TLS with Redis at {addr} failed: {reason}; check ssl_ca_certs / tls_ca_file, ssl_check_hostname and the server's certificate"
+    )]
+    TlsHandshake { addr: String, reason: String },
+
     #[error("TLS setting {setting}: {reason}")]
     TlsConfig { setting: &'static str, reason: String },
 

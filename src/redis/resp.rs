@@ -161,6 +161,10 @@ impl fmt::Display for ProtocolError {
 /// Deeper nesting than any reply this client asks for: refused rather than recursed.
 const MAX_DEPTH: usize = 8;
 
+/// Redis' own limit on a bulk string (`proto-max-bulk-len`, 512 MB by default): a longer
+/// announcement is not a Redis reply, and is refused before anything is buffered for it.
+const MAX_BULK_LEN: i64 = 512 * 1024 * 1024;
+
 fn number(line: &[u8]) -> Result<i64, ProtocolError> {
     let bad = || ProtocolError(format!("not a number: {:?}", String::from_utf8_lossy(line)));
     let (negative, digits) = match line.split_first() {
@@ -204,6 +208,11 @@ fn parse(bytes: &Bytes, at: &mut usize, depth: usize) -> Result<Option<Reply>, P
     let reply = match kind {
         b'$' => match number(line)? {
             len if len < 0 => Reply::Nil,
+            len if len > MAX_BULK_LEN => {
+                return Err(ProtocolError(format!(
+                    "a bulk string of {len} bytes, over Redis' 512 MB limit"
+                )))
+            }
             len => {
                 let stop = after_line + len as usize;
                 if bytes.len() < stop + 2 {
@@ -267,6 +276,7 @@ pub fn parse_replies(buf: &mut BytesMut, limit: usize, out: &mut Vec<Reply>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn parse_all(bytes: &[u8]) -> Vec<Reply> {
         let mut buf = BytesMut::from(bytes);
@@ -334,6 +344,71 @@ mod tests {
         assert_eq!(&buf[..], b":3\r\n");
     }
 
+    fn encode(reply: &Reply, out: &mut Vec<u8>) {
+        match reply {
+            Reply::Nil => out.extend_from_slice(b"$-1\r\n"),
+            Reply::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+            Reply::Status(text) => out.extend_from_slice(&[b"+", &text[..], b"\r\n"].concat()),
+            Reply::Error(text) => out.extend_from_slice(&[b"-", &text[..], b"\r\n"].concat()),
+            Reply::Bulk(bytes) => {
+                out.extend_from_slice(format!("${}\r\n", bytes.len()).as_bytes());
+                out.extend_from_slice(bytes);
+                out.extend_from_slice(b"\r\n");
+            }
+            Reply::Array(items) => {
+                out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+                items.iter().for_each(|item| encode(item, out));
+            }
+        }
+    }
+
+    fn any_reply() -> impl Strategy<Value = Reply> {
+        let line = "[a-zA-Z0-9 :.-]{0,16}".prop_map(|t| Bytes::from(t.into_bytes()));
+        let leaf = prop_oneof![
+            Just(Reply::Nil),
+            (-(10i64.pow(17))..10i64.pow(17)).prop_map(Reply::Int),
+            line.clone().prop_map(Reply::Status),
+            line.prop_map(Reply::Error),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| Reply::Bulk(Bytes::from(b))),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(Reply::Array)
+        })
+    }
+
+    // More cases: PROPTEST_CASES=1000000 cargo test --no-default-features resp
+    proptest! {
+        #[test]
+        fn replies_survive_the_wire_split_anywhere(
+            replies in proptest::collection::vec(any_reply(), 1..5),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+        ) {
+            let mut wire = Vec::new();
+            replies.iter().for_each(|reply| encode(reply, &mut wire));
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.push(wire.len());
+            let (mut buf, mut out, mut from) = (BytesMut::new(), Vec::new(), 0);
+            for cut in cuts {
+                buf.extend_from_slice(&wire[from..cut]);
+                from = cut;
+                parse_replies(&mut buf, usize::MAX, &mut out).unwrap();
+            }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(out, replies);
+        }
+
+        #[test]
+        fn any_bytes_are_parsed_or_refused_never_a_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64),
+            prefix in prop_oneof![Just(&b""[..]), Just(&b"*"[..]), Just(&b"$"[..]), Just(&b"*2\r\n$"[..])],
+        ) {
+            let mut buf = BytesMut::from([prefix, &bytes[..]].concat().as_slice());
+            let mut out = Vec::new();
+            let _ = parse_replies(&mut buf, usize::MAX, &mut out);
+        }
+    }
+
     #[test]
     fn bytes_that_are_not_resp_are_an_error() {
         for wire in [&b"?x\r\n"[..], b"$x\r\n", b"$1\r\nab\r\n", b"*1\r\n!\r\n"] {
@@ -345,6 +420,8 @@ mod tests {
         }
         let deep = "*1\r\n".repeat(MAX_DEPTH + 1) + ":1\r\n";
         assert!(number(b"12345678901234567890").is_err() && number(b"-").is_err());
+        let mut huge = BytesMut::from(&b"$99999999999\r\n"[..]);
+        assert!(parse_replies(&mut huge, 1, &mut Vec::new()).is_err());
         assert_eq!(number(b"-12").unwrap(), -12);
         let mut buf = BytesMut::from(deep.as_bytes());
         assert!(parse_replies(&mut buf, 1, &mut Vec::new()).is_err());

@@ -23,6 +23,15 @@ fn scan_pattern(prefix: &[u8], project: &str) -> Vec<u8> {
     pattern
 }
 
+/// The keys of the plan's join keys in its project, on every master.
+async fn project_keys(client: &RedisClient, plan: &ViewPlan) -> Result<Vec<Vec<u8>>, StoreError> {
+    let mut keys = client
+        .scan(&scan_pattern(plan.layout.prefix(), &plan.project))
+        .await?;
+    keys.retain(|key| plan.layout.is_redis_key_of(key, &plan.project));
+    Ok(keys)
+}
+
 /// Every key matching the glob `pattern` on every master, like redis-py's `scan_iter`.
 pub async fn scan_keys(client: &RedisClient, pattern: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
     Ok(client.scan(pattern).await?)
@@ -31,9 +40,7 @@ pub async fn scan_keys(client: &RedisClient, pattern: &[u8]) -> Result<Vec<Vec<u
 /// Deletes every key of the plan's join keys in its project (all of an entity's
 /// views), on every master. Returns how many.
 pub async fn delete_entities(client: &RedisClient, plan: &ViewPlan) -> Result<usize, StoreError> {
-    let keys = client
-        .scan(&scan_pattern(plan.layout.prefix(), &plan.project))
-        .await?;
+    let keys = project_keys(client, plan).await?;
     let mut batch = Batch::with_capacity(keys.len());
     for key in &keys {
         batch.push(key, Command::new("DEL").arg(key));
@@ -46,9 +53,7 @@ pub async fn delete_entities(client: &RedisClient, plan: &ViewPlan) -> Result<us
 /// view (its one `_ts:` field is the view's) is deleted, otherwise the plan's fields
 /// and `_ts:` are removed from it. Returns how many hashes held the view.
 pub async fn delete_view(client: &RedisClient, plan: &ViewPlan) -> Result<usize, StoreError> {
-    let keys = client
-        .scan(&scan_pattern(plan.layout.prefix(), &plan.project))
-        .await?;
+    let keys = project_keys(client, plan).await?;
     let mut hkeys = Batch::with_capacity(keys.len());
     for key in &keys {
         hkeys.push(key, Command::new("HKEYS").arg(key));
@@ -58,6 +63,7 @@ pub async fn delete_view(client: &RedisClient, plan: &ViewPlan) -> Result<usize,
     for (key, reply) in keys.iter().zip(replies) {
         let Reply::Array(names) = reply else {
             return Err(StoreError::UnexpectedReply {
+                redis: client.description().to_owned(),
                 command: "HKEYS",
                 reply: "a non-array".into(),
             });

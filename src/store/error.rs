@@ -28,8 +28,13 @@ pub enum StoreError {
         reason: String,
     },
 
-    #[error("Redis answered {command} with {reply}, not what Redis sends for it")]
-    UnexpectedReply { command: &'static str, reply: String },
+    #[error("{redis} answered {command} with {reply}, not what Redis sends for it")]
+    UnexpectedReply {
+        /// The deployment, as `RedisClient::description` names it.
+        redis: String,
+        command: &'static str,
+        reply: String,
+    },
 
     #[error("{0}")]
     InvalidRequest(String),

@@ -37,7 +37,13 @@ pub async fn read_hashes(client: &RedisClient, reads: &[HashRead<'_>]) -> Result
         let mut rows = Vec::with_capacity(read.keys.len());
         for _ in read.keys {
             let reply = replies.next().unwrap_or(Reply::Nil);
-            rows.push(hmget_reply(reply, read.fields.len())?);
+            rows.push(hmget_reply(reply, read.fields.len()).map_err(|reply| {
+                StoreError::UnexpectedReply {
+                    redis: client.description().to_owned(),
+                    command: "HMGET",
+                    reply: reply.to_owned(),
+                }
+            })?);
         }
         out.push(rows);
     }
@@ -106,23 +112,20 @@ pub async fn read_rows(
         .collect()
 }
 
-fn hmget_reply(reply: Reply, fields: usize) -> Result<Hash, StoreError> {
-    let unexpected = |reply: &str| StoreError::UnexpectedReply {
-        command: "HMGET",
-        reply: reply.to_owned(),
-    };
+/// An HMGET reply's fields, or what is wrong with it.
+fn hmget_reply(reply: Reply, fields: usize) -> Result<Hash, &'static str> {
     let Reply::Array(values) = reply else {
-        return Err(unexpected("a non-array"));
+        return Err("a non-array");
     };
     if values.len() != fields {
-        return Err(unexpected("a different number of fields than asked for"));
+        return Err("a different number of fields than asked for");
     }
     values
         .into_iter()
         .map(|value| match value {
             Reply::Nil => Ok(None),
             Reply::Bulk(bytes) => Ok(Some(bytes)),
-            _ => Err(unexpected("a field that is neither bytes nor nil")),
+            _ => Err("a field that is neither bytes nor nil"),
         })
         .collect()
 }
