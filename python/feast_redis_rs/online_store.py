@@ -90,8 +90,9 @@ class RedisOnlineStore(StockRedisOnlineStore):
         """Writes a batch of feature rows to Redis.
 
         A row whose event time is not newer than the stored one (or than an earlier row of
-        the batch for the same entity) is skipped unless ``skip_dedup``. ``progress`` is
-        called with the number of rows handled after each chunk.
+        the batch for the same entity) is skipped unless ``skip_dedup``; the check and the
+        write are one atomic step on the server, so racing writers keep the newest row.
+        ``progress`` is called with the number of rows handled after each chunk.
 
         Args:
             config: The config for the current feature store.

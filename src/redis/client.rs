@@ -5,6 +5,7 @@
 //! per command in the caller's order.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -65,7 +66,8 @@ impl Batch {
         self.ends.push(self.pipeline.bytes().len());
     }
 
-    /// The key of command `index`: its first argument after the name.
+    /// The key of command `index`: its first argument after the name (after the script
+    /// and the key count for EVAL/EVALSHA).
     fn key(&self, index: usize) -> Option<&[u8]> {
         fn line<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
             let end = rest.iter().position(|&b| b == b'\r')?;
@@ -81,7 +83,11 @@ impl Batch {
         }
         let mut rest = self.encoded(index);
         line(&mut rest)?; // *<count>
-        bulk(&mut rest)?; // the command's name
+        let name = bulk(&mut rest)?;
+        if name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL") {
+            bulk(&mut rest)?; // the script or its SHA
+            bulk(&mut rest)?; // how many keys
+        }
         bulk(&mut rest)
     }
 
@@ -116,6 +122,8 @@ enum Deployment {
 
 pub struct RedisClient {
     pool: Pool,
+    /// Set once a server refused scripting (see `script.rs`).
+    pub(super) scripting_refused: AtomicBool,
     deployment: Deployment,
     retry: RetryPolicy,
     description: String,
@@ -135,7 +143,7 @@ fn list(addrs: &[NodeAddr]) -> String {
         .join(", ")
 }
 
-fn server_error(addr: &NodeAddr, reply: &Reply) -> Option<ClientError> {
+pub(super) fn server_error(addr: &NodeAddr, reply: &Reply) -> Option<ClientError> {
     let message = reply.error()?.to_owned();
     let addr = addr.to_string();
     Some(match reply.error_code() {
@@ -203,6 +211,7 @@ impl RedisClient {
             deployment,
             retry,
             description: settings.describe(),
+            scripting_refused: AtomicBool::new(false),
         })
     }
 
@@ -275,7 +284,7 @@ impl RedisClient {
         Ok(keys)
     }
 
-    async fn send_with_retries(
+    pub(super) async fn send_with_retries(
         &self,
         addr: &NodeAddr,
         pipeline: &Pipeline,

@@ -54,11 +54,24 @@ pub enum ClientError {
     #[error("TLS setting {setting}: {reason}")]
     TlsConfig { setting: &'static str, reason: String },
 
+    #[error("Redis refuses Lua scripts here: {0}")]
+    ScriptingRefused(String),
+
     #[error(transparent)]
     Settings(#[from] SettingsError),
 }
 
 impl ClientError {
+    /// The code of a server's error reply (`NOSCRIPT`, `WRONGTYPE`), if this is one.
+    pub fn server_code(&self) -> Option<&str> {
+        match self {
+            Self::Server { message, .. } | Self::Auth { reason: message, .. } => {
+                message.split_whitespace().next()
+            }
+            _ => None,
+        }
+    }
+
     /// Failures after which a new connection (or a refreshed topology) may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Connect { .. } | Self::Io { .. })

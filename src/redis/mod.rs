@@ -6,6 +6,7 @@ mod cluster;
 mod connection;
 mod error;
 mod resp;
+mod script;
 mod settings;
 mod tls;
 
@@ -14,6 +15,7 @@ pub use cluster::key_slot;
 pub use connection::{NodeAddr, Timeouts};
 pub use error::ClientError;
 pub use resp::{Command, Reply};
+pub use script::Script;
 pub use settings::{
     ClientConfig, ConnectionSettings, Overrides, Secret, SettingsError, TlsSettings, Topology,
 };

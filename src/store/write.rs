@@ -10,12 +10,14 @@ use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 
-use super::error::StoreError;
+use super::error::{printable_key, StoreError};
 use super::plan::{EntityColumn, EntityType, NativeColumn, ViewPlan};
 use super::read::{read_hashes, stored_timestamp, HashRead};
 use crate::columns::{encode_column, micros, timestamp_values};
 use crate::encoding::{self, Timestamp};
-use crate::redis::{Batch, Command, RedisClient};
+use std::sync::OnceLock;
+
+use crate::redis::{Batch, ClientError, Command, RedisClient, Reply, Script};
 
 /// A row as `online_write_batch` gets it: the serialized `EntityKey`, the feature names
 /// with their serialized `Value`s, the event time in microseconds since the epoch.
@@ -205,36 +207,157 @@ fn total_nanos(ts: Timestamp) -> i128 {
     i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)
 }
 
-/// Writes `rows` as stock Feast does: unless `skip_dedup`, a row is skipped when its
-/// event time is not newer than the stored `_ts:{view}` of its key and than every
-/// earlier row of `rows` with the same key; each written row is one HSET of its fields
-/// and `_ts:{view}`, plus EXPIRE when a TTL is set. Callers bound memory by passing
-/// rows in chunks: a later chunk's check reads what the earlier chunks wrote.
+/// Writes one row when its event time is newer than the stored `_ts:` field, in one
+/// step on the server, so that concurrent writers cannot leave an older row behind.
+/// KEYS[1]: the entity's hash. ARGV: the `_ts:` field, the new `_ts` bytes, the new
+/// seconds and nanos, the TTL (0: none), then field, value pairs. Returns 1 when written,
+/// 0 when the stored row is as new or newer, -1 when the stored `_ts` is not a Timestamp.
+/// The stored `_ts` is a `google.protobuf.Timestamp`: varints under tags 8 (seconds,
+/// negative as 10-byte two's complement) and 16 (nanos).
+const NEWEST_WINS: &str = r#"
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local seconds, nanos, i, n = 0, 0, 1, #stored
+  while i <= n do
+    local tag = string.byte(stored, i)
+    if tag ~= 8 and tag ~= 16 then return -1 end
+    i = i + 1
+    local groups, byte = {}, 128
+    while byte >= 128 do
+      if i > n or #groups == 10 then return -1 end
+      byte = string.byte(stored, i)
+      i = i + 1
+      groups[#groups + 1] = byte % 128
+    end
+    local value = 0
+    if #groups == 10 then
+      for g = 9, 1, -1 do value = value * 128 + (127 - groups[g]) end
+      value = -(value + 1)
+    else
+      for g = #groups, 1, -1 do value = value * 128 + groups[g] end
+    end
+    if tag == 8 then seconds = value else nanos = value end
+  end
+  local new_seconds, new_nanos = tonumber(ARGV[3]), tonumber(ARGV[4])
+  if (seconds ~= 0 or nanos ~= 0)
+      and (new_seconds < seconds or (new_seconds == seconds and new_nanos <= nanos)) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 6))
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+return 1
+"#;
+
+fn newest_wins() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(NEWEST_WINS))
+}
+
+/// Writes `rows` with Feast's rule: unless `skip_dedup`, a row is skipped when its event
+/// time is not newer than the stored `_ts:{view}` of its key and than every earlier row
+/// of `rows` with the same key. The stored check runs on the server, atomically with the
+/// write (`NEWEST_WINS`); where the server refuses scripts it is a read before the write,
+/// as in stock Feast. Each written row sets its fields and `_ts:{view}`, and the TTL
+/// when one is set. Callers bound memory by passing rows in chunks.
 async fn write_rows(
     client: &RedisClient,
     plan: &ViewPlan,
     rows: &[WriteRow],
 ) -> Result<WriteSummary, StoreError> {
-    let latest_stored = if plan.skip_dedup {
-        HashMap::new()
-    } else {
-        stored_event_times(client, plan, rows).await?
-    };
-    let mut latest_in_batch: HashMap<&[u8], i128> = HashMap::new();
-    let commands_per_row = if plan.key_ttl_seconds.is_some() { 2 } else { 1 };
-    let mut batch = Batch::with_capacity(rows.len() * commands_per_row);
-    let mut summary = WriteSummary::default();
+    if plan.skip_dedup {
+        return write_unchecked(client, plan, rows.iter().collect()).await;
+    }
+    let (newest, skipped_in_batch) = newest_in_batch(rows);
+    if !client.scripting_refused() {
+        match write_newest_atomically(client, plan, &newest).await {
+            Err(StoreError::Client(ClientError::ScriptingRefused(_))) => {}
+            Ok(mut summary) => {
+                summary.skipped += skipped_in_batch;
+                return Ok(summary);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    let stored = stored_event_times(client, plan, &newest).await?;
+    let (mut written, mut skipped) = (Vec::with_capacity(newest.len()), skipped_in_batch);
+    for row in newest {
+        match stored.get(row.key.as_slice()) {
+            Some(&seen) if seen != 0 && total_nanos(row.event_time) <= seen => skipped += 1,
+            _ => written.push(row),
+        }
+    }
+    let mut summary = write_unchecked(client, plan, written).await?;
+    summary.skipped += skipped;
+    Ok(summary)
+}
+
+/// The rows that are newer than every earlier row of the same key, in order, and how
+/// many are not.
+fn newest_in_batch(rows: &[WriteRow]) -> (Vec<&WriteRow>, usize) {
+    let mut latest: HashMap<&[u8], i128> = HashMap::new();
+    let mut newest = Vec::with_capacity(rows.len());
     for row in rows {
         let new = total_nanos(row.event_time);
-        if !plan.skip_dedup {
-            let stored = latest_stored.get(row.key.as_slice()).copied().unwrap_or(0);
-            let seen = stored.max(latest_in_batch.get(row.key.as_slice()).copied().unwrap_or(0));
-            if seen != 0 && new <= seen {
-                summary.skipped += 1;
-                continue;
+        match latest.get(row.key.as_slice()) {
+            Some(&seen) if seen != 0 && new <= seen => continue,
+            _ => {
+                latest.insert(&row.key, new);
+                newest.push(row);
             }
-            latest_in_batch.insert(&row.key, new);
         }
+    }
+    let skipped = rows.len() - newest.len();
+    (newest, skipped)
+}
+
+async fn write_newest_atomically(
+    client: &RedisClient,
+    plan: &ViewPlan,
+    rows: &[&WriteRow],
+) -> Result<WriteSummary, StoreError> {
+    let script = newest_wins();
+    let ttl = itoa::Buffer::new()
+        .format(plan.key_ttl_seconds.unwrap_or(0))
+        .to_owned();
+    let mut batch = Batch::with_capacity(rows.len());
+    for row in rows {
+        let mut call = script.call(&row.key);
+        call.arg(&plan.timestamp_field)
+            .arg(row.event_time.encode_to_vec())
+            .arg(itoa::Buffer::new().format(row.event_time.seconds))
+            .arg(itoa::Buffer::new().format(row.event_time.nanos))
+            .arg(&ttl);
+        for (field, value) in &row.fields {
+            call.arg(field).arg(value);
+        }
+        batch.push(&row.key, &call);
+    }
+    let replies = client.execute_script(script, &batch).await?;
+    if let Some(index) = replies.iter().position(|reply| *reply == Reply::Int(-1)) {
+        return Err(StoreError::CorruptTimestamp {
+            view: plan.view.clone(),
+            key: printable_key(&rows[index].key),
+            reason: "checked on the server; the row was not written".into(),
+        });
+    }
+    let written = replies.iter().filter(|reply| **reply == Reply::Int(1)).count();
+    Ok(WriteSummary {
+        written,
+        skipped: rows.len() - written,
+    })
+}
+
+/// One HSET per row (its fields and `_ts:{view}`), plus EXPIRE when a TTL is set.
+async fn write_unchecked(
+    client: &RedisClient,
+    plan: &ViewPlan,
+    rows: Vec<&WriteRow>,
+) -> Result<WriteSummary, StoreError> {
+    let commands_per_row = if plan.key_ttl_seconds.is_some() { 2 } else { 1 };
+    let mut batch = Batch::with_capacity(rows.len() * commands_per_row);
+    for row in &rows {
         let mut hset = Command::new("HSET");
         hset.arg(&row.key)
             .arg(&plan.timestamp_field)
@@ -247,17 +370,19 @@ async fn write_rows(
             let ttl = itoa::Buffer::new().format(ttl).to_owned();
             batch.push(&row.key, Command::new("EXPIRE").arg(&row.key).arg(ttl));
         }
-        summary.written += 1;
     }
     client.execute(&batch).await?;
-    Ok(summary)
+    Ok(WriteSummary {
+        written: rows.len(),
+        skipped: 0,
+    })
 }
 
 /// The stored `_ts:{view}` of every distinct key of `rows`, in nanoseconds.
 async fn stored_event_times(
     client: &RedisClient,
     plan: &ViewPlan,
-    rows: &[WriteRow],
+    rows: &[&WriteRow],
 ) -> Result<HashMap<Vec<u8>, i128>, StoreError> {
     let mut distinct: Vec<Vec<u8>> = rows.iter().map(|row| row.key.clone()).collect();
     distinct.sort_unstable();
