@@ -337,3 +337,28 @@ def test_deletes_never_reach_another_project(deployment, tmp_path):
     store.online_write_batch(config, view, [row("a", 3, 3)], None)
     store.teardown(config, [view], [])
     assert deployment.dump() == others
+
+
+def test_a_row_with_thousands_of_features_is_written_whole(redis_server, redis_db, tmp_path):
+    """More field/value arguments than Lua's `unpack` takes at once (~8,000): the newest-
+    row script writes them in slices, and a newer row still replaces an older one."""
+    from feast import Field
+    from feast.types import Int64
+
+    credit = credit_view(tmp_path)
+    wide = FeatureView(
+        name="wide",
+        entities=[loan_repo.entities()[1]],
+        schema=[Field(name=f"f{i}", dtype=Int64) for i in range(5000)],
+        source=credit.batch_source,
+    )
+    config = repo_config(loan_repo_online(redis_server), tmp_path)
+    store = RedisOnlineStore()
+    key, _, event_time, _ = row("a", 1, 1)
+    for minutes, offset in ((2, 1000), (1, 0)):
+        values = {f"f{i}": Value(int64_val=i + offset) for i in range(5000)}
+        store.online_write_batch(
+            config, wide, [(key, values, event_time + timedelta(minutes=minutes), None)], None
+        )
+    ((_, read),) = store.online_read(config, wide, [key])
+    assert read == {f"f{i}": Value(int64_val=i + 1000) for i in range(5000)}

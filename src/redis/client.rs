@@ -227,6 +227,11 @@ impl RedisClient {
         }
     }
 
+    /// Whether this is a Redis Cluster, where one command's keys must share a slot.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.deployment, Deployment::Cluster { .. })
+    }
+
     /// The masters that hold data: the one node, the sentinels' master, or every
     /// master of the cluster.
     pub async fn masters(&self) -> Result<Vec<NodeAddr>, ClientError> {

@@ -21,10 +21,14 @@ impl Script {
         }
     }
 
-    /// `EVALSHA <sha> 1 <key>`, to which the caller adds the script's arguments.
-    pub fn call(&self, key: &[u8]) -> Command {
+    /// `EVALSHA <sha> <count> <keys...>`, to which the caller adds the script's
+    /// arguments. In a cluster every key of one call must be in the same slot.
+    pub fn call<'a>(&self, keys: impl ExactSizeIterator<Item = &'a [u8]>) -> Command {
         let mut command = Command::new("EVALSHA");
-        command.arg(&self.sha).arg("1").arg(key);
+        command.arg(&self.sha).arg(itoa::Buffer::new().format(keys.len()));
+        for key in keys {
+            command.arg(key);
+        }
         command
     }
 }

@@ -207,24 +207,24 @@ fn total_nanos(ts: Timestamp) -> i128 {
     i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos)
 }
 
-/// Writes one row when its event time is newer than the stored `_ts:` field, in one
-/// step on the server, so that concurrent writers cannot leave an older row behind.
-/// KEYS[1]: the entity's hash. ARGV: the `_ts:` field, the new `_ts` bytes, the new
-/// seconds and nanos, the TTL (0: none), then field, value pairs. Returns 1 when written,
-/// 0 when the stored row is as new or newer, -1 when the stored `_ts` is not a Timestamp.
-/// The stored `_ts` is a `google.protobuf.Timestamp`: varints under tags 8 (seconds,
-/// negative as 10-byte two's complement) and 16 (nanos).
+/// Writes rows whose event time is newer than their hash's stored `_ts:` field, each
+/// check and write one step on the server, so that concurrent writers cannot leave an
+/// older row behind. KEYS: the rows' hashes, in order. ARGV: the `_ts:` field, the TTL
+/// (0: none), then per row its `_ts` bytes, seconds, nanos, the count of field/value
+/// arguments and those. Returns per row 1 (written), 0 (the stored row is as new or
+/// newer) or -1 (the stored `_ts` is not a `google.protobuf.Timestamp`: varints under
+/// tags 8, seconds, negative as 10-byte two's complement, and 16, nanos). Fields go in
+/// slices: Lua's `unpack` holds at most ~8,000 values.
 const NEWEST_WINS: &str = r#"
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if stored then
+local function decode(stored)
   local seconds, nanos, i, n = 0, 0, 1, #stored
   while i <= n do
     local tag = string.byte(stored, i)
-    if tag ~= 8 and tag ~= 16 then return -1 end
+    if tag ~= 8 and tag ~= 16 then return nil end
     i = i + 1
     local groups, byte = {}, 128
     while byte >= 128 do
-      if i > n or #groups == 10 then return -1 end
+      if i > n or #groups == 10 then return nil end
       byte = string.byte(stored, i)
       i = i + 1
       groups[#groups + 1] = byte % 128
@@ -238,17 +238,43 @@ if stored then
     end
     if tag == 8 then seconds = value else nanos = value end
   end
-  local new_seconds, new_nanos = tonumber(ARGV[3]), tonumber(ARGV[4])
-  if (seconds ~= 0 or nanos ~= 0)
-      and (new_seconds < seconds or (new_seconds == seconds and new_nanos <= nanos)) then
-    return 0
-  end
+  return seconds, nanos
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], unpack(ARGV, 6))
-local ttl = tonumber(ARGV[5])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
-return 1
+
+local field, ttl, a, verdicts = ARGV[1], tonumber(ARGV[2]), 3, {}
+for k = 1, #KEYS do
+  local key, ts = KEYS[k], ARGV[a]
+  local new_seconds, new_nanos, count = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local first = a + 4
+  local last = first + count - 1
+  a = last + 1
+  local verdict = 1
+  local stored = redis.call('HGET', key, field)
+  if stored then
+    local seconds, nanos = decode(stored)
+    if seconds == nil then
+      verdict = -1
+    elseif (seconds ~= 0 or nanos ~= 0)
+        and (new_seconds < seconds or (new_seconds == seconds and new_nanos <= nanos)) then
+      verdict = 0
+    end
+  end
+  if verdict == 1 then
+    redis.call('HSET', key, field, ts)
+    for s = first, last, 7000 do
+      redis.call('HSET', key, unpack(ARGV, s, math.min(s + 6999, last)))
+    end
+    if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  end
+  verdicts[k] = verdict
+end
+return verdicts
 "#;
+
+/// Rows per script call, and field arguments per call, outside a cluster (where each
+/// call holds one row: a call's keys must share a slot).
+const ROWS_PER_CALL: usize = 64;
+const FIELD_ARGS_PER_CALL: usize = 65_536;
 
 fn newest_wins() -> &'static Script {
     static SCRIPT: OnceLock<Script> = OnceLock::new();
@@ -321,28 +347,60 @@ async fn write_newest_atomically(
     let ttl = itoa::Buffer::new()
         .format(plan.key_ttl_seconds.unwrap_or(0))
         .to_owned();
-    let mut batch = Batch::with_capacity(rows.len());
-    for row in rows {
-        let mut call = script.call(&row.key);
-        call.arg(&plan.timestamp_field)
-            .arg(row.event_time.encode_to_vec())
-            .arg(itoa::Buffer::new().format(row.event_time.seconds))
-            .arg(itoa::Buffer::new().format(row.event_time.nanos))
-            .arg(&ttl);
-        for (field, value) in &row.fields {
-            call.arg(field).arg(value);
+    let rows_per_call = if client.is_cluster() { 1 } else { ROWS_PER_CALL };
+    let mut calls: Vec<&[&WriteRow]> = Vec::new();
+    let (mut start, mut field_args) = (0, 0);
+    for (index, row) in rows.iter().enumerate() {
+        let full = index - start == rows_per_call
+            || (index > start && field_args + 2 * row.fields.len() > FIELD_ARGS_PER_CALL);
+        if full {
+            calls.push(&rows[start..index]);
+            (start, field_args) = (index, 0);
         }
-        batch.push(&row.key, &call);
+        field_args += 2 * row.fields.len();
+    }
+    if start < rows.len() {
+        calls.push(&rows[start..]);
+    }
+    let mut batch = Batch::with_capacity(calls.len());
+    for group in &calls {
+        let mut call = script.call(group.iter().map(|row| row.key.as_slice()));
+        call.arg(&plan.timestamp_field).arg(&ttl);
+        for row in *group {
+            call.arg(row.event_time.encode_to_vec())
+                .arg(itoa::Buffer::new().format(row.event_time.seconds))
+                .arg(itoa::Buffer::new().format(row.event_time.nanos))
+                .arg(itoa::Buffer::new().format(2 * row.fields.len()));
+            for (field, value) in &row.fields {
+                call.arg(field).arg(value);
+            }
+        }
+        batch.push(&group[0].key, &call);
     }
     let replies = client.execute_script(script, &batch).await?;
-    if let Some(index) = replies.iter().position(|reply| *reply == Reply::Int(-1)) {
+    let mut verdicts = Vec::with_capacity(rows.len());
+    for (group, reply) in calls.iter().zip(&replies) {
+        match reply {
+            Reply::Array(items) if items.len() == group.len() => {
+                verdicts.extend(items.iter().map(Reply::integer))
+            }
+            _ => {
+                return Err(StoreError::UnexpectedReply {
+                    redis: client.description().to_owned(),
+                    command: "EVALSHA",
+                    reply: format!("{reply:?}"),
+                })
+            }
+        }
+    }
+    if let Some(index) = verdicts.iter().position(|v| *v == Some(-1)) {
         return Err(StoreError::CorruptTimestamp {
             view: plan.view.clone(),
             key: printable_key(&rows[index].key),
             reason: "checked on the server; the row was not written".into(),
         });
     }
-    let written = replies.iter().filter(|reply| **reply == Reply::Int(1)).count();
+    let written = verdicts.iter().filter(|v| **v == Some(1)).count();
     Ok(WriteSummary {
         written,
         skipped: rows.len() - written,
