@@ -42,15 +42,20 @@ def free_port(below: int = 65536) -> int:
 
 @dataclass
 class TlsFiles:
-    """A CA and a server certificate it signed."""
+    """A CA, a server certificate it signed and, for mutual TLS, a client's."""
 
     ca_cert: Path
     server_cert: Path
     server_key: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
 
 
-def make_tls_files(workdir: Path, names: str = "DNS:localhost,IP:127.0.0.1") -> TlsFiles:
-    """A CA, and a server certificate it signed for the subjectAltNames `names`."""
+def make_tls_files(
+    workdir: Path, names: str = "DNS:localhost,IP:127.0.0.1", client: bool = False
+) -> TlsFiles:
+    """A CA, and a server certificate it signed for the subjectAltNames `names` (and,
+    with `client`, a client certificate: the server then requires one)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = workdir / "ca.key", workdir / "ca.crt"
     key, csr, cert = workdir / "server.key", workdir / "server.csr", workdir / "server.crt"
@@ -66,7 +71,18 @@ def make_tls_files(workdir: Path, names: str = "DNS:localhost,IP:127.0.0.1") -> 
             "-keyout", str(key), "-out", str(csr))  # fmt: skip
     openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
             "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
-    return TlsFiles(ca_cert, cert, key)
+    if not client:
+        return TlsFiles(ca_cert, cert, key)
+    client_key, client_csr = workdir / "client.key", workdir / "client.csr"
+    client_cert, client_ext = workdir / "client.crt", workdir / "client.ext"
+    # Extensions make it an X.509 v3 certificate: webpki (rustls) takes no v1 ones.
+    client_ext.write_text("extendedKeyUsage=clientAuth\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=feast-redis-rs test client",
+            "-keyout", str(client_key), "-out", str(client_csr))  # fmt: skip
+    openssl("x509", "-req", "-in", str(client_csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-extfile", str(client_ext),
+            "-out", str(client_cert))  # fmt: skip
+    return TlsFiles(ca_cert, cert, key, client_cert, client_key)
 
 
 @dataclass
@@ -92,6 +108,8 @@ class RedisServer:
                 ssl_ca_certs=str(self.tls.ca_cert),
                 # The harness talks to servers whose certificates name other hosts too.
                 ssl_check_hostname=False,
+                ssl_certfile=str(self.tls.client_cert) if self.tls.client_cert else None,
+                ssl_keyfile=str(self.tls.client_key) if self.tls.client_key else None,
             )
         return redis.Redis(host=self.host, port=self.port, password=self.password)
 
@@ -116,7 +134,8 @@ def start_redis(
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     if tls:
-        listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", "no",
+        client_auth = "yes" if tls.client_cert else "no"
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", client_auth,
                   "--tls-cert-file", str(tls.server_cert), "--tls-key-file", str(tls.server_key),
                   "--tls-ca-cert-file", str(tls.ca_cert)]  # fmt: skip
     else:

@@ -233,3 +233,26 @@ def test_tls_verifies_certificates_by_default(tmp_path):
             }
     finally:
         server.stop()
+
+
+def test_tls_client_certificates(tmp_path):
+    """A server that requires a client certificate: given in the connection string or as
+    the config's keys it is accepted; without it the connection is refused, naming the
+    address; a certificate without its key is a configuration error."""
+    tls = make_tls_files(tmp_path / "certs", client=True)
+    server = start_redis(tmp_path / "mtls", tls=tls)
+    base = f"localhost:{server.port},ssl=true,ssl_ca_certs={tls.ca_cert}"
+    try:
+        for accepted in (
+            config(f"{base},ssl_certfile={tls.client_cert},ssl_keyfile={tls.client_key}"),
+            config(base, tls_cert_file=str(tls.client_cert), tls_key_file=str(tls.client_key)),
+        ):
+            read = RedisOnlineStore().online_read(accepted, VIEW, [key()], ["c_i64"])
+            assert read[0][1] == {"c_i64": Value()}
+        with pytest.raises(ConnectionError, match=f"localhost:{server.port}"):
+            RedisOnlineStore().online_read(config(base, retries=0), VIEW, [key()], ["c_i64"])
+        with pytest.raises(ValueError, match="ssl_certfile/ssl_keyfile"):
+            only_cert = config(f"{base},ssl_certfile={tls.client_cert}")
+            RedisOnlineStore().online_read(only_cert, VIEW, [key()], ["c_i64"])
+    finally:
+        server.stop()
