@@ -19,9 +19,12 @@ DEMO_DATA := data/loan_table.parquet data/zipcode_table.parquet data/credit_hist
 help:
 	@echo "make demo        the loan-approval demo end to end on an embedded Redis"
 	@echo "make app         the demo's Streamlit loan form (starts the demo's Redis if needed)"
+	@echo "make serve       feast-redis-rs serve on the demo's repo, port 6566 (beside make app)"
+	@echo "make serve-stock stock feast serve on the demo's repo, port 6567 (beside make app)"
 	@echo "make stop        stop the demo's Redis (its data stays in .demo/redis)"
 	@echo "make test        lint, cargo test and pytest (installs what it needs)"
 	@echo "make build-dev   build the extension in place (debug) into $(VENV)"
+	@echo "make build-release build the extension in place (release), as the demo does"
 	@echo "make build-prod  build a release abi3 wheel into $(CARGO_TARGET_DIR)/wheels"
 	@echo "make wheel       the release artifacts in dist/: a manylinux_2_17 abi3 wheel and the sdist"
 	@echo "make test-wheel  install both into fresh virtualenvs (the wheel without Rust) and run Feast"
@@ -46,6 +49,12 @@ install: $(DEPS_STAMP)
 .PHONY: build-dev
 build-dev: $(DEPS_STAMP)
 	$(BIN)/maturin develop --skip-install
+
+# The demo exists to show latency, and a debug build reads several times slower: `make
+# demo`, `app` and `serve` install the release build in place (`make test` the debug one).
+.PHONY: build-release
+build-release: $(DEPS_STAMP)
+	$(BIN)/maturin develop --release --skip-install
 
 .PHONY: build-prod
 build-prod: $(DEPS_STAMP)
@@ -159,7 +168,7 @@ data/registry.db: feature_repo/features.py feature_repo/feature_store.yaml $(DEM
 # An empty Redis (a new REDIS_URL, a deleted .demo/) starts over from a new registry:
 # the old one would tell materialize-incremental that everything is there already.
 .PHONY: demo
-demo: build-dev $(DEMO_DATA)
+demo: build-release $(DEMO_DATA)
 	@$(PYTHON) -m loan_demo.embedded_redis start
 	@if $(PYTHON) -m loan_demo.embedded_redis is-empty; then rm -f data/registry.db; fi
 	@$(MAKE) -s --no-print-directory data/registry.db
@@ -171,9 +180,21 @@ demo: build-dev $(DEMO_DATA)
 	@echo "Stop the demo Redis: make stop"
 
 .PHONY: app
-app: $(DEPS_STAMP)
+app: build-release
 	@$(PYTHON) -m loan_demo.embedded_redis start
 	@$(DEMO_REDIS) && $(BIN)/streamlit run streamlit_app.py --browser.gatherUsageStats false
+
+# The HTTP read path beside `make app` (each in a terminal of its own): the loan form's
+# "Compare read paths" times the servers that answer on these ports.
+.PHONY: serve
+serve: build-release
+	@$(PYTHON) -m loan_demo.embedded_redis start
+	@$(DEMO_REDIS) && $(BIN)/feast-redis-rs -c feature_repo serve -p 6566
+
+.PHONY: serve-stock
+serve-stock: $(DEPS_STAMP)
+	@$(PYTHON) -m loan_demo.embedded_redis start
+	@$(DEMO_REDIS) && $(FEAST) -c feature_repo -f feature_repo/feature_store.stock.yaml serve -p 6567
 
 .PHONY: stop
 stop:

@@ -8,8 +8,6 @@ Training joins historical loans with features point-in-time from the offline sto
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 
 import joblib
@@ -19,6 +17,7 @@ from sklearn.preprocessing import OrdinalEncoder
 from sklearn.tree import DecisionTreeClassifier
 
 from loan_demo import embedded_redis
+from loan_demo.read_paths import FeatureServerClient
 
 ROOT = Path(__file__).resolve().parent
 REPO_PATH = ROOT / "feature_repo"
@@ -44,22 +43,12 @@ CATEGORICAL_FEATURES = ["person_home_ownership", "loan_intent", "city", "state",
 TARGET = "loan_status"
 
 
-def online_features_over_http(url: str, entity_rows: list[dict]) -> dict[str, list]:
-    """The model's online features of `entity_rows` from a feature server at `url`
-    (`feast-redis-rs serve` or `feast serve`), by feature name."""
-    body = {
-        "features": FEAST_FEATURES,
-        "entities": {name: [row[name] for row in entity_rows] for name in ENTITY_FIELDS},
-    }
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/get-online-features",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer = json.load(response)
-    names = answer["metadata"]["feature_names"]
-    return {name: column["values"] for name, column in zip(names, answer["results"], strict=True)}
+def entity_rows_of(request: dict) -> list[dict]:
+    """The entity rows of a loan request (a dict of lists, as `run.LOAN_REQUEST`)."""
+    return [
+        {"zipcode": int(z), "dob_ssn": str(d)}
+        for z, d in zip(request["zipcode"], request["dob_ssn"], strict=True)
+    ]
 
 
 def feature_store() -> FeatureStore:
@@ -118,19 +107,23 @@ class CreditScoringModel:
     def accuracy(self, frame: pd.DataFrame) -> float:
         return float((self.classifier.predict(self.encoded(frame)) == frame[TARGET]).mean())
 
-    def features_of(self, request: dict) -> pd.DataFrame:
-        """The application with its online features: one row per application, columns
-        `zipcode`, `dob_ssn`, then the model's features in order."""
-        entity_rows = [
-            {"zipcode": int(z), "dob_ssn": str(d)}
-            for z, d in zip(request["zipcode"], request["dob_ssn"], strict=True)
-        ]
+    def online_features(self, entity_rows: list[dict]) -> dict[str, list]:
+        """The model's online features of `entity_rows` by name (Feast's
+        `get_online_features(...).to_dict()`, or the feature server's answer)."""
         if self.feature_server:
-            online = online_features_over_http(self.feature_server, entity_rows)
-        else:
-            online = self.store.get_online_features(
-                features=FEAST_FEATURES, entity_rows=entity_rows
-            ).to_dict()
+            with FeatureServerClient(self.feature_server) as server:
+                return server.online_features(FEAST_FEATURES, entity_rows)
+        return self.store.get_online_features(
+            features=FEAST_FEATURES, entity_rows=entity_rows
+        ).to_dict()
+
+    def features_of(self, request: dict, online: dict[str, list] | None = None) -> pd.DataFrame:
+        """The application with its online features (read now unless given as
+        `online`, see `online_features`): one row per application, columns `zipcode`,
+        `dob_ssn`, then the model's features in order."""
+        entity_rows = entity_rows_of(request)
+        if online is None:
+            online = self.online_features(entity_rows)
         missing = [
             row["dob_ssn"] for row, city in zip(entity_rows, online["city"], strict=True)
             if city is None

@@ -52,6 +52,7 @@ CHECK = textwrap.dedent(
     import feast_redis_rs
 
     assert feast_redis_rs.__version__ == sys.argv[1], feast_redis_rs.__version__
+    assert feast_redis_rs.BUILD_PROFILE == "release", feast_redis_rs.BUILD_PROFILE
     store = FeatureStore(repo_path=".")
     answer = store.get_online_features(
         features=["driver_stats:rating", "driver_stats:trips", "driver_stats:city"],

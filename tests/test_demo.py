@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,9 @@ import pandas as pd
 import pytest
 import redis
 
-from loan_demo import data, embedded_redis
+from loan_demo import data, embedded_redis, read_paths
 
+from .browser import chromium, page_text, shown_decision
 from .feature_servers import start_server
 from .redis_servers import RedisServer, free_port, start_redis
 
@@ -32,6 +34,7 @@ REFERENCE = Path(
     )
 )
 DEMO_FILES = [
+    ".streamlit",
     "run.py",
     "credit_model.py",
     "streamlit_app.py",
@@ -195,22 +198,43 @@ def test_run_py_trains_then_scores_the_sample_application(demo):
     assert again.stdout.strip().splitlines() == ["Loan rejected!"]
 
 
-def test_run_py_scores_over_http_from_feast_redis_rs_serve(demo):
+@pytest.fixture(scope="module")
+def trained(demo) -> DemoCheckout:
+    """The demo with its model trained (by `run.py`, unless a test before did it)."""
+    if not (demo.path / "model" / "credit_model.joblib").exists():
+        result = demo.run(sys.executable, "run.py")
+        assert result.returncode == 0, result.stderr
+    return demo
+
+
+@pytest.fixture(scope="module")
+def demo_servers(trained):
+    """`make serve` and `make serve-stock` on the demo's repo: `feast-redis-rs serve`
+    with its feature_store.yaml, stock `feast serve` with feature_store.stock.yaml."""
+    repo = trained.path / "feature_repo"
+    env = {**trained.env, "FEAST_REDIS_CONNECTION": f"127.0.0.1:{trained.server.port},db=0"}
+    ours = start_server(
+        "feast-redis-rs", repo, repo / "feature_store.yaml", "--no-access-log", env=env
+    )
+    try:
+        stock = start_server(
+            "feast", repo, repo / "feature_store.stock.yaml", "--no-access-log", env=env
+        )
+    except BaseException:
+        ours.stop()
+        raise
+    yield {"FEAST_REDIS_RS_SERVE_URL": ours.url, "FEAST_SERVE_URL": stock.url}
+    stock.stop()
+    ours.stop()
+
+
+def test_run_py_scores_over_http_from_feast_redis_rs_serve(trained, demo_servers):
     """The README's HTTP path: `feast-redis-rs serve` on the demo repo, `run.py
     --feature-server URL` reading the applicant's features from it."""
-    if not (demo.path / "model" / "credit_model.joblib").exists():
-        assert demo.run(sys.executable, "run.py").returncode == 0
-    repo = demo.path / "feature_repo"
-    server = start_server(
-        "feast-redis-rs", repo, repo / "feature_store.yaml", "--no-access-log",
-        env={**demo.env, "FEAST_REDIS_CONNECTION": f"127.0.0.1:{demo.server.port},db=0"},
-    )  # fmt: skip
-    try:
-        scored = demo.run(sys.executable, "run.py", "--feature-server", server.url)
-        assert scored.returncode == 0, scored.stderr
-        assert scored.stdout.strip().splitlines() == ["Loan rejected!"]
-    finally:
-        server.stop()
+    url = demo_servers["FEAST_REDIS_RS_SERVE_URL"]
+    scored = trained.run(sys.executable, "run.py", "--feature-server", url)
+    assert scored.returncode == 0, scored.stderr
+    assert scored.stdout.strip().splitlines() == ["Loan rejected!"]
 
 
 def test_model_beats_the_majority_class_on_held_out_loans(demo):
@@ -235,11 +259,8 @@ print(json.dumps({"accuracy": model.accuracy(test), "baseline": max(share, 1 - s
     assert result["accuracy"] > result["baseline"] + 0.03, result
 
 
-def test_streamlit_app_shows_a_decision_that_follows_the_form(demo):
-    test_run_py_model = demo.path / "model" / "credit_model.joblib"
-    if not test_run_py_model.exists():
-        assert demo.run(sys.executable, "run.py").returncode == 0
-    result = demo.python(
+def test_streamlit_app_shows_a_decision_that_follows_the_form(trained):
+    result = trained.python(
         """
 import json
 from streamlit.testing.v1 import AppTest
@@ -247,7 +268,8 @@ app = AppTest.from_file("streamlit_app.py", default_timeout=120).run()
 def state():
     return {"exceptions": [str(e.value) for e in app.exception],
             "errors": [e.value for e in app.error], "successes": [s.value for s in app.success],
-            "tables": len(app.dataframe), "subheaders": [s.value for s in app.subheader]}
+            "tables": len(app.dataframe), "subheaders": [s.value for s in app.subheader],
+            "metrics": {m.label: m.value for m in app.metric}}
 before = state()
 next(n for n in app.sidebar.number_input if n.label == "Loan amount").set_value(5000).run()
 print(json.dumps({"before": before, "after": state()}))
@@ -259,33 +281,96 @@ print(json.dumps({"before": before, "after": state()}))
     assert after["successes"] == ["Loan approved!"] and after["errors"] == []
     assert before["tables"] == 2
     assert "Why: SHAP values towards rejection" in before["subheaders"]
+    assert "Read paths compared" not in before["subheaders"]
+    # Each decision shows the time of its online read; the median covers the session's.
+    metrics = before["metrics"]
+    assert 0 < milliseconds(metrics, "Online read (feast-redis-rs)") < 1000
+    assert metrics["Median of your last 1 reads"] == metrics["Online read (feast-redis-rs)"]
+    assert 0 < milliseconds(after["metrics"], "Online read (feast-redis-rs)") < 1000
+    assert 0 < milliseconds(after["metrics"], "Median of your last 2 reads") < 1000
 
 
-def test_streamlit_app_in_chromium(demo):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+def milliseconds(metrics: dict[str, str], label: str) -> float:
+    value, unit = metrics[label].split()
+    assert unit == "ms", metrics[label]
+    return float(value)
+
+
+def test_streamlit_app_compares_read_paths(trained, demo_servers):
+    """ "Compare read paths" times the applicant's read through this store, stock
+    Feast's Redis store and both feature servers, and leaves the decision as it was; a
+    server that is not running is named, not timed."""
+    env = {**trained.env, **demo_servers}
+    result = subprocess.run(
+        [sys.executable, "-c", """
+import json
+from streamlit.testing.v1 import AppTest
+app = AppTest.from_file("streamlit_app.py", default_timeout=180).run()
+def state():
+    tables = [d.value for d in app.dataframe if "p50 ms" in d.value.columns]
+    return {"exceptions": [str(e.value) for e in app.exception],
+            "warnings": [w.value for w in app.warning],
+            "errors": [e.value for e in app.error], "successes": [s.value for s in app.success],
+            "subheaders": [s.value for s in app.subheader],
+            "captions": [c.value for c in app.caption],
+            "latency": json.loads(tables[0].to_json(orient="index")) if tables else None}
+before = state()
+app.sidebar.toggle[0].set_value(True).run()
+compared = state()
+next(t for t in app.sidebar.text_input if t.label == "feast serve (HTTP)").set_value(
+    "http://127.0.0.1:1").run()
+print(json.dumps({"before": before, "compared": compared, "without_stock_server": state()}))
+"""],
+        cwd=trained.path, env=env, capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    states = json.loads(result.stdout.strip().splitlines()[-1])
+    before, compared, partial = states["before"], states["compared"], states["without_stock_server"]
+    for state in (before, compared, partial):
+        assert state["exceptions"] == [] and state["warnings"] == [], state
+        assert state["errors"] == ["Loan rejected!"] and state["successes"] == []
+        assert "Why: SHAP values towards rejection" in state["subheaders"]
+    assert before["latency"] is None
+    assert "Read paths compared" in compared["subheaders"]
+    paths = [
+        "feast-redis-rs", "stock Feast (type: redis)",
+        "feast-redis-rs serve (HTTP)", "feast serve (HTTP)",
+    ]  # fmt: skip
+    assert list(compared["latency"]) == paths
+    for name, row in compared["latency"].items():
+        assert row["reads"] == 100, name
+        assert 0 < row["p50 ms"] <= row["p99 ms"] < 1000, (name, row)
+        assert row["vs stock p50"] > 0, (name, row)
+    assert compared["latency"]["stock Feast (type: redis)"]["vs stock p50"] == 1
+    assert compared["latency"]["feast serve (HTTP)"]["vs stock p50"] == 1
+    assert any("every path returned the same features" in c for c in compared["captions"])
+    assert list(partial["latency"]) == paths[:3]
+    assert any(
+        "Not running: feast serve (HTTP) at http://127.0.0.1:1" in c for c in partial["captions"]
+    )
+
+
+def test_streamlit_app_in_chromium(trained, demo_servers):
+    """The form in a browser: the sample applicant is rejected, a smaller loan is
+    approved, and with "Compare read paths" on the page shows the read's latency next
+    to stock Feast's and both feature servers'. The screenshot is the README's
+    docs/app.png."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    if not (demo.path / "model" / "credit_model.joblib").exists():
-        assert demo.run(sys.executable, "run.py").returncode == 0
     port = free_port()
     streamlit = str(Path(sys.executable).parent / "streamlit")
     app = subprocess.Popen(
         [streamlit, "run", "streamlit_app.py", "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--browser.gatherUsageStats", "false"],
-        cwd=demo.path, env=demo.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=trained.path, env={**trained.env, **demo_servers},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1400,1400"):  # fmt: skip
-        options.add_argument(argument)
     try:
-        browser = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+        browser = chromium(height=1800)
     except BaseException:
         app.terminate()  # no browser: leave no app behind either
         app.wait(timeout=30)
@@ -301,34 +386,27 @@ def test_streamlit_app_in_chromium(demo):
                     raise
                 time.sleep(0.5)
         wait = WebDriverWait(browser, 120)
-
-        def shows(text: str):
-            return expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "body"), text)
-
         ARTIFACTS.mkdir(exist_ok=True)
-
-        def page_state(b) -> str | None:
-            exceptions = b.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")
-            if exceptions:
-                return "exception: " + exceptions[0].text
-            images = b.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
-            body = b.find_element(By.TAG_NAME, "body").text
-            for decision in ("Loan rejected!", "Loan approved!"):
-                if decision in body and len(images) == 2 and "Running..." not in body:
-                    return decision
-            return None
-
         try:
-            assert wait.until(page_state) == "Loan rejected!"
+            assert wait.until(shown_decision) == "Loan rejected!"
+            assert re.search(r"Online read \(feast-redis-rs\)\s+\d+\.\d\d ms", page_text(browser))
             amount = browser.find_element(By.CSS_SELECTOR, "input[aria-label='Loan amount']")
             amount.send_keys(Keys.CONTROL, "a")
             amount.send_keys("5000", Keys.ENTER)
-            wait.until(lambda b: "Loan approved!" in b.find_element(By.TAG_NAME, "body").text)
-            assert wait.until(page_state) == "Loan approved!"
+            wait.until(lambda b: "Loan approved!" in page_text(b))
+            assert wait.until(shown_decision) == "Loan approved!"
+            assert "Loan rejected!" not in page_text(browser)
+            browser.find_element(By.XPATH, "//label[.//p[text()='Compare read paths']]").click()
+            wait.until(lambda b: "every path returned the same features" in page_text(b))
+            chart = "[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg"
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, chart))
+            assert wait.until(shown_decision) == "Loan approved!"
         except BaseException:
             browser.save_screenshot(str(ARTIFACTS / "streamlit_app_failure.png"))
             raise
-        assert "Loan rejected!" not in browser.find_element(By.TAG_NAME, "body").text
+        body = page_text(browser)
+        assert re.search(r"Online read \(feast-redis-rs\)\s+\d+\.\d\d ms", body), body
+        assert "Read paths compared" in body and "Not running" not in body
         assert browser.save_screenshot(str(ARTIFACTS / "streamlit_app.png"))
     finally:
         browser.quit()
@@ -337,6 +415,8 @@ def test_streamlit_app_in_chromium(demo):
 
 
 def test_notebook_executes(demo):
+    """The notebook runs top to bottom; stock Feast and this store answer alike, and the
+    side-by-side timing is printed and plotted."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -358,7 +438,48 @@ def test_notebook_executes(demo):
         output.get("text", "") for cell in notebook.cells for output in cell.get("outputs", [])
     )
     assert f"Redis: 127.0.0.1:{demo.server.port},db=0" in outputs
+    assert "1 applicant x 15 features: stock" in outputs
     assert "1,000 applicants x 15 features: stock" in outputs
+    images = [
+        output for cell in notebook.cells for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]  # fmt: skip
+    assert len(images) == 1  # the latency plot
+
+
+def test_read_paths_are_timed_in_alternating_blocks():
+    calls = []
+    reads = {
+        read_paths.OURS: lambda: calls.append("ours"),
+        read_paths.STOCK: lambda: calls.append("stock"),
+        read_paths.OURS_HTTP: lambda: calls.append("http"),
+    }
+    seconds = read_paths.time_reads(reads, repeats=25, block=10)
+    assert {name: len(values) for name, values in seconds.items()} == dict.fromkeys(reads, 25)
+    # Each block: one untimed read, then the timed ones; blocks alternate between paths.
+    assert calls[:22] == ["ours"] * 11 + ["stock"] * 11
+    assert calls.count("ours") == 25 + 3 and len(calls) == 3 * 28
+    table = read_paths.latency_table({
+        read_paths.OURS: [0.001] * 99 + [0.009], read_paths.STOCK: [0.004] * 100,
+        read_paths.OURS_HTTP: [0.002] * 100,
+    })  # fmt: skip
+    assert table.loc[read_paths.OURS, "p50 ms"] == pytest.approx(1)
+    assert 1 < table.loc[read_paths.OURS, "p99 ms"] < 9
+    assert table.loc[read_paths.OURS, "vs stock p50"] == pytest.approx(4)
+    assert table.loc[read_paths.STOCK, "vs stock p50"] == 1
+    # HTTP is compared with feast serve, which was not timed here.
+    assert pd.isna(table.loc[read_paths.OURS_HTTP, "vs stock p50"])
+
+
+def test_feature_server_client_names_the_server_it_cannot_use():
+    with pytest.raises(read_paths.FeatureServerError, match="'ftp://cache:1'"):
+        read_paths.FeatureServerClient("ftp://cache:1")
+    url = f"http://127.0.0.1:{free_port()}"
+    with read_paths.FeatureServerClient(url, timeout=2) as nobody:
+        assert not nobody.healthy()
+        with pytest.raises(read_paths.FeatureServerError, match=f"feature server {url}"):
+            nobody.online_features(["zipcode_features:city"], [{"zipcode": 76104}])
+    assert read_paths.reachable_servers({"nobody": url, "bad": "cache:1"}) == {}
 
 
 def test_redis_url_becomes_a_connection_string():

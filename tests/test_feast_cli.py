@@ -205,3 +205,16 @@ def post_when_up(port: int, body: bytes, timeout: float = 60) -> dict:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.25)
+
+
+def test_version_names_the_build_profile():
+    """A debug build reads several times slower: `--version` says which this is."""
+    import feast_redis_rs
+
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "feast-redis-rs"), "--version"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    expected = f"feast-redis-rs {feast_redis_rs.__version__} ({feast_redis_rs.BUILD_PROFILE} build)"
+    assert result.stdout.strip() == expected
+    assert feast_redis_rs.BUILD_PROFILE in ("debug", "release")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from feast_redis_rs._native import __version__
+from feast_redis_rs._native import BUILD_PROFILE, __version__
 
 if TYPE_CHECKING:
     from feast_redis_rs.compute_engine import RedisComputeEngine, RedisComputeEngineConfig
@@ -31,6 +31,7 @@ _MODULE_OF = {
 }
 
 __all__ = [
+    "BUILD_PROFILE",
     "RedisComputeEngine",
     "RedisComputeEngineConfig",
     "RedisOnlineStore",

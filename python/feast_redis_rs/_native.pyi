@@ -9,6 +9,7 @@ from feast_redis_rs.plans import ViewSpec
 from feast_redis_rs.server import ServedProjection, ServedView, ServerOptions
 
 __all__ = [
+    "BUILD_PROFILE",
     "ColumnarAnswer",
     "FeatureServer",
     "RedisStoreClient",
@@ -30,6 +31,7 @@ __all__ = [
 ]
 
 __version__: str
+BUILD_PROFILE: str
 
 def serialize_entity_key(
     entity_key_proto: bytes, entity_key_serialization_version: int = 3

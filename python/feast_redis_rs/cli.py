@@ -10,12 +10,14 @@ import click
 from feast import FeatureStore
 from feast.repo_config import FeastConfigError
 
-from feast_redis_rs import __version__
+from feast_redis_rs import BUILD_PROFILE, __version__
 from feast_redis_rs.server import ServerOptions, serve
 
 
 @click.group()
-@click.version_option(__version__, prog_name="feast-redis-rs")
+@click.version_option(
+    __version__, prog_name="feast-redis-rs", message=f"%(prog)s %(version)s ({BUILD_PROFILE} build)"
+)
 @click.option(
     "--chdir",
     "-c",

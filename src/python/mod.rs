@@ -13,6 +13,13 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Latency depends on it several times over: the demo and `--version` say which.
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    m.add("BUILD_PROFILE", profile)?;
     encoding::register(m)?;
     m.add_class::<columns::ColumnarAnswer>()?;
     bench::register(m)?;
