@@ -28,6 +28,7 @@ help:
 	@echo "make build-prod  build a release abi3 wheel into $(CARGO_TARGET_DIR)/wheels"
 	@echo "make wheel       the release artifacts in dist/: a manylinux_2_17 abi3 wheel and the sdist"
 	@echo "make test-wheel  install both into fresh virtualenvs (the wheel without Rust) and run Feast"
+	@echo "make soak        the soak test for 10 minutes (make test runs it for 20 s)"
 	@echo "make lint        ruff, cargo fmt --check, cargo clippy -D warnings, stubtest of _native.pyi"
 	@echo "make format      ruff format and cargo fmt"
 	@echo "make bench       stock Feast vs feast-redis-rs in one run (release build)"
@@ -117,6 +118,11 @@ test-python: build-dev redis-server chromium
 
 .PHONY: test
 test: lint test-rust test-python
+
+# The soak of `make test` for ten minutes instead of 20 seconds.
+.PHONY: soak
+soak: build-dev redis-server
+	FEAST_REDIS_RS_SOAK_SECONDS=600 $(BIN)/pytest -p no:cacheprovider tests/test_soak.py
 
 # The server bench drives its load with Debian's wrk.
 .PHONY: wrk

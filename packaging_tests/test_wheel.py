@@ -52,7 +52,7 @@ CHECK = textwrap.dedent(
     import feast_redis_rs
 
     assert feast_redis_rs.__version__ == sys.argv[1], feast_redis_rs.__version__
-    assert feast_redis_rs.BUILD_PROFILE == "release", feast_redis_rs.BUILD_PROFILE
+    assert feast_redis_rs.BUILD_PROFILE == sys.argv[2], feast_redis_rs.BUILD_PROFILE
     store = FeatureStore(repo_path=".")
     answer = store.get_online_features(
         features=["driver_stats:rating", "driver_stats:trips", "driver_stats:city"],
@@ -89,7 +89,9 @@ def run(args: list, cwd: Path, env: dict) -> str:
     return done.stdout + done.stderr
 
 
-def feast_end_to_end(bin_dir: Path, repo: Path, redis_address: str, env: dict) -> None:
+def feast_end_to_end(
+    bin_dir: Path, repo: Path, redis_address: str, env: dict, profile: str
+) -> None:
     import pandas as pd
 
     repo.mkdir()
@@ -112,9 +114,9 @@ def feast_end_to_end(bin_dir: Path, repo: Path, redis_address: str, env: dict) -
     ).to_parquet(repo / "stats.parquet")
     run([bin_dir / "feast", "apply"], repo, env)
     run([bin_dir / "feast", "materialize", "2023-12-01T00:00:00", "2024-02-01T00:00:00"], repo, env)
-    assert "answered" in run([bin_dir / "python", "-c", CHECK, VERSION], repo, env)
+    assert "answered" in run([bin_dir / "python", "-c", CHECK, VERSION, profile], repo, env)
     version = run([bin_dir / "feast-redis-rs", "--version"], repo, env)
-    assert VERSION in version, version
+    assert f"feast-redis-rs {VERSION} ({profile} build)" in version.splitlines(), version
 
 
 def only(pattern: str) -> Path:
@@ -167,7 +169,7 @@ def test_the_wheel_installs_and_runs_without_a_rust_toolchain(tmp_path, redis_ad
     )  # fmt: skip
     listed = run([bin_dir / "pip", "show", "--files", "feast-redis-rs"], tmp_path, env)
     assert "_native.abi3.so" in listed and wheel.name.split("-")[1] in listed
-    feast_end_to_end(bin_dir, tmp_path / "repo", redis_address, env)
+    feast_end_to_end(bin_dir, tmp_path / "repo", redis_address, env, "release")
 
 
 def test_the_sdist_builds_and_runs_where_there_is_a_toolchain(tmp_path, redis_address):
@@ -177,4 +179,4 @@ def test_the_sdist_builds_and_runs_where_there_is_a_toolchain(tmp_path, redis_ad
     env["MATURIN_PEP517_ARGS"] = "--profile dev"
     bin_dir = make_venv(tmp_path / "venv", env)
     run([bin_dir / "pip", "install", "--quiet", only("*.tar.gz")], tmp_path, env)
-    feast_end_to_end(bin_dir, tmp_path / "repo", redis_address, env)
+    feast_end_to_end(bin_dir, tmp_path / "repo", redis_address, env, "debug")

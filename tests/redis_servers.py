@@ -169,12 +169,13 @@ def start_redis(
     )
 
 
-def start_cluster(workdir: Path, masters: int = 3) -> list[RedisServer]:
-    """Start ``masters`` cluster-enabled servers and join them with
-    ``redis-cli --cluster create``; returns once every node reports ``cluster_state:ok``."""
+def start_cluster(workdir: Path, masters: int = 3, replicas: int = 0) -> list[RedisServer]:
+    """Start ``masters`` cluster-enabled servers (and ``replicas`` replicas of each) and
+    join them with ``redis-cli --cluster create``; returns once every node reports
+    ``cluster_state:ok`` (and every replica is in sync)."""
     nodes = []
     try:
-        for i in range(masters):
+        for i in range(masters * (1 + replicas)):
             nodes.append(
                 start_redis(
                     workdir / f"node{i}",
@@ -194,7 +195,7 @@ def start_cluster(workdir: Path, masters: int = 3) -> list[RedisServer]:
                 "create",
                 *(n.address for n in nodes),
                 "--cluster-replicas",
-                "0",
+                str(replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -202,7 +203,7 @@ def start_cluster(workdir: Path, masters: int = 3) -> list[RedisServer]:
             timeout=60,
         )
         deadline = time.monotonic() + 30
-        while not all(_cluster_ok(n) for n in nodes):
+        while not all(_cluster_ok(n) and _replica_in_sync(n) for n in nodes):
             if time.monotonic() > deadline:
                 raise RuntimeError("the test cluster did not reach cluster_state:ok in 30s")
             time.sleep(0.1)
@@ -211,6 +212,11 @@ def start_cluster(workdir: Path, masters: int = 3) -> list[RedisServer]:
         for node in nodes:
             node.stop()
         raise
+
+
+def _replica_in_sync(node: RedisServer) -> bool:
+    info = node.client().info("replication")
+    return info["role"] == "master" or info.get("master_link_status") == "up"
 
 
 def _cluster_ok(node: RedisServer) -> bool:

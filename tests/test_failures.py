@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 
 import pytest
+import redis.exceptions
 from feast import RepoConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from pydantic import ValidationError
 
+import feast_redis_rs
 from feast_redis_rs import RedisOnlineStore, RedisOnlineStoreConfig, encoding
 
 from . import loan_repo
@@ -43,7 +46,9 @@ VIEW = loan_repo.views(loan_repo.Path("."))[1]
     ("settings", "named"),
     [
         ({"connection_string": f"localhost:6379,pasword={SECRET}"}, "unknown key 'pasword'"),
-        ({"connection_string": "localhost:6379,db=x"}, "'db' must be a whole number"),
+        ({"connection_string": f"localhost:6379,db=x,password={SECRET}"}, "'db' must be a whole"),
+        ({"connection_string": "h:1", "password": SECRET}, "password"),
+        ({"connection_string": [f"h:1,password={SECRET}"]}, "valid string"),
         ({"connection_string": "localhost:notaport"}, "part 1"),
         ({"connection_string": "a:1,b:2"}, "redis_cluster or redis_sentinel"),
         ({"redis_type": "redis_cluster", "connection_string": "a:1,db=2"}, "'db' cannot"),
@@ -56,10 +61,19 @@ VIEW = loan_repo.views(loan_repo.Path("."))[1]
     ],
 )
 def test_bad_config_names_the_key_and_hides_the_password(settings, named):
-    with pytest.raises(ValidationError) as raised:
+    with pytest.raises(ValidationError) as direct:
         RedisOnlineStoreConfig(**settings)
-    assert named in str(raised.value)
-    assert SECRET not in str(raised.value)
+    # Feast's RepoConfig re-raises the store's errors with their inputs, and `feast apply`
+    # prints what it raises.
+    with pytest.raises(ValidationError) as through_feast:
+        RepoConfig(
+            project=loan_repo.PROJECT, provider="local", registry="unused.db",
+            online_store={"type": "feast_redis_rs.RedisOnlineStore", **settings},
+            entity_key_serialization_version=3,
+        )  # fmt: skip
+    for raised in (direct.value, through_feast.value):
+        assert named in str(raised)
+        assert SECRET not in str(raised) + repr(raised) + raised.json() + str(raised.errors())
 
 
 def test_secrets_stay_out_of_reprs():
@@ -90,6 +104,37 @@ def test_unreachable_server_is_a_connection_error_naming_it():
     assert time.monotonic() - started < 5
     assert f"127.0.0.1:{port}" in str(raised.value)
     assert SECRET not in str(raised.value)
+    # Code written for stock Feast's store catches redis-py's exceptions.
+    assert isinstance(raised.value, redis.exceptions.ConnectionError)
+    assert isinstance(raised.value, feast_redis_rs.RedisConnectionError)
+
+
+def test_a_host_that_drops_the_connection_attempt_is_a_timeout():
+    """A listener whose accept queue is full: Linux drops the SYNs, as a firewall would."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    queued = []
+    try:
+        for _ in range(3):
+            waiting = socket.socket()
+            waiting.setblocking(False)
+            waiting.connect_ex(listener.getsockname())
+            queued.append(waiting)
+        repo = config(address, connect_timeout_seconds=0.5, command_timeout_seconds=30)
+        store = RedisOnlineStore()
+        with pytest.raises(TimeoutError, match=f"{address} did not answer within 500ms"):
+            store.online_read(repo, VIEW, [key()])
+        started = time.monotonic()
+        with pytest.raises(redis.exceptions.TimeoutError) as raised:
+            store.online_read(repo, VIEW, [key()])
+        assert time.monotonic() - started < 1.5
+        assert isinstance(raised.value, feast_redis_rs.RedisTimeoutError)
+    finally:
+        for waiting in queued:
+            waiting.close()
+        listener.close()
 
 
 def test_wrong_password_is_named(redis_server, tmp_path):
@@ -100,6 +145,7 @@ def test_wrong_password_is_named(redis_server, tmp_path):
                 config(f"{server.address},password=wrong"), VIEW, [key()]
             )
         assert server.address in str(raised.value)
+        assert isinstance(raised.value, redis.exceptions.AuthenticationError)
     finally:
         server.stop()
 
@@ -116,6 +162,7 @@ def test_slow_server_times_out_then_recovers(tmp_path):
             store.online_read(repo, VIEW, [key()], ["c_i64"])
         assert time.monotonic() - started < 3
         assert server.address in str(raised.value)
+        assert isinstance(raised.value, redis.exceptions.TimeoutError)
         os.kill(server.process.pid, signal.SIGCONT)
         assert store.online_read(repo, VIEW, [key()], ["c_i64"])[0][1]["c_i64"] == Value()
     finally:
@@ -181,6 +228,7 @@ def test_corrupt_stored_values_are_named(redis_server, redis_db, tmp_path):
     with pytest.raises(RuntimeError, match=f"{redis_server.address}.*WRONGTYPE") as raised:
         store.online_read(repo, VIEW, [key("plain")], ["c_i64"])
     assert 'for key b"' in str(raised.value) and f'plain{loan_repo.PROJECT}"' in str(raised.value)
+    assert isinstance(raised.value, redis.exceptions.ResponseError)
 
 
 def test_bad_entity_values_are_named(redis_server, redis_db):

@@ -161,6 +161,48 @@ def test_typed_arrow_rows_match_stock_bytes(redis_server, redis_db, tmp_path):
     assert dump(redis_db) == expected
 
 
+def test_event_times_that_cannot_be_written_right_are_refused(redis_server, redis_db, tmp_path):
+    """Numbers as event times (Feast's conversion reads any integer as nanoseconds, so
+    epoch seconds would be stored as 1970) and nulls: a ValueError naming the column, the
+    view (and the row), with nothing written; the same seconds as an Arrow timestamp are
+    written as stock Feast writes them."""
+    stock, ours = stores(redis_server, tmp_path)
+    view = ours.get_feature_view("arrow_view")
+    online = ours._get_provider().online_store
+    table = typed_table(12)
+    index = table.schema.get_field_index("event_timestamp")
+    times = table.column(index).to_pylist()
+    seconds = [int(t.timestamp()) for t in times]
+    refused = {
+        "int64": (pa.array(seconds, pa.int64()), "is int64; give it an Arrow timestamp type"),
+        "double": (pa.array(seconds, pa.float64()), "is double; give it an Arrow timestamp"),
+        "null": (pa.array([*times[:7], None, *times[8:]], UTC_US), "is null at row 7"),
+    }
+    for column, message in refused.values():
+        with pytest.raises(ValueError, match=message) as raised:
+            online.write_arrow(
+                ours.config, view, table.set_column(index, "event_timestamp", column)
+            )
+        assert "'event_timestamp' of view 'arrow_view'" in str(raised.value)
+        assert redis_db.dbsize() == 0
+
+    as_seconds = table.set_column(
+        index, "event_timestamp", pa.array(seconds, pa.timestamp("s", tz="UTC"))
+    )
+    online.write_arrow(ours.config, view, as_seconds)
+    written = dump(redis_db)
+    redis_db.flushall()
+    join_keys = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
+    rows = utils._convert_arrow_to_proto(as_seconds, view, join_keys)
+    StockStore().online_write_batch(
+        stock.config.model_copy(
+            update={"online_store": StockConfig(connection_string=redis_server.address)}
+        ),
+        view, rows, None,
+    )  # fmt: skip
+    assert written == dump(redis_db) and len(written) > 0
+
+
 def test_untyped_columns_fall_back_to_feasts_conversion(redis_server, redis_db, tmp_path):
     stock, ours = stores(redis_server, tmp_path)
     for view in loan_repo.views(tmp_path):

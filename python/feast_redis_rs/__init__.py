@@ -19,6 +19,13 @@ from feast_redis_rs._native import BUILD_PROFILE, __version__
 if TYPE_CHECKING:
     from feast_redis_rs.compute_engine import RedisComputeEngine, RedisComputeEngineConfig
     from feast_redis_rs.config import RedisOnlineStoreConfig
+    from feast_redis_rs.errors import (
+        RedisAuthenticationError,
+        RedisConnectionError,
+        RedisProtocolError,
+        RedisResponseError,
+        RedisTimeoutError,
+    )
     from feast_redis_rs.online_store import RedisOnlineStore
     from feast_redis_rs.provider import RedisProvider
 
@@ -28,15 +35,25 @@ _MODULE_OF = {
     "RedisOnlineStore": "online_store",
     "RedisOnlineStoreConfig": "config",
     "RedisProvider": "provider",
+    "RedisAuthenticationError": "errors",
+    "RedisConnectionError": "errors",
+    "RedisProtocolError": "errors",
+    "RedisResponseError": "errors",
+    "RedisTimeoutError": "errors",
 }
 
 __all__ = [
     "BUILD_PROFILE",
+    "RedisAuthenticationError",
     "RedisComputeEngine",
     "RedisComputeEngineConfig",
+    "RedisConnectionError",
     "RedisOnlineStore",
     "RedisOnlineStoreConfig",
+    "RedisProtocolError",
     "RedisProvider",
+    "RedisResponseError",
+    "RedisTimeoutError",
     "__version__",
 ]
 

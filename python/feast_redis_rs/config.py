@@ -14,8 +14,10 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     StrictStr,
+    ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from feast_redis_rs import _native
 
@@ -92,17 +94,59 @@ class RedisOnlineStoreConfig(FeastConfigBaseModel):
     write_batch_size: PositiveInt = 10_000
     """(Optional) rows per pipeline when writing: bounds memory on large batches"""
 
-    @model_validator(mode="after")
-    def _check_connection(self) -> RedisOnlineStoreConfig:
-        # Read as the client will read it, so a config that loads is one it accepts.
-        _native.check_config(self)
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validate_hiding_secrets(cls, data: Any, handler: Any) -> RedisOnlineStoreConfig:
+        # Feast's RepoConfig re-raises these errors with the input of each (its own errors
+        # do not hide input), and `feast apply` prints them: so no error carries the
+        # connection string or an unknown key's value (a `password:` key of its own).
+        try:
+            config = handler(data)
+        except ValidationError as error:
+            raise _without_secrets(cls.__name__, error.errors()) from None
+        try:
+            # Read as the client will read it, so a config that loads is one it accepts.
+            _native.check_config(config)
+        except ValueError as error:
+            problem = {"type": "redis_config", "loc": (), "msg": str(error)}
+            # The whole string hidden: a misspelt `pasword=` is not redacted by name.
+            shown = {**dict(config), "connection_string": "<hidden str>"}
+            raise _without_secrets(cls.__name__, [problem], shown) from None
+        return config
 
     def __repr_args__(self):
         for name, value in super().__repr_args__():
             if name == "connection_string":
                 value = _PASSWORD.sub(r"\1<redacted>", value)
             yield name, value
+
+
+def _without_secrets(
+    title: str, errors: list[Any], model_input: Any = "<hidden dict>"
+) -> ValidationError:
+    """`errors` as a ValidationError whose inputs are shown only for the fields that
+    cannot hold a secret."""
+
+    def shown_input(error: Any) -> Any:
+        field = error["loc"][0] if error["loc"] else None
+        if field is None:
+            return model_input
+        if field == "connection_string" or field not in RedisOnlineStoreConfig.model_fields:
+            return f"<hidden {type(error['input']).__name__}>"
+        return error["input"]
+
+    return ValidationError.from_exception_data(
+        title,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError(error["type"], error["msg"]),
+                loc=error["loc"],
+                input=shown_input(error),
+            )
+            for error in errors
+        ],
+        hide_input=True,
+    )
 
 
 def __getattr__(name: str) -> Any:

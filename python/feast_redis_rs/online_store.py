@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from feast import Entity, FeatureService, FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore as StockRedisOnlineStore
 from feast.infra.registry.base_registry import BaseRegistry
@@ -144,6 +145,7 @@ class RedisOnlineStore(StockRedisOnlineStore):
             data: The rows.
             progress: Called with the number of rows handled after each chunk.
         """
+        _check_event_times(table, data)
         client = self._get_client(config.online_store)
         plan = self._plans.view(config, table)
         batch_size = config.online_store.write_batch_size
@@ -455,6 +457,29 @@ class RedisOnlineStore(StockRedisOnlineStore):
         """
         client = self._get_client(config.online_store)
         return client.delete_entities(self._plans.entities(config, list(join_keys)))
+
+
+def _check_event_times(view: FeatureView, data: pa.Table | pa.RecordBatch) -> None:
+    """Refuses event times that neither path can write right: numbers (Feast's
+    conversion reads any integer as nanoseconds since the epoch, so epoch seconds would
+    be stored as 1970) and nulls (every row needs one)."""
+    name = view.batch_source.timestamp_field
+    if name not in data.schema.names:
+        return  # the write names the missing column, with the view
+    column = data.column(name)
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        raise ValueError(
+            f"write_arrow: the event-time column '{name}' of view '{view.name}' is "
+            f"{column.type}; give it an Arrow timestamp type (for epoch seconds, "
+            f"pa.array(values, pa.timestamp('s', tz='UTC')) or pyarrow.compute.cast): a "
+            "number does not say its unit"
+        )
+    if column.null_count:
+        row = pc.index(pc.is_null(column), True).as_py()
+        raise ValueError(
+            f"write_arrow: the event-time column '{name}' of view '{view.name}' is null "
+            f"at row {row}; every row needs an event time (nothing was written)"
+        )
 
 
 def _entity_columns(

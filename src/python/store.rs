@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::PyValueError;
+use pyo3::import_exception;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 use pyo3_arrow::PyRecordBatch;
@@ -16,14 +17,23 @@ use super::runtime::block_on;
 use crate::redis::{self, ClientError, Overrides, RedisClient, RetryPolicy};
 use crate::store::{self, ColumnarView, EntityType, NativeColumn, ProtoRow, StoreError, WriteSummary};
 
+// Each both the built-in exception and redis-py's (see errors.py).
+import_exception!(feast_redis_rs.errors, RedisConnectionError);
+import_exception!(feast_redis_rs.errors, RedisTimeoutError);
+import_exception!(feast_redis_rs.errors, RedisAuthenticationError);
+import_exception!(feast_redis_rs.errors, RedisResponseError);
+import_exception!(feast_redis_rs.errors, RedisProtocolError);
+
 impl From<ClientError> for PyErr {
     fn from(err: ClientError) -> PyErr {
         let message = err.to_string();
         match err {
-            ClientError::Timeout { .. } => PyTimeoutError::new_err(message),
-            ClientError::Server { .. } | ClientError::Protocol { .. } => PyRuntimeError::new_err(message),
+            ClientError::Timeout { .. } => RedisTimeoutError::new_err(message),
+            ClientError::Auth { .. } => RedisAuthenticationError::new_err(message),
+            ClientError::Server { .. } => RedisResponseError::new_err(message),
+            ClientError::Protocol { .. } => RedisProtocolError::new_err(message),
             ClientError::TlsConfig { .. } | ClientError::Settings(_) => PyValueError::new_err(message),
-            _ => PyConnectionError::new_err(message),
+            _ => RedisConnectionError::new_err(message),
         }
     }
 }
@@ -32,7 +42,7 @@ impl From<StoreError> for PyErr {
     fn from(err: StoreError) -> PyErr {
         match err {
             StoreError::Client(err) => err.into(),
-            StoreError::UnexpectedReply { .. } => PyRuntimeError::new_err(err.to_string()),
+            StoreError::UnexpectedReply { .. } => RedisProtocolError::new_err(err.to_string()),
             other => PyValueError::new_err(other.to_string()),
         }
     }
