@@ -114,6 +114,18 @@ def frame(view: FeatureView, rows_per_entity: int = 3) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def repo_config(online_store) -> RepoConfig:
+    """The loan project's config around `online_store`, for calls of the online store
+    alone (its registry is never read)."""
+    return RepoConfig(
+        project=PROJECT,
+        provider="local",
+        registry="unused.db",
+        online_store=online_store,
+        entity_key_serialization_version=3,
+    )
+
+
 def feature_store(path: Path, online_store, version: int = 3, **repo) -> FeatureStore:
     """A FeatureStore with its own registry under `path`, the loan views applied."""
     path.mkdir(parents=True, exist_ok=True)

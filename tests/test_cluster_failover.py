@@ -152,13 +152,7 @@ def cluster_config(nodes: list[RedisServer]) -> RepoConfig:
         connect_timeout_seconds=1,
         command_timeout_seconds=2,
     )
-    return RepoConfig(
-        project=loan_repo.PROJECT,
-        provider="local",
-        registry="unused.db",
-        online_store=online,
-        entity_key_serialization_version=3,
-    )
+    return loan_repo.repo_config(online)
 
 
 def check_after(load: Load, nodes: list[RedisServer], disturbed: float, recovered: float):

@@ -26,13 +26,8 @@ SECRET = "hunter2-secret"
 
 
 def config(connection_string: str, **settings) -> RepoConfig:
-    return RepoConfig(
-        project=loan_repo.PROJECT,
-        provider="local",
-        registry="unused.db",
-        online_store=RedisOnlineStoreConfig(connection_string=connection_string, **settings),
-        entity_key_serialization_version=3,
-    )
+    online = RedisOnlineStoreConfig(connection_string=connection_string, **settings)
+    return loan_repo.repo_config(online)
 
 
 def key(applicant: str = "a") -> EntityKey:

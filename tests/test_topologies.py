@@ -8,7 +8,6 @@ import time
 
 import pytest
 import redis
-from feast import RepoConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 
@@ -18,16 +17,6 @@ from . import loan_repo
 from .redis_servers import start_redis, start_sentinel
 
 VIEW = loan_repo.views(loan_repo.Path("."))[1]
-
-
-def repo(online) -> RepoConfig:
-    return RepoConfig(
-        project=loan_repo.PROJECT,
-        provider="local",
-        registry="unused.db",
-        online_store=online,
-        entity_key_serialization_version=3,
-    )
 
 
 def key(n: int) -> EntityKey:
@@ -80,7 +69,7 @@ def node_id(client: redis.Redis) -> str:
 
 def test_cluster_follows_ask_and_moved_during_a_slot_migration(cluster):
     store = RedisOnlineStore()
-    config = repo(cluster.ours())
+    config = loan_repo.repo_config(cluster.ours())
     store.online_write_batch(config, VIEW, rows(50, 100), None)
     redis_key = encoding.redis_key(loan_repo.PROJECT, key(7))
     slot = cluster.raw().keyslot(redis_key)
@@ -119,7 +108,7 @@ def test_sentinel_failover_finds_the_new_master(tmp_path):
     try:
         wait_until(lambda: replica.client().info("replication")["master_link_status"] == "up")
         store = RedisOnlineStore()
-        config = repo(
+        config = loan_repo.repo_config(
             RedisOnlineStoreConfig(
                 redis_type="redis_sentinel",
                 connection_string=sentinel.address,
@@ -145,7 +134,7 @@ def test_sentinel_with_an_unknown_master_name(tmp_path):
     master = start_redis(tmp_path / "master")
     sentinel = start_sentinel(tmp_path / "sentinel", master, "loans")
     try:
-        config = repo(
+        config = loan_repo.repo_config(
             RedisOnlineStoreConfig(
                 redis_type="redis_sentinel",
                 connection_string=sentinel.address,
