@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 export PYO3_PYTHON := $(abspath $(PYTHON))
 
 DEPS_STAMP := $(VENV)/.deps-installed
-PY_SOURCES := python tests packaging_tests bench loan_demo feature_repo examples run.py credit_model.py streamlit_app.py
+PY_SOURCES := python tests packaging_tests bench loan_demo feature_repo examples infra run.py credit_model.py streamlit_app.py
 DEMO_DATA := data/loan_table.parquet data/zipcode_table.parquet data/credit_history.parquet
 
 .PHONY: help
@@ -30,6 +30,8 @@ help:
 	@echo "make test-wheel  install both into fresh virtualenvs (the wheel without Rust) and run Feast"
 	@echo "make soak        the soak test for 10 minutes (make test runs it for 20 s)"
 	@echo "make lint        ruff, cargo fmt --check, cargo clippy -D warnings, stubtest of _native.pyi"
+	@echo "make lint-infra  cfn-lint, the cfn-guard policy rules and shellcheck on infra/"
+	@echo "make data        the demo's parquet files in data/ (infra/deploy.sh uploads them)"
 	@echo "make format      ruff format and cargo fmt"
 	@echo "make bench       stock Feast vs feast-redis-rs in one run (release build)"
 
@@ -93,28 +95,63 @@ test-rust:
 	cargo test --no-default-features
 
 # The tests start their own servers on free ports; they only need the binary.
-.PHONY: redis-server
-redis-server:
-	@if [ -z "$$REDIS_SERVER" ] && ! command -v redis-server >/dev/null; then \
-		echo "redis-server not found: installing Debian's package"; \
+# $(call debian_packages,COMMANDS,PACKAGES): install Debian's PACKAGES unless every one of
+# COMMANDS is on PATH (sudo unless root).
+define debian_packages
+	@if ! { $(foreach command,$(1),command -v $(command) >/dev/null &&) true; }; then \
+		echo "$(1) not found: installing Debian's $(2)"; \
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(2); \
 	fi
+endef
+
+.PHONY: redis-server
+redis-server:
+ifeq ($(REDIS_SERVER),)
+	$(call debian_packages,redis-server,redis-server)
+endif
 
 .PHONY: test-python
 # The demo's browser test drives Debian's Chromium through its ChromeDriver.
 .PHONY: chromium
 chromium:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-		echo "chromium not found: installing Debian's chromium and chromium-driver"; \
-		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
-	fi
+	$(call debian_packages,chromium chromedriver,chromium chromium-driver)
 
-test-python: build-dev redis-server chromium
+test-python: build-dev redis-server chromium infra-tools
 	$(BIN)/pytest
+
+# infra/: the checks and emulators `make test` runs on the CloudFormation template, pinned.
+# ministack pins botocore to one version, so the AWS tools have a virtualenv of their own;
+# cfn-guard is built from crates.io (its releases are GitHub binaries, out of reach).
+AWS_TOOLS := $(TOOLS)/aws
+CFN_GUARD := $(TOOLS)/cfn-guard/bin/cfn-guard
+$(AWS_TOOLS)/.installed:
+	python3 -m venv $(AWS_TOOLS)
+	$(AWS_TOOLS)/bin/pip install --quiet "ministack==1.5.33" "moto[server]==5.2.5" "cfn-lint==1.58.0"
+	touch $@
+# The AWS CLI for deploy.sh's tests (v1 from PyPI: v2 is not on PyPI), pinned.
+AWS_CLI := $(TOOLS)/awscli/bin/aws
+$(AWS_CLI):
+	python3 -m venv $(TOOLS)/awscli
+	$(TOOLS)/awscli/bin/pip install --quiet "awscli==1.46.3"
+$(CFN_GUARD):
+	CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/tools cargo install --quiet --locked cfn-guard@3.2.1 --root $(TOOLS)/cfn-guard
+
+.PHONY: shellcheck
+shellcheck:
+	$(call debian_packages,shellcheck,shellcheck)
+
+.PHONY: infra-tools
+infra-tools: $(AWS_TOOLS)/.installed $(AWS_CLI) $(CFN_GUARD) shellcheck
+
+# cfn-lint, the policy rules and shellcheck alone (make test runs them too, in
+# tests/test_infra.py, beside the deployment on the emulators).
+.PHONY: lint-infra
+lint-infra: infra-tools
+	$(AWS_TOOLS)/bin/cfn-lint infra/template.yaml
+	$(CFN_GUARD) validate --rules infra/policy.guard --data infra/template.yaml --show-summary pass,fail
+	shellcheck -x infra/deploy.sh
 
 .PHONY: test
 test: lint test-rust test-python
@@ -127,12 +164,7 @@ soak: build-dev redis-server
 # The server bench drives its load with Debian's wrk.
 .PHONY: wrk
 wrk:
-	@if ! command -v wrk >/dev/null; then \
-		echo "wrk not found: installing Debian's wrk"; \
-		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends wrk; \
-	fi
+	$(call debian_packages,wrk,wrk)
 
 # The release artifacts, as the release workflow builds them: an abi3 wheel for this
 # machine's architecture linked against glibc 2.17's symbols by zig (manylinux_2_17,
@@ -162,6 +194,10 @@ bench: $(DEPS_STAMP) redis-server wrk
 # and a new model.
 DEMO_REDIS = export FEAST_REDIS_CONNECTION="$$($(PYTHON) -m loan_demo.embedded_redis connection-string)"
 FEAST := $(abspath $(BIN))/feast
+
+# The demo's three parquet files (infra/deploy.sh uploads them to the stack's bucket).
+.PHONY: data
+data: $(DEMO_DATA)
 
 $(DEMO_DATA) &: loan_demo/data.py | $(DEPS_STAMP)
 	$(PYTHON) -m loan_demo.data --data-dir data

@@ -8,6 +8,7 @@ Training joins historical loans with features point-in-time from the offline sto
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import joblib
@@ -52,9 +53,12 @@ def entity_rows_of(request: dict) -> list[dict]:
 
 
 def feature_store() -> FeatureStore:
-    """The demo's feature store, with Redis configured (see `loan_demo.embedded_redis`)."""
+    """The demo's feature store, with Redis configured (see `loan_demo.embedded_redis`);
+    FEAST_FS_YAML_FILE_PATH, as for Feast's CLI, names another `feature_store.yaml` (the
+    AWS deployment's `feature_repo/feature_store.aws.yaml`)."""
     embedded_redis.configure_environment()
-    return FeatureStore(repo_path=str(REPO_PATH))
+    other = os.environ.get("FEAST_FS_YAML_FILE_PATH")
+    return FeatureStore(repo_path=str(REPO_PATH), fs_yaml_file=Path(other) if other else None)
 
 
 class CreditScoringModel:

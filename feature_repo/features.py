@@ -1,9 +1,14 @@
 """The loan demo's feature definitions: the applicant's credit history and the
-features of the zipcode they live in, both read from parquet files by default."""
+features of the zipcode they live in, both read from parquet files by default.
 
+On AWS (``infra/deploy.sh``), ``FEAST_OFFLINE_STORE=redshift`` reads the same tables through
+Redshift Spectrum instead: the stack's Glue tables, under the external schema
+``FEAST_SPECTRUM_SCHEMA`` (``feast_spectrum`` unless set) that deploy.sh creates."""
+
+import os
 from datetime import timedelta
 
-from feast import Entity, FeatureView, Field, FileSource
+from feast import Entity, FeatureView, Field, FileSource, RedshiftSource
 from feast.types import Int64, String
 from feast.value_type import ValueType
 
@@ -15,11 +20,20 @@ dob_ssn = Entity(
     description="Date of birth and last four digits of the social security number",
 )
 
-zipcode_source = FileSource(
-    name="zipcode_table",
-    path="../data/zipcode_table.parquet",
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created_timestamp",
+
+def offline_source(name: str, table: str, path: str) -> FileSource | RedshiftSource:
+    timestamps = {
+        "timestamp_field": "event_timestamp",
+        "created_timestamp_column": "created_timestamp",
+    }
+    if os.environ.get("FEAST_OFFLINE_STORE") == "redshift":
+        schema = os.environ.get("FEAST_SPECTRUM_SCHEMA", "feast_spectrum")
+        return RedshiftSource(name=name, schema=schema, table=table, **timestamps)
+    return FileSource(name=name, path=path, **timestamps)
+
+
+zipcode_source = offline_source(
+    "zipcode_table", "zipcode_features", "../data/zipcode_table.parquet"
 )
 
 zipcode_features = FeatureView(
@@ -37,11 +51,8 @@ zipcode_features = FeatureView(
     source=zipcode_source,
 )
 
-credit_history_source = FileSource(
-    name="credit_history",
-    path="../data/credit_history.parquet",
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created_timestamp",
+credit_history_source = offline_source(
+    "credit_history", "credit_history", "../data/credit_history.parquet"
 )
 
 credit_history = FeatureView(

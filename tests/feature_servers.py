@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from . import loan_repo
-from .redis_servers import free_port
+from .redis_servers import free_port, stop_process
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,13 +77,7 @@ class FeatureServer:
         return status, json.loads(content) if content else None
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout=30)
 
 
 def start_server(

@@ -114,12 +114,19 @@ class RedisServer:
         return redis.Redis(host=self.host, port=self.port, password=self.password)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 5) -> None:
+    """SIGTERM, then SIGKILL if it still runs after ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
 
 
 def start_redis(
@@ -169,10 +176,14 @@ def start_redis(
     )
 
 
-def start_cluster(workdir: Path, masters: int = 3, replicas: int = 0) -> list[RedisServer]:
+def start_cluster(
+    workdir: Path, masters: int = 3, replicas: int = 0, tls: TlsFiles | None = None
+) -> list[RedisServer]:
     """Start ``masters`` cluster-enabled servers (and ``replicas`` replicas of each) and
     join them with ``redis-cli --cluster create``; returns once every node reports
-    ``cluster_state:ok`` (and every replica is in sync)."""
+    ``cluster_state:ok`` (and every replica is in sync). With ``tls``, clients, the cluster
+    bus and replication all speak TLS only."""
+    tls_args = ["--tls-cluster", "yes", "--tls-replication", "yes"] if tls else []
     nodes = []
     try:
         for i in range(masters * (1 + replicas)):
@@ -185,12 +196,15 @@ def start_cluster(workdir: Path, masters: int = 3, replicas: int = 0) -> list[Re
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    *tls_args,
                     port=free_port(below=55536),
+                    tls=tls,
                 )
             )
         subprocess.run(
             [
                 redis_cli_binary(),
+                *(["--tls", "--cacert", str(tls.ca_cert)] if tls else []),
                 "--cluster",
                 "create",
                 *(n.address for n in nodes),

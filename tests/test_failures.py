@@ -53,6 +53,11 @@ VIEW = loan_repo.views(loan_repo.Path("."))[1]
         ({"write_batch_size": 0}, "write_batch_size"),
         ({"command_timeout_seconds": 0}, "command_timeout_seconds"),
         ({"connection_string": f"h:1,ssl_ca_certs=/x,password={SECRET}"}, "ssl=true"),
+        # What Feast leaves of `password=${FEAST_UNSET_PASSWORD}` when the variable is unset.
+        (
+            {"connection_string": f"h:1,username={SECRET},password=${{FEAST_UNSET_PASSWORD}}"},
+            "${FEAST_UNSET_PASSWORD}, but the environment variable FEAST_UNSET_PASSWORD is not set",
+        ),
     ],
 )
 def test_bad_config_names_the_key_and_hides_the_password(settings, named):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from feast_redis_rs import _native
 
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PASSWORD = re.compile(r"(password\s*=)[^,]*")
 
 
@@ -105,6 +107,7 @@ class RedisOnlineStoreConfig(FeastConfigBaseModel):
         except ValidationError as error:
             raise _without_secrets(cls.__name__, error.errors()) from None
         try:
+            _check_variables_set(config.connection_string)
             # Read as the client will read it, so a config that loads is one it accepts.
             _native.check_config(config)
         except ValueError as error:
@@ -119,6 +122,17 @@ class RedisOnlineStoreConfig(FeastConfigBaseModel):
             if name == "connection_string":
                 value = _PASSWORD.sub(r"\1<redacted>", value)
             yield name, value
+
+
+def _check_variables_set(connection_string: str) -> None:
+    """Feast substitutes ``${NAME}`` in ``feature_store.yaml`` and leaves the text as it
+    is when NAME is not set: say so, rather than send ``${NAME}`` to Redis as a password."""
+    for name in _VARIABLE.findall(connection_string):
+        if name not in os.environ:
+            raise ValueError(
+                f"connection_string refers to ${{{name}}}, but the environment variable "
+                f"{name} is not set: export it before running Feast"
+            )
 
 
 def _without_secrets(
