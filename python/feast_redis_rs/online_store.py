@@ -62,6 +62,14 @@ class RedisOnlineStore(StockRedisOnlineStore):
         self._client_config: RedisOnlineStoreConfig | None = None
         self._plans = Plans()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Connections and plans are native state and belong to one process: a pickled
+        # store (shipped to a Ray, Spark or multiprocessing worker) leaves them behind and
+        # reconnects on first use where it is unpickled.
+        state = self.__dict__.copy()
+        state.update(_client=None, _client_config=None, _plans=Plans())
+        return state
+
     @property
     def async_supported(self) -> SupportedAsyncMethods:
         return SupportedAsyncMethods(read=True, write=True)
