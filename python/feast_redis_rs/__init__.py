@@ -3,7 +3,8 @@
 In ``feature_store.yaml``, ``type: redis`` becomes ``type: feast_redis_rs.RedisOnlineStore``;
 ``batch_engine: {type: feast_redis_rs.RedisComputeEngine}`` materializes from Arrow and
 ``provider: feast_redis_rs.RedisProvider`` takes ``push`` / ``write_to_online_store`` the
-same way.
+same way; ``feast_redis_rs.RedisRayComputeEngine`` is Feast's Ray engine writing the same way
+from Ray workers.
 
 The classes are imported on first use, so ``import feast_redis_rs.encoding`` loads
 neither the store nor Feast's compute engine.
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     )
     from feast_redis_rs.online_store import RedisOnlineStore
     from feast_redis_rs.provider import RedisProvider
+    from feast_redis_rs.ray_engine import RedisRayComputeEngine, RedisRayComputeEngineConfig
 
 _MODULE_OF = {
     "RedisComputeEngine": "compute_engine",
@@ -35,6 +37,8 @@ _MODULE_OF = {
     "RedisOnlineStore": "online_store",
     "RedisOnlineStoreConfig": "config",
     "RedisProvider": "provider",
+    "RedisRayComputeEngine": "ray_engine",
+    "RedisRayComputeEngineConfig": "ray_engine",
     "RedisAuthenticationError": "errors",
     "RedisConnectionError": "errors",
     "RedisProtocolError": "errors",
@@ -52,6 +56,8 @@ __all__ = [
     "RedisOnlineStoreConfig",
     "RedisProtocolError",
     "RedisProvider",
+    "RedisRayComputeEngine",
+    "RedisRayComputeEngineConfig",
     "RedisResponseError",
     "RedisTimeoutError",
     "__version__",

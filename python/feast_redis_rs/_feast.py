@@ -5,7 +5,9 @@ in one module).
 Beside these, the package overrides hooks of Feast's classes that carry a leading
 underscore: ``RedisOnlineStore._get_client`` (Feast's ``precompute_feature_service``
 scans entities through it), ``OnlineStore._read_features_per_fv[_async]`` (the proto
-path of ``get_online_features``) and ``LocalComputeEngine._materialize_one``.
+path of ``get_online_features``), ``LocalComputeEngine._materialize_one`` and
+``RayComputeEngine._materialize_one``; and ``ray_engine`` swaps the class of the write
+nodes Feast's ``RayFeatureBuilder`` builds inline.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 
 if TYPE_CHECKING:
-    from feast import FeatureService, FeatureStore, FeatureView
+    from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
     from feast.infra.compute_engines.dag.context import ExecutionContext
     from feast.infra.compute_engines.local.compute import LocalComputeEngine
+    from feast.infra.offline_stores.offline_store import OfflineStore
     from feast.infra.registry.base_registry import BaseRegistry
 
 
@@ -101,3 +104,21 @@ def local_backend(engine: LocalComputeEngine, context: ExecutionContext) -> Any:
 def online_store_of(store: FeatureStore) -> OnlineStore:
     """The online store object a FeatureStore reads through."""
     return store._get_provider().online_store
+
+
+def feature_view_from_proto(serialized: bytes) -> FeatureView:
+    """A feature view from its serialized proto, without its UDFs, as Feast's engines ship
+    views to their workers (``feast.infra.common.serde``)."""
+    from feast import FeatureView
+    from feast.protos.feast.core.FeatureView_pb2 import FeatureView as FeatureViewProto
+
+    proto = FeatureViewProto()
+    proto.ParseFromString(serialized)
+    return FeatureView.from_proto(proto, skip_udf=True)
+
+
+def offline_store_of(repo_config: RepoConfig) -> OfflineStore:
+    """The offline store a provider of ``repo_config`` writes through."""
+    from feast.infra.passthrough_provider import PassthroughProvider
+
+    return PassthroughProvider(repo_config).offline_store
