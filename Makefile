@@ -187,6 +187,7 @@ bench: $(DEPS_STAMP) redis-server wrk
 	$(BIN)/maturin develop --release --extras bench
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/ray_engine.py
 
 # The demo: data made by the generator, features applied and materialized into the
 # demo's own Redis (REDIS_URL points it elsewhere), then run.py scores the sample loan.

@@ -2,17 +2,17 @@
 write step sends each Ray block to Redis from Arrow in Rust, from the worker that holds it.
 
 Feast's own write step turns every block into pandas, then into protos row by row, and
-builds a new online store (a new connection) for every batch. Here a pool of Ray actors
-each unpickles the store once (it reconnects lazily, routing keys by slot in cluster mode,
-so N actors write to M masters in parallel) and hands every block it receives to
-``RedisOnlineStore.write_arrow``: the bytes, dedup (newest event time wins, atomically,
-whichever actor writes first) and TTL of ``online_write_batch``. The rows are cut into
-blocks of at most ``write_batch_size`` rows, spread over the pool, and not kept after they
-are written unless a derived view reads them, so a worker's memory is a block's, not the
-view's. A failed write fails the job (Feast's Ray write step logs the error on the worker
-and carries on). Everything before the write (read, filter, dedup, aggregation, transformations,
-validation) is Feast's engine, with every option of ``ray.engine`` keeping its meaning;
-``write_concurrency`` (else ``max_workers``, else 1) sizes the pool, as for Feast's writes.
+builds a new online store (a new connection) for every batch. Here the rows are cut into
+blocks of at most ``write_batch_size`` rows, and Ray tasks on its pooled workers (at most
+``write_concurrency`` at once, else ``max_workers``, else 1, as for Feast's writes) hand
+each block to ``RedisOnlineStore.write_arrow``: the bytes, dedup (newest event time wins,
+atomically, whichever task writes first) and TTL of ``online_write_batch``. In cluster mode
+each task routes its keys by slot, so N workers write to M masters in parallel. Blocks are
+not kept after they are written unless a derived view reads them, so a worker holds a
+block, not the view. A failed write fails the job (Feast's Ray write step logs the error on
+the worker and carries on). Everything before the write (read, filter, dedup, aggregation,
+transformations, validation) is Feast's engine, every option of ``ray.engine`` keeping its
+meaning.
 
 In ``feature_store.yaml``::
 
@@ -52,35 +52,25 @@ class RedisRayComputeEngineConfig(RayComputeEngineConfig):
     """Batch engine type selector"""
 
 
-class _ArrowBlockWriter:
-    """One Ray actor of the write pool: the view and the stores are unpickled once, then
-    every block handed to it is written from Arrow."""
-
-    def __init__(self, artifacts: bytes, keep_rows: bool) -> None:
-        self._repo_config, self._online_store, view_proto = pickle.loads(artifacts)
-        self._view = _feast.feature_view_from_proto(view_proto)
-        self._offline_store = (
-            _feast.offline_store_of(self._repo_config) if self._view.offline else None
-        )
-        self._keep_rows = keep_rows
-
-    def __call__(self, block: pa.Table) -> pa.Table:
-        if block.num_rows:
-            if self._view.online:
-                self._online_store.write_arrow(self._repo_config, self._view, block)
-            if self._offline_store is not None:
-                self._offline_store.offline_write_batch(
-                    config=self._repo_config,
-                    feature_view=self._view,
-                    table=block,
-                    progress=lambda _: None,
-                )
-        return block if self._keep_rows else block.slice(0, 0)
+def _write_block(block: pa.Table, artifacts: bytes, keep_rows: bool) -> pa.Table:
+    """A Ray task: one block written from Arrow. Ray's pooled worker processes run these
+    (an actor pool would start new processes for every job); unpickling the store and the
+    view costs about a millisecond, against tens for the block's write."""
+    if block.num_rows:
+        repo_config, online_store, view_proto = pickle.loads(artifacts)
+        view = _feast.feature_view_from_proto(view_proto)
+        if view.online:
+            online_store.write_arrow(repo_config, view, block)
+        if view.offline:
+            _feast.offline_store_of(repo_config).offline_write_batch(
+                config=repo_config, feature_view=view, table=block, progress=lambda _: None
+            )
+    return block if keep_rows else block.slice(0, 0)
 
 
 class _ArrowRayWriteNode(RayWriteNode):
-    """Feast's Ray write node, writing through ``_ArrowBlockWriter`` actors when the
-    online store is ``feast_redis_rs.RedisOnlineStore`` (any other store: Feast's own)."""
+    """Feast's Ray write node, writing through ``_write_block`` tasks when the online
+    store is ``feast_redis_rs.RedisOnlineStore`` (any other store: Feast's own)."""
 
     keep_rows = True
 
@@ -93,13 +83,13 @@ class _ArrowRayWriteNode(RayWriteNode):
         artifacts = pickle.dumps(
             (context.repo_config, online_store, self.feature_view.to_proto().SerializeToString())
         )
-        # Blocks of at most write_batch_size rows: spread over the pool, and an actor holds
-        # one block at a time whatever the view's size (Feast's read hands over one block).
+        # Blocks of at most write_batch_size rows: spread over the workers, and a task holds
+        # one block whatever the view's size (Feast's read hands over a single block).
         rows_per_block = context.repo_config.online_store.write_batch_size
         blocks = value.data.repartition(target_num_rows_per_block=rows_per_block)
         written = blocks.map_batches(
-            _ArrowBlockWriter,
-            fn_constructor_args=(artifacts, self.keep_rows),
+            _write_block,
+            fn_args=(artifacts, self.keep_rows),
             batch_format="pyarrow",
             concurrency=self._write_concurrency(),
         ).materialize()
