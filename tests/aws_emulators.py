@@ -30,6 +30,8 @@ REGION = "us-east-1"
 START_TIMEOUT_SECONDS = 60
 STACK_TIMEOUT_SECONDS = 180
 REDSHIFT_TYPES = "AWS::Redshift::"
+# A ${Name} or ${Name.Attribute} of Fn::Sub (not the ${!Literal} escape).
+SUB_REFERENCE = re.compile(r"\$\{([^}!]+)\}")
 
 
 @dataclass
@@ -134,7 +136,7 @@ def _references(node: object) -> set[tuple[str, str | None]]:
                 found.add((value[0], value[1]))
             elif key == "Fn::Sub":
                 text = value if isinstance(value, str) else value[0]
-                for expression in re.findall(r"\$\{([^}!]+)\}", text):
+                for expression in SUB_REFERENCE.findall(text):
                     name, _, attribute = expression.partition(".")
                     found.add((name, attribute or None))
             else:
@@ -163,7 +165,7 @@ def _rewrite(node: object, outside: set[str]) -> object:
                     return "${" + _parameter_name(name, attribute or None) + "}"
                 return match.group(0)
 
-            return {"Fn::Sub": re.sub(r"\$\{([^}!]+)\}", parameter, node["Fn::Sub"])}
+            return {"Fn::Sub": SUB_REFERENCE.sub(parameter, node["Fn::Sub"])}
         return {key: _rewrite(value, outside) for key, value in node.items()}
     if isinstance(node, list):
         return [_rewrite(item, outside) for item in node]
