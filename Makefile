@@ -118,7 +118,12 @@ endif
 chromium:
 	$(call debian_packages,chromium chromedriver,chromium chromium-driver)
 
-test-python: build-dev redis-server chromium infra-tools
+# Spark (RedisSparkComputeEngine's tests, local[2]) runs on a Java 17 runtime.
+.PHONY: java
+java:
+	$(call debian_packages,java,openjdk-17-jre-headless)
+
+test-python: build-dev redis-server chromium java infra-tools
 	$(BIN)/pytest
 
 # infra/: the checks and emulators `make test` runs on the CloudFormation template, pinned.

@@ -3,8 +3,9 @@
 In ``feature_store.yaml``, ``type: redis`` becomes ``type: feast_redis_rs.RedisOnlineStore``;
 ``batch_engine: {type: feast_redis_rs.RedisComputeEngine}`` materializes from Arrow and
 ``provider: feast_redis_rs.RedisProvider`` takes ``push`` / ``write_to_online_store`` the
-same way; ``feast_redis_rs.RedisRayComputeEngine`` is Feast's Ray engine writing the same way
-from Ray workers.
+same way; ``feast_redis_rs.RedisRayComputeEngine`` and
+``feast_redis_rs.RedisSparkComputeEngine`` are Feast's Ray and Spark engines writing the
+same way from their workers.
 
 The classes are imported on first use, so ``import feast_redis_rs.encoding`` loads
 neither the store nor Feast's compute engine.
@@ -30,6 +31,10 @@ if TYPE_CHECKING:
     from feast_redis_rs.online_store import RedisOnlineStore
     from feast_redis_rs.provider import RedisProvider
     from feast_redis_rs.ray_engine import RedisRayComputeEngine, RedisRayComputeEngineConfig
+    from feast_redis_rs.spark_engine import (
+        RedisSparkComputeEngine,
+        RedisSparkComputeEngineConfig,
+    )
 
 _MODULE_OF = {
     "RedisComputeEngine": "compute_engine",
@@ -39,6 +44,8 @@ _MODULE_OF = {
     "RedisProvider": "provider",
     "RedisRayComputeEngine": "ray_engine",
     "RedisRayComputeEngineConfig": "ray_engine",
+    "RedisSparkComputeEngine": "spark_engine",
+    "RedisSparkComputeEngineConfig": "spark_engine",
     "RedisAuthenticationError": "errors",
     "RedisConnectionError": "errors",
     "RedisProtocolError": "errors",
@@ -59,6 +66,8 @@ __all__ = [
     "RedisRayComputeEngine",
     "RedisRayComputeEngineConfig",
     "RedisResponseError",
+    "RedisSparkComputeEngine",
+    "RedisSparkComputeEngineConfig",
     "RedisTimeoutError",
     "__version__",
 ]

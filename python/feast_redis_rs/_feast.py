@@ -5,9 +5,11 @@ in one module).
 Beside these, the package overrides hooks of Feast's classes that carry a leading
 underscore: ``RedisOnlineStore._get_client`` (Feast's ``precompute_feature_service``
 scans entities through it), ``OnlineStore._read_features_per_fv[_async]`` (the proto
-path of ``get_online_features``), ``LocalComputeEngine._materialize_one`` and
-``RayComputeEngine._materialize_one``; and ``ray_engine`` swaps the class of the write
-nodes Feast's ``RayFeatureBuilder`` builds inline.
+path of ``get_online_features``), ``LocalComputeEngine._materialize_one``,
+``RayComputeEngine._materialize_one`` and ``SparkComputeEngine._materialize_one`` (with
+its ``_get_feature_view_spark_session``); and ``ray_engine`` and ``spark_engine`` swap
+the class of the write nodes Feast's ``RayFeatureBuilder`` and ``SparkFeatureBuilder``
+build.
 """
 
 from __future__ import annotations

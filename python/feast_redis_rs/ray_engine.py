@@ -24,7 +24,6 @@ In ``feature_store.yaml``::
 
 from __future__ import annotations
 
-import pickle
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -39,7 +38,7 @@ from feast.infra.compute_engines.ray.job import RayMaterializationJob
 from feast.infra.compute_engines.ray.nodes import RayWriteNode
 from feast.infra.registry.base_registry import BaseRegistry
 
-from feast_redis_rs import _feast
+from feast_redis_rs import _distributed
 from feast_redis_rs.online_store import RedisOnlineStore
 
 
@@ -54,17 +53,8 @@ class RedisRayComputeEngineConfig(RayComputeEngineConfig):
 
 def _write_block(block: pa.Table, artifacts: bytes, keep_rows: bool) -> pa.Table:
     """A Ray task: one block written from Arrow. Ray's pooled worker processes run these
-    (an actor pool would start new processes for every job); unpickling the store and the
-    view costs about a millisecond, against tens for the block's write."""
-    if block.num_rows:
-        repo_config, online_store, view_proto = pickle.loads(artifacts)
-        view = _feast.feature_view_from_proto(view_proto)
-        if view.online:
-            online_store.write_arrow(repo_config, view, block)
-        if view.offline:
-            _feast.offline_store_of(repo_config).offline_write_batch(
-                config=repo_config, feature_view=view, table=block, progress=lambda _: None
-            )
+    (an actor pool would start new processes for every job)."""
+    _distributed.write_rows(artifacts, block)
     return block if keep_rows else block.slice(0, 0)
 
 
@@ -80,9 +70,7 @@ class _ArrowRayWriteNode(RayWriteNode):
             return super().execute(context)
         value = self.get_single_input_value(context)
         value.assert_format(DAGFormat.RAY)
-        artifacts = pickle.dumps(
-            (context.repo_config, online_store, self.feature_view.to_proto().SerializeToString())
-        )
+        artifacts = _distributed.pack(context.repo_config, online_store, self.feature_view)
         # Blocks of at most write_batch_size rows: spread over the workers, and a task holds
         # one block whatever the view's size (Feast's read hands over a single block).
         rows_per_block = context.repo_config.online_store.write_batch_size
