@@ -5,7 +5,7 @@ store on the same Redis: timestamp dedup, TTL, chunked writes and progress, dele
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -13,6 +13,7 @@ from feast import FeatureStore, FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore as StockStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from feast_redis_rs import RedisOnlineStore, encoding
 
@@ -362,3 +363,47 @@ def test_a_row_with_thousands_of_features_is_written_whole(redis_server, redis_d
         )
     ((_, read),) = store.online_read(config, wide, [key])
     assert read == {f"f{i}": Value(int64_val=i + 1000) for i in range(5000)}
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATER = datetime(2021, 8, 25, 12, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(
+    ("stored", "new", "written"),
+    [
+        (Timestamp(seconds=-86400), EPOCH - timedelta(days=1, seconds=-1), True),
+        (Timestamp(seconds=-86400), EPOCH - timedelta(days=2), False),
+        (Timestamp(seconds=-1, nanos=999_999_000), EPOCH, True),
+        (Timestamp(seconds=-1, nanos=999_999_000), EPOCH - timedelta(microseconds=1), False),
+        (Timestamp(), EPOCH - timedelta(days=400), True),
+        (Timestamp(seconds=int(LATER.timestamp()), nanos=500_000_000), LATER, False),
+        (
+            Timestamp(seconds=int(LATER.timestamp()), nanos=500_000_000),
+            LATER + timedelta(milliseconds=600),
+            True,
+        ),
+        (Timestamp(seconds=int(LATER.timestamp())), LATER, False),
+        (Timestamp(seconds=2**35), LATER, False),
+        (Timestamp(seconds=-(2**35)), EPOCH - timedelta(days=365 * 100), True),
+    ],
+)
+def test_a_row_is_written_only_over_an_older_stored_time(
+    stored, new, written, redis_server, redis_db, tmp_path
+):
+    """The newest-row check, on the server, reads any stored `google.protobuf.Timestamp`
+    (negative seconds, nanos, the epoch's empty encoding) and writes only a newer row."""
+    config = repo_config(loan_repo_online(redis_server), tmp_path)
+    view, store = credit_view(tmp_path), RedisOnlineStore()
+    key, values, _, _ = row("a", 0, 1)
+    store.online_write_batch(config, view, [(key, values, LATER, None)], None)
+    redis_key = encoding.redis_key(PROJECT, key)
+    redis_db.hset(redis_key, encoding.timestamp_field(view.name), stored.SerializeToString())
+    _, newer, _, _ = row("a", 0, 2)
+    store.online_write_batch(config, view, [(key, newer, new, None)], None)
+    ((_, read),) = store.online_read(config, view, [key], ["c_i64"])
+    assert read["c_i64"].int64_val == (2 if written else 1)
+    expected = Timestamp()
+    expected.FromDatetime(new) if written else expected.MergeFrom(stored)
+    stored_now = redis_db.hget(redis_key, encoding.timestamp_field(view.name))
+    assert Timestamp.FromString(stored_now) == expected

@@ -214,29 +214,35 @@ fn total_nanos(ts: Timestamp) -> i128 {
 /// arguments and those. Returns per row 1 (written), 0 (the stored row is as new or
 /// newer) or -1 (the stored `_ts` is not a `google.protobuf.Timestamp`: varints under
 /// tags 8, seconds, negative as 10-byte two's complement, and 16, nanos). Fields go in
-/// slices: Lua's `unpack` holds at most ~8,000 values.
+/// slices: Lua's `unpack` holds at most ~8,000 values. Materialization runs this once per
+/// row, so it is written for Redis' time: no tables, one `HSET` per row (`_ts` with the
+/// fields), and a stored `_ts` equal to the row's (not the epoch's, which is written
+/// over) needs no decoding.
 const NEWEST_WINS: &str = r#"
+local byte = string.byte
+local function varint(stored, i, n)
+  local value, scale, start, b = 0, 1, i, 128
+  while b >= 128 do
+    if i > n or i - start == 10 then return nil end
+    b = byte(stored, i)
+    value = value + (b % 128) * scale
+    scale = scale * 128
+    i = i + 1
+  end
+  if i - start == 10 then
+    value = 0
+    for j = start + 8, start, -1 do value = value * 128 + (127 - byte(stored, j) % 128) end
+    value = -(value + 1)
+  end
+  return value, i
+end
 local function decode(stored)
   local seconds, nanos, i, n = 0, 0, 1, #stored
   while i <= n do
-    local tag = string.byte(stored, i)
-    if tag ~= 8 and tag ~= 16 then return nil end
-    i = i + 1
-    local groups, byte = {}, 128
-    while byte >= 128 do
-      if i > n or #groups == 10 then return nil end
-      byte = string.byte(stored, i)
-      i = i + 1
-      groups[#groups + 1] = byte % 128
-    end
-    local value = 0
-    if #groups == 10 then
-      for g = 9, 1, -1 do value = value * 128 + (127 - groups[g]) end
-      value = -(value + 1)
-    else
-      for g = #groups, 1, -1 do value = value * 128 + groups[g] end
-    end
-    if tag == 8 then seconds = value else nanos = value end
+    local tag, value = byte(stored, i), nil
+    value, i = varint(stored, i + 1, n)
+    if value == nil then return nil end
+    if tag == 8 then seconds = value elseif tag == 16 then nanos = value else return nil end
   end
   return seconds, nanos
 end
@@ -244,29 +250,35 @@ end
 local field, ttl, a, verdicts = ARGV[1], tonumber(ARGV[2]), 3, {}
 for k = 1, #KEYS do
   local key, ts = KEYS[k], ARGV[a]
-  local new_seconds, new_nanos, count = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local count = tonumber(ARGV[a + 3])
   local first = a + 4
   local last = first + count - 1
-  a = last + 1
   local verdict = 1
   local stored = redis.call('HGET', key, field)
   if stored then
-    local seconds, nanos = decode(stored)
-    if seconds == nil then
-      verdict = -1
-    elseif (seconds ~= 0 or nanos ~= 0)
-        and (new_seconds < seconds or (new_seconds == seconds and new_nanos <= nanos)) then
+    if stored == ts and ts ~= '' then
       verdict = 0
+    else
+      local seconds, nanos = decode(stored)
+      if seconds == nil then
+        verdict = -1
+      elseif seconds ~= 0 or nanos ~= 0 then
+        local new_seconds, new_nanos = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+        if new_seconds < seconds or (new_seconds == seconds and new_nanos <= nanos) then
+          verdict = 0
+        end
+      end
     end
   end
   if verdict == 1 then
-    redis.call('HSET', key, field, ts)
-    for s = first, last, 7000 do
+    redis.call('HSET', key, field, ts, unpack(ARGV, first, math.min(first + 6997, last)))
+    for s = first + 6998, last, 7000 do
       redis.call('HSET', key, unpack(ARGV, s, math.min(s + 6999, last)))
     end
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
   end
   verdicts[k] = verdict
+  a = last + 1
 end
 return verdicts
 "#;
