@@ -36,7 +36,7 @@ def materialize_every_view(deployment, online, engine: dict | None, path: Path):
     repo = {"batch_engine": engine} if engine else {}
     store = loan_repo.feature_store(path, online, **repo)
     every_dtype = arrow_view(path)
-    # Feast's Ray and Spark engines drop rows older than now - ttl (its local engine doesn't).
+    # Feast's Ray engine drops rows older than now - ttl (its local and Spark engines don't).
     every_dtype.ttl = timedelta(days=3650)
     store.apply([every_dtype])
     for view in loan_repo.views(path):

@@ -73,7 +73,7 @@ def _writer_pids() -> list[int]:
             title = cmdline.read_bytes()
         except OSError:
             continue
-        if title.startswith(b"ray::") and b"_write_block" in title:
+        if title.startswith(b"ray::") and (b"_write_block" in title or b"_write_latest" in title):
             pids.append(int(cmdline.parent.name))
     return pids
 

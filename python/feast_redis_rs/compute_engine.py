@@ -16,9 +16,9 @@ In ``feature_store.yaml``::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,7 @@ from feast.infra.common.materialization_job import (
     MaterializationTask,
 )
 from feast.infra.compute_engines.dag.context import ColumnInfo, ExecutionContext
+from feast.infra.compute_engines.feature_builder import FeatureBuilder
 from feast.infra.compute_engines.local.arrow_table_value import ArrowTableValue
 from feast.infra.compute_engines.local.compute import LocalComputeEngine
 from feast.infra.compute_engines.local.feature_builder import LocalFeatureBuilder
@@ -40,6 +41,7 @@ from feast.infra.offline_stores.dask import DaskOfflineStoreConfig
 from feast.infra.offline_stores.file_source import FileSource
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel
+from pyarrow.fs import LocalFileSystem
 
 from feast_redis_rs import _feast
 from feast_redis_rs.online_store import RedisOnlineStore
@@ -64,7 +66,14 @@ def _time_columns(info: ColumnInfo) -> list[str]:
     return [info.ts_col] + ([info.created_ts_col] if info.created_ts_col else [])
 
 
-class _ParquetScan:
+class Piece(NamedTuple):
+    """A row group of a parquet file: what a worker of a distributed engine reads."""
+
+    file: str
+    row_group: int
+
+
+class ParquetScan:
     """A local parquet ``FileSource`` of the file offline store, read with pyarrow
     instead of dask: the rows Feast's read gives (event time within ``[start, end]``,
     tz-naive times taken as UTC), in scan order, renamed by the field mapping."""
@@ -76,12 +85,9 @@ class _ParquetScan:
         self.info = info
         self.timestamps = _time_columns(info)
         self.columns = list(dict.fromkeys([*info.join_keys, *info.feature_cols, *self.timestamps]))
-        event_time = dataset.schema.field(info.ts_col).type
-        window = [pa.scalar(t, pa.timestamp("us", tz="UTC")) for t in (start, end)]
-        if event_time.tz is None:
-            window = [w.cast(pa.timestamp("us")) for w in window]
+        self.event_time_tz = dataset.schema.field(info.ts_col).type.tz is not None
         field = ds.field(info.ts_col)
-        self.filter = (field >= window[0]) & (field <= window[1])
+        self.filter = (field >= self._time_bound(start)) & (field <= self._time_bound(end))
 
     @classmethod
     def of(
@@ -91,7 +97,7 @@ class _ParquetScan:
         info: ColumnInfo,
         start: datetime | None,
         end: datetime | None,
-    ) -> _ParquetScan | None:
+    ) -> ParquetScan | None:
         """The scan, or None when Feast's own read is needed: another offline store or
         source, remote files, no join keys, every column wanted (transformations)."""
         config = context.repo_config
@@ -121,10 +127,14 @@ class _ParquetScan:
             return None
         return cls(dataset, info, start, end)
 
-    def batches(self, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    def batches(
+        self, columns: list[str], batch_size: int, piece: Piece | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows of the scan (or of one piece of it), in scan order."""
+        source: ds.Dataset | ds.Fragment = self.dataset if piece is None else self.fragment(piece)
         # One thread: both passes of a streamed materialization see rows in one order;
         # no read-ahead: memory holds the batch at hand.
-        return self.dataset.to_batches(
+        return source.to_batches(
             columns=columns,
             filter=self.filter,
             batch_size=batch_size,
@@ -133,6 +143,43 @@ class _ParquetScan:
             fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False),
             use_threads=False,
         )
+
+    def pieces(self) -> list[Piece]:
+        """The scan's row groups, in scan order, as (file, row group) pairs."""
+        return [
+            Piece(fragment.path, group.id)
+            for fragment in self.dataset.get_fragments()
+            for group in fragment.row_groups
+        ]
+
+    def fragment(self, piece: Piece) -> ds.Fragment:
+        return ds.ParquetFileFormat().make_fragment(
+            piece.file, LocalFileSystem(), row_groups=[piece.row_group]
+        )
+
+    def keys_and_times(self, piece: Piece | None = None) -> pa.Table:
+        """The key and time columns of the scan (or of a piece of it)."""
+        names = list(dict.fromkeys([*self.info.join_keys, *self.timestamps]))
+        return pa.Table.from_batches(
+            list(self.batches(names, _SCAN_BATCH_ROWS, piece)),
+            schema=pa.schema([self.dataset.schema.field(n) for n in names]),
+        )
+
+    def take(
+        self, batches: Iterable[pa.RecordBatch], positions: np.ndarray
+    ) -> Iterator[pa.RecordBatch | pa.Table]:
+        """Of consecutive ``batches`` of the scan from its first row, the rows at the sorted
+        ``positions``, normalized: a batch at a time. Stops reading after the last one."""
+        position, end = 0, positions[-1] + 1 if len(positions) else 0
+        for batch in batches:
+            if position >= end:
+                break
+            rows = batch.num_rows
+            low, high = np.searchsorted(positions, [position, position + rows])
+            chosen = batch.take(pa.array(positions[low:high] - position))
+            position += rows
+            if chosen.num_rows:
+                yield self.normalize(chosen)
 
     def table(self) -> pa.Table:
         """Every column, sorted by event then created time (as Feast's read sorts)."""
@@ -155,25 +202,38 @@ class _ParquetScan:
         """Scan positions of the latest row of each entity (by event time, then created
         time), sorted: the rows Feast's dedup keeps. Only the key and time columns are
         held in memory."""
-        keys_and_times = list(dict.fromkeys([*self.info.join_keys, *self.timestamps]))
-        table = pa.Table.from_batches(
-            list(self.batches(keys_and_times, _SCAN_BATCH_ROWS)),
-            schema=pa.schema([self.dataset.schema.field(n) for n in keys_and_times]),
-        )
-        table = table.append_column("__position", pa.array(np.arange(table.num_rows)))
-        table = table.sort_by([(name, "descending") for name in self.timestamps])
-        latest = table.group_by(self.info.join_keys, use_threads=False).aggregate(
+        return self.latest_positions(self.keys_and_times())
+
+    def since(self, when: datetime) -> None:
+        """Leaves out the rows before ``when`` (Feast's Ray engine keeps the last ttl)."""
+        self.filter &= ds.field(self.info.ts_col) >= self._time_bound(when)
+
+    def latest_positions(self, rows: pa.Table) -> np.ndarray:
+        """Positions in ``rows`` of the latest row of each entity, sorted."""
+        rows = rows.append_column("__position", pa.array(np.arange(rows.num_rows)))
+        rows = rows.sort_by([(name, "descending") for name in self.timestamps])
+        latest = rows.group_by(self.info.join_keys, use_threads=False).aggregate(
             [("__position", "first")]
         )
         return np.sort(latest["__position_first"].to_numpy())
 
+    def _time_bound(self, when: datetime) -> pa.Scalar:
+        """``when`` as a scalar comparable with the event-time column (UTC, or tz-naive
+        UTC when the column is tz-naive)."""
+        bound = pa.scalar(when, pa.timestamp("us", tz="UTC"))
+        return bound if self.event_time_tz else bound.cast(pa.timestamp("us"))
+
+    def __getstate__(self) -> dict:
+        # Ray's workers get the selection, and open their pieces, not the dataset.
+        return {**self.__dict__, "dataset": None}
+
 
 class _ParquetSourceReadNode(LocalSourceReadNode):
     """The local engine's source read, with pyarrow for a local parquet source (see
-    ``_ParquetScan``); any other source: Feast's own read."""
+    ``ParquetScan``); any other source: Feast's own read."""
 
     def execute(self, context: ExecutionContext) -> ArrowTableValue:
-        scan = _ParquetScan.of(
+        scan = ParquetScan.of(
             context, self.source, self.column_info, self.start_time, self.end_time
         )
         if scan is None:
@@ -183,6 +243,32 @@ class _ParquetSourceReadNode(LocalSourceReadNode):
         return ArrowTableValue(data=table)
 
 
+def streamable_scan(
+    context: ExecutionContext, builder: FeatureBuilder, task: MaterializationTask
+) -> ParquetScan | None:
+    """The scan of a plain feature view with a local parquet source, whose latest rows per
+    entity can be streamed into ``RedisOnlineStore.write_arrow``; None for views that need
+    Feast's plan: transformations, aggregations, filters, validation, derived views, offline
+    writes, other stores, and tasks that want every row rather than the latest per
+    entity."""
+    view = task.feature_view
+    if (
+        not task.only_latest
+        or not view.online
+        or view.offline
+        or not isinstance(context.online_store, RedisOnlineStore)
+        or getattr(view, "feature_transformation", None)
+        or getattr(view, "aggregations", None)
+        or getattr(view, "filter", None)
+        or getattr(view, "enable_validation", False)
+        or builder.dag_root.inputs
+    ):
+        return None
+    return ParquetScan.of(
+        context, view.source, builder.get_column_info(view), task.start_time, task.end_time
+    )
+
+
 def _stream_to_redis(
     context: ExecutionContext, builder: _ArrowFeatureBuilder, task: MaterializationTask
 ) -> bool:
@@ -190,39 +276,16 @@ def _stream_to_redis(
     a first pass over the key and time columns finds each entity's latest row, a second
     reads record batches of every column and writes the chosen rows of each batch with
     ``write_arrow``. Memory holds the key columns and one batch, not the table. False
-    (nothing done) for views that need Feast's plan: transformations, aggregations,
-    filters, validation, derived views, offline writes, other stores, and tasks that
-    want every row rather than the latest per entity."""
-    view = task.feature_view
-    online_store = context.online_store
-    if (
-        not task.only_latest
-        or not view.online
-        or view.offline
-        or not isinstance(online_store, RedisOnlineStore)
-        or getattr(view, "feature_transformation", None)
-        or getattr(view, "aggregations", None)
-        or getattr(view, "filter", None)
-        or getattr(view, "enable_validation", False)
-        or builder.dag_root.inputs
-    ):
-        return False
-    scan = _ParquetScan.of(
-        context, view.source, builder.get_column_info(view), task.start_time, task.end_time
-    )
+    (nothing done) for views ``streamable_scan`` leaves to Feast's plan."""
+    scan = streamable_scan(context, builder, task)
     if scan is None:
         return False
+    view, online_store = task.feature_view, context.online_store
     batch_size = context.repo_config.online_store.write_batch_size
     latest = scan.latest_rows()
-    position = 0
-    for batch in scan.batches(scan.columns, batch_size):
-        rows = batch.num_rows
-        low, high = np.searchsorted(latest, [position, position + rows])
-        batch = batch.take(pa.array(latest[low:high] - position))
-        position += rows
-        if batch.num_rows:
-            online_store.write_arrow(context.repo_config, view, scan.normalize(batch))
-    logger.debug("streamed %s from %s: %d rows read", view.name, view.source.path, position)
+    for rows in scan.take(scan.batches(scan.columns, batch_size), latest):
+        online_store.write_arrow(context.repo_config, view, rows)
+    logger.debug("streamed %s from %s: %d rows kept", view.name, view.source.path, len(latest))
     return True
 
 

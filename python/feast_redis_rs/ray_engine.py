@@ -1,18 +1,27 @@
 """``feast_redis_rs.RedisRayComputeEngine``: Feast's Ray compute engine (``ray.engine``) whose
-write step sends each Ray block to Redis from Arrow in Rust, from the worker that holds it.
+write step sends rows to Redis from Arrow in Rust, from the workers.
 
-Feast's own write step turns every block into pandas, then into protos row by row, and
-builds a new online store (a new connection) for every batch. Here the rows are cut into
-blocks of at most ``write_batch_size`` rows, and Ray tasks on its pooled workers (at most
-``write_concurrency`` at once, else ``max_workers``, else 1, as for Feast's writes) hand
-each block to ``RedisOnlineStore.write_arrow``: the bytes, dedup (newest event time wins,
-atomically, whichever task writes first) and TTL of ``online_write_batch``. In cluster mode
-each task routes its keys by slot, so N workers write to M masters in parallel. Blocks are
-not kept after they are written unless a derived view reads them, so a worker holds a
-block, not the view. A failed write fails the job (Feast's Ray write step logs the error on
-the worker and carries on). Everything before the write (read, filter, dedup, aggregation,
-transformations, validation) is Feast's engine, every option of ``ray.engine`` keeping its
-meaning.
+A plain feature view with a local parquet source (as ``RedisComputeEngine`` streams it) is
+read in two passes: the driver reads the key and time columns and finds each entity's
+latest row in the window (and in the last ttl, as Feast's Ray filter keeps); then Ray tasks
+on its pooled workers (at most ``write_concurrency`` at once, else ``max_workers``, else 1,
+as for Feast's writes), each given a row group and the positions of its latest rows, read
+that row group a batch of ``write_batch_size`` rows at a time and write the chosen rows. A
+worker holds a batch and its positions, whatever the view's size, and each entity is
+written once.
+
+Any other view runs Feast's plan (read, filter, dedup, aggregation, transformations,
+validation), and its write step cuts the rows into blocks of at most ``write_batch_size``
+rows written by Ray tasks; a block is not kept after it is written unless a derived view
+reads it. Feast's own write step turns every block into pandas, then into protos row by
+row, and builds a new online store (a new connection) for every batch.
+
+Both write with ``RedisOnlineStore.write_arrow``: the bytes, dedup (newest event time wins,
+atomically, whichever task writes first) and TTL of ``online_write_batch``; a worker keeps
+its store's connection for every later task of the job. In cluster mode each task routes
+its keys by slot, so N workers write to M masters in parallel. A failed write fails the job
+(Feast's Ray write step logs the error on the worker and carries on). Every option of
+``ray.engine`` keeps its meaning.
 
 In ``feature_store.yaml``::
 
@@ -24,9 +33,12 @@ In ``feature_store.yaml``::
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
+import ray
 from feast.infra.common.materialization_job import MaterializationJobStatus, MaterializationTask
 from feast.infra.compute_engines.dag.context import ExecutionContext
 from feast.infra.compute_engines.dag.model import DAGFormat
@@ -39,6 +51,7 @@ from feast.infra.compute_engines.ray.nodes import RayWriteNode
 from feast.infra.registry.base_registry import BaseRegistry
 
 from feast_redis_rs import _distributed
+from feast_redis_rs.compute_engine import ParquetScan, Piece, streamable_scan
 from feast_redis_rs.online_store import RedisOnlineStore
 
 
@@ -49,6 +62,20 @@ class RedisRayComputeEngineConfig(RayComputeEngineConfig):
         "feast_redis_rs.RedisRayComputeEngine"
     )
     """Batch engine type selector"""
+
+
+_ROWS_PER_TASK = 131_072
+
+
+@ray.remote
+def _write_latest(
+    scan: ParquetScan, piece: Piece, positions: np.ndarray, batch_size: int, artifacts: bytes
+) -> None:
+    """A Ray task: of a row group of the view's files, the rows at ``positions`` (the
+    latest of their entity, counted among the row group's rows in the window) written
+    from Arrow, a batch of ``batch_size`` rows at a time."""
+    for rows in scan.take(scan.batches(scan.columns, batch_size, piece), positions):
+        _distributed.write_rows(artifacts, rows)
 
 
 def _write_block(block: pa.Table, artifacts: bytes, keep_rows: bool) -> pa.Table:
@@ -88,12 +115,59 @@ class _ArrowRayWriteNode(RayWriteNode):
         )
 
     def _write_concurrency(self) -> int:
-        # As Feast's write node resolves it.
-        if self.config is not None and self.config.write_concurrency is not None:
-            return self.config.write_concurrency
-        if self.config is not None and self.config.max_workers is not None:
-            return self.config.max_workers
-        return 1
+        return _write_concurrency(self.config)
+
+
+def _write_concurrency(config: RayComputeEngineConfig | None) -> int:
+    # As Feast's write node resolves it.
+    if config is not None and config.write_concurrency is not None:
+        return config.write_concurrency
+    if config is not None and config.max_workers is not None:
+        return config.max_workers
+    return 1
+
+
+def _stream_to_redis(
+    context: ExecutionContext,
+    builder: _ArrowRayFeatureBuilder,
+    task: MaterializationTask,
+    config: RayComputeEngineConfig,
+) -> bool:
+    """Materializes a plain feature view with a local parquet source in two passes: the
+    driver reads the key and time columns and finds each entity's latest row; then a Ray
+    task per row group reads that row group's rows a batch at a time and writes the latest
+    ones. A worker holds a batch and its row group's positions, whatever the view's size;
+    each entity is written once. False (nothing done) for views that need Feast's plan (see
+    ``streamable_scan``)."""
+    scan = streamable_scan(context, builder, task)
+    if scan is None:
+        return False
+    view = task.feature_view
+    if view.ttl:
+        # Feast's Ray filter keeps the rows of the last ttl (from now) only.
+        scan.since(datetime.now(timezone.utc) - view.ttl)
+    pieces = scan.pieces()
+    keys = [scan.keys_and_times(piece) for piece in pieces]
+    latest = scan.latest_positions(pa.concat_tables(keys))
+    ends = np.cumsum([piece_keys.num_rows for piece_keys in keys])
+    bounds = np.searchsorted(latest, ends)
+    batch_size = context.repo_config.online_store.write_batch_size
+    artifacts = _distributed.pack(context.repo_config, context.online_store, view)
+    shared = ray.put(scan), ray.put(artifacts)
+    pending: list[ray.ObjectRef] = []
+    for index, piece in enumerate(pieces):
+        low = bounds[index - 1] if index else 0
+        in_piece = latest[low : bounds[index]] - (ends[index - 1] if index else 0)
+        # A task per _ROWS_PER_TASK latest rows, so that one row group holding most of
+        # them is still written by every worker (each reads its row group up to its rows).
+        for start in range(0, len(in_piece), _ROWS_PER_TASK):
+            if len(pending) == _write_concurrency(config):
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+            positions = in_piece[start : start + _ROWS_PER_TASK]
+            pending.append(_write_latest.remote(shared[0], piece, positions, batch_size, shared[1]))
+    ray.get(pending)
+    return True
 
 
 class _ArrowRayFeatureBuilder(RayFeatureBuilder):
@@ -123,7 +197,10 @@ class RedisRayComputeEngine(RayComputeEngine):
         try:
             context = self.get_execution_context(registry, task)
             builder = _ArrowRayFeatureBuilder(registry, task.feature_view, task, self.config)
-            result = builder.build().execute(context)
+            if _stream_to_redis(context, builder, task, self.config):
+                result = None
+            else:
+                result = builder.build().execute(context)
         except Exception as error:
             return RayMaterializationJob(
                 job_id=job_id, status=MaterializationJobStatus.ERROR, error=error
