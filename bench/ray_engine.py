@@ -3,7 +3,8 @@ Feast's store against `feast_redis_rs.RedisRayComputeEngine` with this store, in
 a local Ray and one Redis, both with `write_concurrency: 2`: the loan-shaped views of
 bench.py (57,477 rows, median of 3 rounds) and a generated view of 2,000,000 rows (1,000,000
 applicants, two rows each), and the peak resident memory of Ray's worker processes for
-500,000 and 2,000,000 rows (a fresh Ray per run, its workers warmed up by importing Feast).
+500,000 and 2,000,000 rows (a fresh Ray per run, its workers warmed up by importing Feast);
+this engine alone also at 4,000,000 rows, to show its peak does not grow with the view.
 Prints a table and writes bench/results_ray.json.
 """
 
@@ -130,6 +131,9 @@ def main() -> None:
     args = parser.parse_args()
     loan_sizes = (2_000, 2_000) if args.quick else (28_844, 28_633)
     big_sizes = (20_000, 80_000) if args.quick else (500_000, 2_000_000)
+    # This engine alone (ray.engine would take minutes and over 10 GB a worker): its peak
+    # memory at twice the largest size above.
+    ours_only = 160_000 if args.quick else 4_000_000
     results: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "build": BUILD_PROFILE,
@@ -148,7 +152,7 @@ def main() -> None:
                 "stock": StockConfig(connection_string=server.address),
                 "ours": RedisOnlineStoreConfig(connection_string=server.address),
             }
-            views = {rows: big_view(data_dir, rows) for rows in big_sizes}
+            views = {rows: big_view(data_dir, rows) for rows in (*big_sizes, ours_only)}
             stores = {
                 name: feature_store(
                     tmp_path / name, onlines[name], data_dir, batch_engine=ENGINES[name]
@@ -180,7 +184,7 @@ def main() -> None:
 
             results["big"] = {}
             for rows, view in views.items():
-                for name in ENGINES:
+                for name in ENGINES if rows in big_sizes else ["ours"]:
                     fresh_ray()
                     with WorkerMemory() as memory:
                         seconds = materialize(name, [view.name], rows // 2)
@@ -214,6 +218,11 @@ def main() -> None:
             f"| peak RSS of a Ray worker, {rows:,} rows | {stock['worker_peak_mb']:.0f} MB "
             f"| {ours['worker_peak_mb']:.0f} MB | |"
         )
+    ours = results["big"][f"ours_{ours_only}"]
+    print(
+        f"| {ours_only:,} rows: time, peak RSS of a Ray worker | (not run) "
+        f"| {ours['seconds']:.1f} s, {ours['worker_peak_mb']:.0f} MB | |"
+    )
     if not args.quick:
         (ROOT / "bench" / "results_ray.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -153,7 +153,8 @@ def _stream_to_redis(
     bounds = np.searchsorted(latest, ends)
     batch_size = context.repo_config.online_store.write_batch_size
     artifacts = _distributed.pack(context.repo_config, context.online_store, view)
-    shared = ray.put(scan), ray.put(artifacts)
+    # In Ray's object store once, for every task.
+    scan_ref, artifacts_ref = ray.put(scan), ray.put(artifacts)
     pending: list[ray.ObjectRef] = []
     for index, piece in enumerate(pieces):
         low = bounds[index - 1] if index else 0
@@ -165,7 +166,9 @@ def _stream_to_redis(
                 done, pending = ray.wait(pending, num_returns=1)
                 ray.get(done)
             positions = in_piece[start : start + _ROWS_PER_TASK]
-            pending.append(_write_latest.remote(shared[0], piece, positions, batch_size, shared[1]))
+            pending.append(
+                _write_latest.remote(scan_ref, piece, positions, batch_size, artifacts_ref)
+            )
     ray.get(pending)
     return True
 
