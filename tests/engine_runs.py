@@ -5,6 +5,7 @@ worker in the middle of."""
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import threading
 import time
@@ -19,7 +20,7 @@ import pytest
 from feast import FeatureView, Field, FileSource
 from feast.types import Int64, String
 
-from feast_redis_rs import RedisOnlineStoreConfig
+from feast_redis_rs import RedisOnlineStore, RedisOnlineStoreConfig
 
 from . import loan_repo
 from .redis_servers import free_port
@@ -46,6 +47,37 @@ def materialize_every_view(deployment, online, engine: dict | None, path: Path):
         loan_repo.BASE_TIME - timedelta(days=1), loan_repo.BASE_TIME + timedelta(days=3)
     )
     return store, deployment.dump()
+
+
+def assert_engines_write_feasts_bytes(
+    deployment, engine_name: str, feasts: dict, ours: dict, engine_class: type, path: Path
+) -> None:
+    """Every view materialized four ways into ``deployment`` gives the same hashes: Feast's
+    local engine with stock Feast's store (the reference), Feast's engine ``feasts`` with
+    stock's store and with this store, and this engine ``ours`` with this store. The last
+    run's engine is an ``engine_class`` that, used, pickles (its store without its
+    connection)."""
+    runs = {
+        "Feast's local engine, stock store": (deployment.stock(), None),
+        f"Feast's {engine_name} engine, stock store": (deployment.stock(), feasts),
+        f"Feast's {engine_name} engine, this store": (deployment.ours(), feasts),
+        f"this {engine_name} engine, this store": (deployment.ours(), ours),
+    }
+    dumps = {}
+    for run, (online, engine) in runs.items():
+        store, dumps[run] = materialize_every_view(
+            deployment, online, engine, path / run.replace(" ", "_").replace("'", "")
+        )
+    provider = store._get_provider()
+    assert isinstance(provider.batch_engine, engine_class)
+    assert isinstance(provider.online_store, RedisOnlineStore)
+    engine = pickle.loads(pickle.dumps(provider.batch_engine))
+    assert isinstance(engine, engine_class)
+    assert isinstance(engine.online_store, RedisOnlineStore)
+    reference = dumps.pop("Feast's local engine, stock store")
+    assert len(reference) == EVERY_VIEW_KEYS
+    for run, dump in dumps.items():
+        assert dump == reference, run
 
 
 MANY_APPLICANTS_WINDOW = (

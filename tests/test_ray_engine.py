@@ -7,13 +7,12 @@ store's ``online_write_batch`` too."""
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import pytest
 import ray
 
-from feast_redis_rs import RedisOnlineStore, RedisRayComputeEngine
+from feast_redis_rs import RedisRayComputeEngine
 
 from . import engine_runs
 
@@ -33,29 +32,9 @@ def local_ray():
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", ["standalone", "cluster"])
 def test_materializes_the_bytes_of_feasts_engines(local_ray, started_deployments, name, tmp_path):
-    deployment = started_deployments(name)
-    runs = {
-        "Feast's local engine, stock store": (deployment.stock(), None),
-        "Feast's Ray engine, stock store": (deployment.stock(), FEASTS),
-        "Feast's Ray engine, this store": (deployment.ours(), FEASTS),
-        "this Ray engine, this store": (deployment.ours(), OURS),
-    }
-    dumps = {}
-    for run, (online, engine) in runs.items():
-        store, dumps[run] = engine_runs.materialize_every_view(
-            deployment, online, engine, tmp_path / run.replace(" ", "_")
-        )
-    provider = store._get_provider()
-    assert isinstance(provider.batch_engine, RedisRayComputeEngine)
-    assert isinstance(provider.online_store, RedisOnlineStore)
-    # The engine, used, pickles (its store without its connection).
-    engine = pickle.loads(pickle.dumps(provider.batch_engine))
-    assert isinstance(engine, RedisRayComputeEngine)
-    assert isinstance(engine.online_store, RedisOnlineStore)
-    reference = dumps.pop("Feast's local engine, stock store")
-    assert len(reference) == engine_runs.EVERY_VIEW_KEYS
-    for run, dump in dumps.items():
-        assert dump == reference, run
+    engine_runs.assert_engines_write_feasts_bytes(
+        started_deployments(name), "Ray", FEASTS, OURS, RedisRayComputeEngine, tmp_path
+    )
 
 
 def test_a_failed_write_fails_the_job(local_ray, tmp_path):

@@ -7,14 +7,13 @@ fields and values Feast's own engines give with stock Feast's store; Feast's
 from __future__ import annotations
 
 import os
-import pickle
 import sys
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
-from feast_redis_rs import RedisOnlineStore, RedisSparkComputeEngine
+from feast_redis_rs import RedisSparkComputeEngine
 
 from . import engine_runs
 
@@ -45,29 +44,9 @@ def local_spark():
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", ["standalone", "cluster"])
 def test_materializes_the_bytes_of_feasts_engines(local_spark, started_deployments, name, tmp_path):
-    deployment = started_deployments(name)
-    runs = {
-        "Feast's local engine, stock store": (deployment.stock(), None),
-        "Feast's Spark engine, stock store": (deployment.stock(), FEASTS),
-        "Feast's Spark engine, this store": (deployment.ours(), FEASTS),
-        "this Spark engine, this store": (deployment.ours(), OURS),
-    }
-    dumps = {}
-    for run, (online, engine) in runs.items():
-        store, dumps[run] = engine_runs.materialize_every_view(
-            deployment, online, engine, tmp_path / run.replace(" ", "_").replace("'", "")
-        )
-    provider = store._get_provider()
-    assert isinstance(provider.batch_engine, RedisSparkComputeEngine)
-    assert isinstance(provider.online_store, RedisOnlineStore)
-    # The engine, used, pickles (its store without its connection).
-    engine = pickle.loads(pickle.dumps(provider.batch_engine))
-    assert isinstance(engine, RedisSparkComputeEngine)
-    assert isinstance(engine.online_store, RedisOnlineStore)
-    reference = dumps.pop("Feast's local engine, stock store")
-    assert len(reference) == engine_runs.EVERY_VIEW_KEYS
-    for run, dump in dumps.items():
-        assert dump == reference, run
+    engine_runs.assert_engines_write_feasts_bytes(
+        started_deployments(name), "Spark", FEASTS, OURS, RedisSparkComputeEngine, tmp_path
+    )
 
 
 def test_a_failed_write_fails_the_job(local_spark, tmp_path):

@@ -106,16 +106,13 @@ class _ArrowRayWriteNode(RayWriteNode):
             _write_block,
             fn_args=(artifacts, self.keep_rows),
             batch_format="pyarrow",
-            concurrency=self._write_concurrency(),
+            concurrency=_write_concurrency(self.config),
         ).materialize()
         return DAGValue(
             data=written,
             format=DAGFormat.RAY,
             metadata={"written": True, "feature_view": self.feature_view.name},
         )
-
-    def _write_concurrency(self) -> int:
-        return _write_concurrency(self.config)
 
 
 def _write_concurrency(config: RayComputeEngineConfig | None) -> int:
@@ -147,25 +144,27 @@ def _stream_to_redis(
         # Feast's Ray filter keeps the rows of the last ttl (from now) only.
         scan.since(datetime.now(timezone.utc) - view.ttl)
     pieces = scan.pieces()
+    if not pieces:
+        return True
     keys = [scan.keys_and_times(piece) for piece in pieces]
     latest = scan.latest_positions(pa.concat_tables(keys))
-    ends = np.cumsum([piece_keys.num_rows for piece_keys in keys])
-    bounds = np.searchsorted(latest, ends)
+    # Where each piece's rows start in the scan, and its share of the latest positions.
+    starts = np.cumsum([0] + [piece_keys.num_rows for piece_keys in keys[:-1]])
+    per_piece = np.split(latest, np.searchsorted(latest, starts[1:]))
     batch_size = context.repo_config.online_store.write_batch_size
     artifacts = _distributed.pack(context.repo_config, context.online_store, view)
     # In Ray's object store once, for every task.
     scan_ref, artifacts_ref = ray.put(scan), ray.put(artifacts)
     pending: list[ray.ObjectRef] = []
-    for index, piece in enumerate(pieces):
-        low = bounds[index - 1] if index else 0
-        in_piece = latest[low : bounds[index]] - (ends[index - 1] if index else 0)
+    for piece, start, in_scan in zip(pieces, starts, per_piece, strict=True):
+        in_piece = in_scan - start
         # A task per _ROWS_PER_TASK latest rows, so that one row group holding most of
         # them is still written by every worker (each reads its row group up to its rows).
-        for start in range(0, len(in_piece), _ROWS_PER_TASK):
+        for first in range(0, len(in_piece), _ROWS_PER_TASK):
             if len(pending) == _write_concurrency(config):
                 done, pending = ray.wait(pending, num_returns=1)
                 ray.get(done)
-            positions = in_piece[start : start + _ROWS_PER_TASK]
+            positions = in_piece[first : first + _ROWS_PER_TASK]
             pending.append(
                 _write_latest.remote(scan_ref, piece, positions, batch_size, artifacts_ref)
             )
