@@ -153,3 +153,40 @@ def test_record_batch_keeps_declared_types(stores):
         assert batch.column(name).to_pylist() == as_dict[name], name
     without_nulls = batch.column("z_i64").drop_null()
     assert without_nulls.to_numpy(zero_copy_only=True).tolist() == without_nulls.to_pylist()
+
+
+def test_join_keys_renamed_by_projections_read_like_stock(stores, tmp_path):
+    """One view read twice under other join-key names (``with_join_key_map``); the same
+    request shape again (its cached route) and with a column order and extra column
+    of its own answer like stock too."""
+    from feast import FeatureService
+
+    zipcode_view = next(v for v in loan_repo.views(tmp_path) if v.name == "zipcode_features")
+    service = FeatureService(
+        name="home_and_work",
+        features=[
+            zipcode_view.with_name("home").with_join_key_map({"zipcode": "home_zip"}),
+            zipcode_view.with_name("work").with_join_key_map({"zipcode": "work_zip"}),
+        ],
+    )
+    for store in stores:
+        store.apply([service])
+    zips = loan_repo.ZIPCODES
+    requests = [
+        {"home_zip": zips[:3], "work_zip": [zips[4], 1, zips[4]]},
+        {"home_zip": zips[2:5], "work_zip": zips[:3]},
+        {"work_zip": zips[:2], "home_zip": [zips[3], zips[3]]},
+        {"work_zip": zips[:2], "home_zip": zips[1:3], "zipcode": [zips[0], zips[1]]},
+    ]
+    for rows in requests:
+        expected, got = both(stores, features=service, entity_rows=rows, full_feature_names=True)
+        assert isinstance(got, ArrowOnlineResponse)
+        assert got.to_dict(True) == expected.to_dict(True)
+        assert got.proto == expected.proto
+    stock, _ = stores
+    home = stock.get_online_features(
+        features=stock.get_feature_service("home_and_work"),
+        entity_rows={"home_zip": [zips[0]], "work_zip": [zips[1]]},
+        full_feature_names=True,
+    ).to_dict()
+    assert home["home__z_i64"] != home["work__z_i64"], "the two reads must differ"

@@ -108,6 +108,22 @@ def stores(redis_server, tmp_path):
     return stock, ours
 
 
+def native_plan(ours, view: FeatureView) -> _native.ViewPlan:
+    """The plan ``write_arrow`` builds for ``arrow_view``, for calling the native client."""
+    return _native.ViewPlan(
+        ViewSpec(
+            project=ours.config.project,
+            entity_key_serialization_version=3,
+            view="arrow_view",
+            join_keys=[("dob_ssn", "STRING")],
+            features=[(f.name, f.dtype.to_value_type().name) for f in view.features],
+            timestamp_column="event_timestamp",
+            key_ttl_seconds=None,
+            skip_dedup=False,
+        )
+    )
+
+
 def dump(redis_db) -> dict:
     return {key: redis_db.hgetall(key) for key in redis_db.keys()}
 
@@ -132,18 +148,7 @@ def test_typed_arrow_rows_match_stock_bytes(redis_server, redis_db, tmp_path):
     redis_db.flushall()
     online = ours._get_provider().online_store
     client = online._get_client(ours.config.online_store)
-    plan = _native.ViewPlan(
-        ViewSpec(
-            project=ours.config.project,
-            entity_key_serialization_version=3,
-            view="arrow_view",
-            join_keys=[("dob_ssn", "STRING")],
-            features=[(f.name, f.dtype.to_value_type().name) for f in view.features],
-            timestamp_column="event_timestamp",
-            key_ttl_seconds=None,
-            skip_dedup=False,
-        )
-    )
+    plan = native_plan(ours, view)
     native = client.write_arrow(plan, tables[0].to_batches()[0])
     assert native is not None, "a typed batch must take the Arrow path"
     redis_db.flushall()
@@ -484,3 +489,39 @@ def test_redis_provider_pushes_from_arrow_like_stock(redis_server, redis_db, tmp
     # push_async's later rows replaced the 4 applicants it covered.
     later_values = [v for h in dumps["ours"].values() for v in h.values() if b"later" in v]
     assert len(later_values) == 4
+
+
+def test_writes_of_several_pipelines_count_and_store_every_row(redis_server, redis_db, tmp_path):
+    """Over 2,048 rows a write goes out in several pipelines: side by side when no key
+    repeats, in order when one does; after a SCRIPT FLUSH the first pipeline loads the
+    newest-wins script. Either way every row is counted once, as a run of writes of one
+    pipeline each counts it, and the hashes are the bytes stock Feast writes."""
+    stock, ours = stores(redis_server, tmp_path)
+    view = ours.get_feature_view("arrow_view")
+    join_keys = {c.name: c.dtype.to_value_type() for c in view.entity_columns}
+    client = ours._get_provider().online_store._get_client(ours.config.online_store)
+    plan = native_plan(ours, view)
+    repeated = typed_table(6_000)  # 3,001 applicants, most twice
+    distinct = repeated.set_column(
+        0, "dob_ssn", pa.array([f"unique-{i}" for i in range(repeated.num_rows)])
+    )
+    stock_config = stock.config.model_copy(
+        update={"online_store": StockConfig(connection_string=redis_server.address)}
+    )
+    for table, written_once in ((distinct, 6_000), (repeated, None)):
+        redis_db.flushall()
+        rows = utils._convert_arrow_to_proto(table, view, join_keys)
+        StockStore().online_write_batch(stock_config, view, rows, None)
+        expected = dump(redis_db)
+
+        redis_db.flushall()
+        redis_db.script_flush()
+        batch = table.combine_chunks().to_batches()[0]
+        written, skipped = client.write_arrow(plan, batch)
+        assert dump(redis_db) == expected
+        redis_db.flushall()
+        in_pieces = [client.write_arrow(plan, piece) for piece in table.to_batches(2_000)]
+        assert (written, skipped) == tuple(map(sum, zip(*in_pieces, strict=True)))
+        if written_once:
+            assert (written, skipped) == (written_once, 0)
+            assert client.write_arrow(plan, batch) == (0, written_once)

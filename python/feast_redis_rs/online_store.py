@@ -21,6 +21,7 @@ from feast import Entity, FeatureService, FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore as StockRedisOnlineStore
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.infra.supported_async_methods import SupportedAsyncMethods
+from feast.metrics import track_feature_statuses
 from feast.online_response import OnlineResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import RepeatedValue
@@ -305,33 +306,30 @@ class RedisOnlineStore(StockRedisOnlineStore):
         if isinstance(features, FeatureService) and getattr(features, "precompute_online", False):
             return None
         columns = _entity_columns(entity_rows)
-        if columns is None or len({len(v) for v in columns.values()}) > 1:
+        if columns is None:
+            return None
+        rows = {len(v) for v in columns.values()}
+        if len(rows) != 1 or 0 in rows:
             return None
         context = _feast.request_context(registry, project, features, full_feature_names)
         if context.on_demand_views or context.needed_request_data or context.entityless_case:
             return None
-        join_key_values: dict[str, list[Any]] = {}
-        for name, values in columns.items():
-            if name in context.join_keys:
-                join_key_values[name] = values
-            elif name in context.entity_name_to_join_key_map:
-                return None  # Feast's deprecated entity-name keys: its own flow warns.
         _feast.check_versioned_read_support(self, context.grouped_refs)
         client = self._get_client(config.online_store)
         plan = self._plans.request(
             config, context.grouped_refs, full_feature_names, include_feature_view_version_metadata
         )
-        view_values, columns = [], []
-        for view in plan.views:
-            values = view_columns(view, context.entity_name_to_join_key_map, join_key_values)
-            if set(values) != set(view.join_keys):
-                return None  # A view read with other keys than its own: Feast's flow.
-            view_values.append(values)
-            columns.append([values[k] for k in view.join_keys])
-        answer = client.read_columnar([view.plan for view in plan.views], columns)
+        route = plan.route(context.join_keys, context.entity_name_to_join_key_map, tuple(columns))
+        if route is None:
+            return None
+        answer = client.read_columnar(
+            [view.plan for view in plan.views],
+            [[columns[name] for name in sources] for sources in route.view_sources],
+        )
         if answer is None:
             return None
-        _track_feature_statuses(feature_counts(plan, view_values))
+        _track_feature_statuses(route.feature_counts(rows.pop()))
+        join_key_values = {name: columns[name] for name in route.join_key_columns}
         return ArrowOnlineResponse(
             entity_columns=join_key_values,
             entity_types=context.entity_type_map,
@@ -511,10 +509,9 @@ def _entity_columns(
 
 
 def _track_feature_statuses(counts: list[tuple[str, int, int]]) -> None:
-    """Feast's feature-status metrics, as its own response building records them."""
+    """Feast's feature-status metrics, as its own response building records them; a
+    metrics failure never fails a read."""
     try:
-        from feast.metrics import track_feature_statuses
-
         for name, present, not_found in counts:
             track_feature_statuses(name, present, not_found)
     except Exception:

@@ -10,7 +10,7 @@ registry makes new ones, and so new plans.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from feast import FeatureView, RepoConfig
@@ -97,6 +97,59 @@ class RequestPlan:
     """For each feature column, the answer's column of its view's event seconds."""
     feature_view_metadata: list[tuple[str, int]]
     feature_types: dict[str, ValueType]
+    routes: dict[tuple[str, ...], Route | None] = field(default_factory=dict, compare=False)
+    """``route``'s answers, by the request's column names."""
+
+    def route(
+        self,
+        join_keys: set[str],
+        entity_name_to_join_key_map: dict[str, str],
+        names: tuple[str, ...],
+    ) -> Route | None:
+        """Where the columns of a request with at least one row go, worked out the first
+        time a set of column names is seen (Feast's checks run then, with their errors);
+        ``None`` sends requests with these names down Feast's own flow."""
+        if names in self.routes:
+            return self.routes[names]
+        kept = tuple(name for name in names if name in join_keys)
+        route: Route | None = None
+        # Feast's deprecated entity-name keys are left to its own flow, which warns.
+        if not any(n in entity_name_to_join_key_map for n in names if n not in join_keys):
+            # Each column tagged with its own name: Feast's renaming by projection then
+            # tells which request column feeds each join key of each view.
+            tagged = {name: [name] for name in kept}
+            sources = []
+            for view in self.views:
+                values = view_columns(view, entity_name_to_join_key_map, tagged)
+                if set(values) != set(view.join_keys):
+                    break  # A view read with other keys than its own: Feast's flow.
+                sources.append(tuple(values[k][0] for k in view.join_keys))
+            else:
+                route = Route(
+                    join_key_columns=kept,
+                    view_sources=tuple(sources),
+                    view_counts=tuple((v.table.name, len(v.features)) for v in self.views),
+                )
+        if len(self.routes) >= _MAX_CACHED:
+            self.routes.clear()
+        self.routes[names] = route
+        return route
+
+
+@dataclass(frozen=True)
+class Route:
+    """How one set of request column names feeds a ``RequestPlan``'s views."""
+
+    join_key_columns: tuple[str, ...]
+    """The request's columns that are join keys: the response's entity columns."""
+    view_sources: tuple[tuple[str, ...], ...]
+    """Per view, the request column of each of its join keys, in the plan's order."""
+    view_counts: tuple[tuple[str, int], ...]
+    """Per view, its name and how many features it reads (for Feast's status metrics)."""
+
+    def feature_counts(self, rows: int) -> list[tuple[str, int, int]]:
+        """Per view ``(name, values read, rows)`` for Feast's feature-status metrics."""
+        return [(name, features * rows, rows) for name, features in self.view_counts]
 
 
 def view_columns(

@@ -14,6 +14,10 @@ use arrow_schema::{DataType, TimeUnit};
 use prost::Message;
 
 use super::{FeatureType, ScalarType, NULL_TIMESTAMP};
+
+// `feast.types.Value`'s field numbers of `bytes_val` and `string_val`.
+const BYTES_VAL_FIELD: u32 = 1;
+const STRING_VAL_FIELD: u32 = 2;
 use crate::encoding::proto::{
     BoolList, BytesList, DoubleList, FloatList, Int32List, Int64List, StringList, Val, Value,
 };
@@ -56,23 +60,66 @@ pub fn timestamp_values(column: &ArrayRef, unit: &TimeUnit) -> Vec<i64> {
     }
 }
 
-fn encoded(val: Option<Val>) -> Vec<u8> {
-    Value { val }.encode_to_vec()
+/// The stored bytes of a column's values, one after another in one buffer.
+#[derive(Default)]
+pub struct EncodedColumn {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl EncodedColumn {
+    fn with_capacity(len: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(len * 8),
+            ends: Vec::with_capacity(len),
+        }
+    }
+
+    /// The bytes of value `row`.
+    pub fn get(&self, row: usize) -> &[u8] {
+        let start = row.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.bytes[start..self.ends[row]]
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    fn push(&mut self, val: Option<Val>) {
+        Value { val }
+            .encode(&mut self.bytes)
+            .expect("a Vec grows as needed");
+        self.ends.push(self.bytes.len());
+    }
+
+    /// A `Value` whose one field, of number `field`, is length-delimited `payload`: the
+    /// bytes prost writes for a string or bytes value, without copying it into one.
+    fn push_delimited(&mut self, field: u32, payload: &[u8]) {
+        prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, &mut self.bytes);
+        prost::encoding::encode_varint(payload.len() as u64, &mut self.bytes);
+        self.bytes.extend_from_slice(payload);
+        self.ends.push(self.bytes.len());
+    }
 }
 
 /// The stored bytes of every value of `column` for a feature of type `ty`, or `None`
 /// when this column's Arrow type is not the one this path maps for `ty`.
-pub fn encode_column(ty: FeatureType, column: &ArrayRef) -> Option<Vec<Vec<u8>>> {
+pub fn encode_column(ty: FeatureType, column: &ArrayRef) -> Option<EncodedColumn> {
     if ty.list {
         return encode_lists(ty.scalar, column);
     }
     let len = column.len();
-    let each = |f: &dyn Fn(usize) -> Option<Val>| -> Vec<Vec<u8>> {
-        (0..len)
-            .map(|i| encoded(if column.is_null(i) { None } else { f(i) }))
-            .collect()
+    let mut out = EncodedColumn::with_capacity(len);
+    let mut each = |f: &dyn Fn(usize) -> Option<Val>| {
+        for i in 0..len {
+            out.push(if column.is_null(i) { None } else { f(i) });
+        }
     };
-    Some(match (ty.scalar, column.data_type()) {
+    match (ty.scalar, column.data_type()) {
         (ScalarType::Int64, DataType::Int64) => {
             let a = column.as_primitive::<Int64Type>();
             each(&|i| Some(Val::Int64Val(a.value(i))))
@@ -92,11 +139,21 @@ pub fn encode_column(ty: FeatureType, column: &ArrayRef) -> Option<Vec<Vec<u8>>>
         }
         (ScalarType::String, DataType::Utf8) => {
             let a = column.as_string::<i32>();
-            each(&|i| Some(Val::StringVal(a.value(i).to_owned())))
+            for i in 0..len {
+                match column.is_null(i) {
+                    true => out.push(None),
+                    false => out.push_delimited(STRING_VAL_FIELD, a.value(i).as_bytes()),
+                }
+            }
         }
         (ScalarType::Bytes, DataType::Binary) => {
             let a = column.as_binary::<i32>();
-            each(&|i| Some(Val::BytesVal(a.value(i).to_vec())))
+            for i in 0..len {
+                match column.is_null(i) {
+                    true => out.push(None),
+                    false => out.push_delimited(BYTES_VAL_FIELD, a.value(i)),
+                }
+            }
         }
         (ScalarType::Bool, DataType::Boolean) => {
             let a = column.as_boolean();
@@ -106,30 +163,29 @@ pub fn encode_column(ty: FeatureType, column: &ArrayRef) -> Option<Vec<Vec<u8>>>
         // NULL_TIMESTAMP_INT_VALUE rather than as an empty Value.
         (ScalarType::UnixTimestamp, DataType::Timestamp(unit, _)) => {
             let values = timestamp_values(column, unit);
-            (0..len)
-                .map(|i| {
-                    let v = if column.is_null(i) {
-                        NULL_TIMESTAMP
-                    } else {
-                        seconds(values[i], unit)
-                    };
-                    encoded(Some(Val::UnixTimestampVal(v)))
-                })
-                .collect()
+            for (i, &value) in values.iter().enumerate() {
+                let v = if column.is_null(i) {
+                    NULL_TIMESTAMP
+                } else {
+                    seconds(value, unit)
+                };
+                out.push(Some(Val::UnixTimestampVal(v)));
+            }
         }
         _ => return None,
-    })
+    }
+    Some(out)
 }
 
-fn encode_lists(scalar: ScalarType, column: &ArrayRef) -> Option<Vec<Vec<u8>>> {
+fn encode_lists(scalar: ScalarType, column: &ArrayRef) -> Option<EncodedColumn> {
     let DataType::List(item) = column.data_type() else {
         return None;
     };
     let lists = column.as_list::<i32>();
-    let mut out = Vec::with_capacity(lists.len());
+    let mut out = EncodedColumn::with_capacity(lists.len());
     for i in 0..lists.len() {
         if lists.is_null(i) {
-            out.push(encoded(None));
+            out.push(None);
             continue;
         }
         let items = lists.value(i);
@@ -169,7 +225,7 @@ fn encode_lists(scalar: ScalarType, column: &ArrayRef) -> Option<Vec<Vec<u8>>> {
             }),
             _ => return None,
         };
-        out.push(encoded(Some(val)));
+        out.push(Some(val));
     }
     Some(out)
 }

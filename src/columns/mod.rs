@@ -16,7 +16,7 @@ use crate::encoding::EncodingError;
 
 mod encode;
 
-pub use encode::{encode_column, micros, timestamp_values};
+pub use encode::{encode_column, micros, timestamp_values, EncodedColumn};
 
 /// Feast's `NULL_TIMESTAMP_INT_VALUE`: a unix timestamp Feast reads as None.
 pub const NULL_TIMESTAMP: i64 = i64::MIN;
@@ -159,13 +159,125 @@ pub struct InvalidValue {
     pub error: EncodingError,
 }
 
-fn fill<B: ArrayBuilder + Append>(
+/// The wire form nearly every stored scalar has: one field, its tag byte first.
+/// `append_wire` appends a value given in that form and returns `false` for any other
+/// form (several fields, another field, an empty message), which prost then decodes:
+/// the result is the same, without decoding into an owned `Value` first.
+trait AppendWire {
+    fn append_wire(&mut self, bytes: &[u8]) -> bool;
+}
+
+/// A varint that is the whole of `bytes` (at most 10 bytes, the last holding one bit,
+/// the varints prost accepts).
+fn whole_varint(bytes: &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (index, &byte) in bytes.iter().enumerate().take(10) {
+        if index == 9 && byte > 1 {
+            return None;
+        }
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            return (index + 1 == bytes.len()).then_some(value);
+        }
+    }
+    None
+}
+
+/// A length-delimited payload that is the whole rest of `bytes`.
+fn whole_delimited(bytes: &[u8]) -> Option<&[u8]> {
+    let prefix = bytes.iter().position(|&b| b & 0x80 == 0)? + 1;
+    let len = whole_varint(&bytes[..prefix])?;
+    let payload = &bytes[prefix..];
+    (payload.len() as u64 == len).then_some(payload)
+}
+
+// Tag bytes of `feast.types.Value`'s scalar fields: (field number << 3) | wire type.
+const BYTES_VAL: u8 = 1 << 3 | 2;
+const STRING_VAL: u8 = 2 << 3 | 2;
+const INT32_VAL: u8 = 3 << 3;
+const INT64_VAL: u8 = 4 << 3;
+const DOUBLE_VAL: u8 = 5 << 3 | 1;
+const FLOAT_VAL: u8 = 6 << 3 | 5;
+const BOOL_VAL: u8 = 7 << 3;
+const UNIX_TIMESTAMP_VAL: u8 = 8 << 3;
+
+macro_rules! wire_append {
+    ($builder:ty, $tag:expr, |$b:ident, $payload:ident| $append:expr) => {
+        impl AppendWire for $builder {
+            fn append_wire(&mut self, bytes: &[u8]) -> bool {
+                let $b = self;
+                match bytes.split_first() {
+                    Some((&tag, $payload)) if tag == $tag => $append,
+                    _ => false,
+                }
+            }
+        }
+    };
+}
+
+// An int32 varint is read as its low 32 bits, as prost reads it.
+wire_append!(Int32Builder, INT32_VAL, |b, payload| whole_varint(payload)
+    .map(|v| b.append_value(v as i32))
+    .is_some());
+wire_append!(Int64Builder, INT64_VAL, |b, payload| whole_varint(payload)
+    .map(|v| b.append_value(v as i64))
+    .is_some());
+wire_append!(BooleanBuilder, BOOL_VAL, |b, payload| whole_varint(payload)
+    .map(|v| b.append_value(v != 0))
+    .is_some());
+wire_append!(Float64Builder, DOUBLE_VAL, |b, payload| <[u8; 8]>::try_from(
+    payload
+)
+.map(|v| b.append_value(f64::from_le_bytes(v)))
+.is_ok());
+wire_append!(Float32Builder, FLOAT_VAL, |b, payload| <[u8; 4]>::try_from(
+    payload
+)
+.map(|v| b.append_value(f32::from_le_bytes(v)))
+.is_ok());
+wire_append!(BinaryBuilder, BYTES_VAL, |b, payload| whole_delimited(payload)
+    .map(|v| b.append_value(v))
+    .is_some());
+wire_append!(StringBuilder, STRING_VAL, |b, payload| whole_delimited(payload)
+    .and_then(|v| std::str::from_utf8(v).ok())
+    .map(|v| b.append_value(v))
+    .is_some());
+wire_append!(TimestampSecondBuilder, UNIX_TIMESTAMP_VAL, |b, payload| {
+    whole_varint(payload)
+        .map(|v| match v as i64 {
+            NULL_TIMESTAMP => b.append_null(),
+            seconds => b.append_value(seconds),
+        })
+        .is_some()
+});
+
+impl<B: ArrayBuilder> AppendWire for ListBuilder<B> {
+    fn append_wire(&mut self, _bytes: &[u8]) -> bool {
+        false
+    }
+}
+
+fn fill<'a, B: ArrayBuilder + Append + AppendWire>(
     mut builder: B,
-    values: impl Iterator<Item = Option<Result<Value, InvalidValue>>>,
+    values: impl Iterator<Item = Option<&'a [u8]>>,
     append_null: impl Fn(&mut B),
 ) -> Result<Option<ArrayRef>, InvalidValue> {
-    for value in values {
-        match value.transpose()?.and_then(|v| v.val) {
+    for (position, bytes) in values.enumerate() {
+        let Some(bytes) = bytes else {
+            append_null(&mut builder);
+            continue;
+        };
+        if builder.append_wire(bytes) {
+            continue;
+        }
+        let value = Value::decode(bytes).map_err(|err| InvalidValue {
+            position,
+            error: EncodingError::InvalidProto {
+                message: "feast.types.Value",
+                reason: err.to_string(),
+            },
+        })?;
+        match value.val {
             None => append_null(&mut builder),
             Some(val) => {
                 if !builder.append(&val) {
@@ -184,23 +296,12 @@ pub fn decode_column<'a>(
     ty: FeatureType,
     values: impl Iterator<Item = Option<&'a [u8]>>,
 ) -> Result<Option<ArrayRef>, InvalidValue> {
-    let decoded = values.enumerate().map(|(position, bytes)| {
-        bytes.map(|b| {
-            Value::decode(b).map_err(|err| InvalidValue {
-                position,
-                error: EncodingError::InvalidProto {
-                    message: "feast.types.Value",
-                    reason: err.to_string(),
-                },
-            })
-        })
-    });
     macro_rules! column {
         ($builder:expr) => {
             if ty.list {
-                fill(ListBuilder::new($builder), decoded, |b| b.append_null())
+                fill(ListBuilder::new($builder), values, |b| b.append_null())
             } else {
-                fill($builder, decoded, |b| b.append_null())
+                fill($builder, values, |b| b.append_null())
             }
         };
     }

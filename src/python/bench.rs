@@ -23,7 +23,11 @@ fn pipelined_hmget(py: Python<'_>, client: &RedisStoreClient, reads: Vec<KeysAnd
             .collect();
         store::read_hashes(client, &reads).await
     })??;
-    Ok(hashes.iter().flatten().flatten().filter(|v| v.is_some()).count())
+    Ok(hashes
+        .iter()
+        .flatten()
+        .flat_map(|hash| hash.iter().flatten())
+        .count())
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

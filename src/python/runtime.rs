@@ -8,6 +8,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -29,6 +30,11 @@ const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// so the next call starts on a fresh one.
 async fn interruptible<F: Future>(future: F) -> PyResult<F::Output> {
     tokio::pin!(future);
+    // A small request often completes in its first poll (`redis::spin_wait`): no timer
+    // is set up for it.
+    if let Poll::Ready(output) = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
+        return Ok(output);
+    }
     loop {
         tokio::select! {
             output = &mut future => return Ok(output),
@@ -39,7 +45,8 @@ async fn interruptible<F: Future>(future: F) -> PyResult<F::Output> {
     }
 }
 
-/// Runs `future` to completion on this thread's runtime, with the GIL released.
+/// Runs `future` to completion on this thread's runtime, with the GIL released; the
+/// thread spins for small replies (`redis::spin_wait`), as it has nothing else to do.
 pub fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
 where
     F: Future + Send,
@@ -48,7 +55,7 @@ where
     py.detach(|| {
         RUNTIME.with(|cell| {
             let mut slot = cell.borrow_mut();
-            let pid = std::process::id();
+            let pid = crate::redis::note_process_id();
             if slot.as_ref().is_none_or(|(owner, _)| *owner != pid) {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -63,7 +70,7 @@ where
                 }
             }
             let (_, runtime) = slot.as_ref().expect("set above");
-            runtime.block_on(interruptible(future))
+            crate::redis::spin_wait(|| runtime.block_on(interruptible(future)))
         })
     })
 }

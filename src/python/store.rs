@@ -229,12 +229,7 @@ impl RedisStoreClient {
                 Some(ts) => (ts.seconds, ts.nanos).into_pyobject(py)?.into_any(),
                 None => py.None().into_bound(py),
             };
-            let values = PyList::new(
-                py,
-                row.values
-                    .iter()
-                    .map(|v| v.as_deref().map(|b| PyBytes::new(py, b))),
-            )?;
+            let values = PyList::new(py, row.values.iter().map(|v| v.map(|b| PyBytes::new(py, b))))?;
             out.append(PyTuple::new(py, [ts, values.into_any()])?)?;
         }
         Ok(out)

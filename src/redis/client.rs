@@ -36,15 +36,13 @@ impl RetryPolicy {
 /// How often a cluster batch may be redirected or retried before giving up.
 const MAX_CLUSTER_ROUNDS: usize = 16;
 
-/// Commands to run, each with the key that decides which node runs it.
+/// Commands to run, each with a key (its first, which decides the node in a cluster).
 #[derive(Default, Clone)]
 pub struct Batch {
     /// The commands in order, ready to send as they are to a single node.
     pipeline: Pipeline,
     /// Where each command's bytes end in the pipeline's.
     ends: Vec<usize>,
-    /// The cluster slot of each command's key.
-    slots: Vec<u16>,
 }
 
 impl Batch {
@@ -56,12 +54,12 @@ impl Batch {
         Self {
             pipeline: Pipeline::new(),
             ends: Vec::with_capacity(capacity),
-            slots: Vec::with_capacity(capacity),
         }
     }
 
-    pub fn push(&mut self, key: &[u8], command: &Command) {
-        self.slots.push(key_slot(key));
+    /// Adds a command whose first argument after its name (after the script and the
+    /// key count for EVAL/EVALSHA) is its key.
+    pub fn push(&mut self, command: &Command) {
         self.pipeline.push(command);
         self.ends.push(self.pipeline.bytes().len());
     }
@@ -97,12 +95,23 @@ impl Batch {
         &self.pipeline.bytes()[start..self.ends[index]]
     }
 
+    /// The cluster slot of command `index`'s key; found only for a cluster, so the
+    /// keys of a batch to one node are not hashed.
+    fn slot(&self, index: usize) -> u16 {
+        self.key(index).map_or(0, key_slot)
+    }
+
+    /// Its replies that are arrays of bulk strings and nils come as `Reply::Strings`.
+    pub fn parse_strings_flat(&mut self) {
+        self.pipeline.parse_strings_flat();
+    }
+
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.ends.is_empty()
     }
 }
 
@@ -472,7 +481,7 @@ impl RedisClient {
             for (index, target) in pending.drain(..) {
                 let (addr, asking) = match target {
                     Target::SlotOwner => {
-                        let slot = batch.slots[index];
+                        let slot = batch.slot(index);
                         let owner = map.owner(slot).ok_or(ClientError::SlotUncovered { slot })?;
                         (owner.clone(), false)
                     }
@@ -483,6 +492,9 @@ impl RedisClient {
             }
             let sends = groups.into_iter().map(|(addr, items)| async move {
                 let mut pipeline = Pipeline::new();
+                if batch.pipeline.strings_flat() {
+                    pipeline.parse_strings_flat();
+                }
                 for &(index, ask) in &items {
                     if ask {
                         pipeline.push_encoded(asking);

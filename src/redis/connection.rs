@@ -1,14 +1,19 @@
 //! Connections to one Redis node (TCP, TLS or a Unix socket), and the idle ones kept
 //! per node and calling thread, dropped when the thread exits. A connection serves one
 //! request at a time: the request is written whole, then its replies are parsed as they
-//! arrive, so decoding overlaps Redis' execution of the rest of the pipeline.
+//! arrive, so decoding overlaps Redis' execution of the rest of the pipeline. A caller
+//! with nothing else to do (`spin_wait`) waits for a small request's replies by spinning
+//! rather than sleeping.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Read;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::{self, ThreadId};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
@@ -84,8 +89,60 @@ pub struct Timeouts {
     pub command: Duration,
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {
+    /// The socket under the stream, and whether its bytes are the stream's (not TLS
+    /// records): a spinning wait reads those straight from the socket.
+    fn socket(&self) -> (socket2::SockRef<'_>, bool);
+}
+
+impl Io for TcpStream {
+    fn socket(&self) -> (socket2::SockRef<'_>, bool) {
+        (socket2::SockRef::from(self), true)
+    }
+}
+
+#[cfg(unix)]
+impl Io for tokio::net::UnixStream {
+    fn socket(&self) -> (socket2::SockRef<'_>, bool) {
+        (socket2::SockRef::from(self), true)
+    }
+}
+
+impl Io for tokio_rustls::client::TlsStream<TcpStream> {
+    fn socket(&self) -> (socket2::SockRef<'_>, bool) {
+        (socket2::SockRef::from(self.get_ref().0), false)
+    }
+}
+
+thread_local! {
+    static SPIN_WAIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Requests of at most this many commands are waited for by spinning, in `spin_wait`.
+const SPIN_MAX_COMMANDS: usize = 32;
+/// How long a spinning wait lasts before the thread sleeps until the reply comes.
+const SPIN_BUDGET: Duration = Duration::from_micros(50);
+
+/// Runs `f` with this thread waiting for the replies of small requests by spinning
+/// (up to 50 µs) instead of sleeping: on a VM, waking a sleeping thread can cost more
+/// than Redis takes to answer. For a thread that waits on one request and does nothing
+/// else meanwhile (a Python call); never for a runtime that serves many tasks.
+pub fn spin_wait<R>(f: impl FnOnce() -> R) -> R {
+    let before = SPIN_WAIT.with(|spin| spin.replace(true));
+    let result = f();
+    SPIN_WAIT.with(|spin| spin.set(before));
+    result
+}
+
+/// What a spinning wait for a reply's bytes came to.
+enum Spun {
+    /// Bytes were read into the connection's buffer.
+    Read,
+    /// Bytes (TLS records) are waiting for the stream's own read.
+    Readable,
+    /// None came within the budget.
+    Nothing,
+}
 
 /// Why opening or using a connection failed; the connection is not used again.
 enum Failure {
@@ -139,6 +196,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct Connection {
     io: Box<dyn Io>,
     received: BytesMut,
+    /// Where a spinning wait reads bytes from a plain socket.
+    scratch: Vec<u8>,
 }
 
 impl Connection {
@@ -147,18 +206,58 @@ impl Connection {
         self.io.write_all(pipeline.bytes()).await?;
         self.io.flush().await?;
         let expected = pipeline.len();
+        let spinning = expected <= SPIN_MAX_COMMANDS && SPIN_WAIT.with(Cell::get);
+        let mut spin_deadline = spinning.then(|| Instant::now() + SPIN_BUDGET);
         let mut replies = Vec::with_capacity(expected);
         loop {
-            resp::parse_replies(&mut self.received, expected - replies.len(), &mut replies)
-                .map_err(Failure::Protocol)?;
+            resp::parse_replies(
+                &mut self.received,
+                expected - replies.len(),
+                pipeline.strings_flat(),
+                &mut replies,
+            )
+            .map_err(Failure::Protocol)?;
             if replies.len() == expected {
                 return Ok(replies);
+            }
+            if let Some(deadline) = spin_deadline {
+                match self.spin_for_bytes(deadline)? {
+                    Spun::Read => continue,
+                    Spun::Readable | Spun::Nothing => spin_deadline = None,
+                }
             }
             self.received.reserve(READ_CHUNK);
             if self.io.read_buf(&mut self.received).await? == 0 {
                 return Err(Failure::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
         }
+    }
+
+    /// Waits for bytes by spinning until `deadline`, reading them from a plain socket:
+    /// tokio would first ask epoll, and the thread might sleep.
+    fn spin_for_bytes(&mut self, deadline: Instant) -> std::io::Result<Spun> {
+        let (socket, plain) = self.io.socket();
+        if plain && self.scratch.is_empty() {
+            self.scratch = vec![0; READ_CHUNK];
+        }
+        let mut byte = [MaybeUninit::uninit()];
+        while Instant::now() < deadline {
+            let result = match plain {
+                true => (&*socket).read(&mut self.scratch),
+                false => socket.peek(&mut byte),
+            };
+            match result {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(read) if plain => {
+                    self.received.extend_from_slice(&self.scratch[..read]);
+                    return Ok(Spun::Read);
+                }
+                Ok(_) => return Ok(Spun::Readable),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Spun::Nothing)
     }
 
     /// Whether the connection can serve another request: nothing unasked-for arrived.
@@ -258,6 +357,7 @@ impl Connector {
                 let mut connection = Connection {
                     io,
                     received: BytesMut::with_capacity(READ_CHUNK),
+                    scratch: Vec::new(),
                 };
                 let handshake = self.handshake(role);
                 if handshake.is_empty() {
@@ -338,9 +438,29 @@ thread_local! {
     });
 }
 
+/// The id of this process as last noted (0: not yet), so that pools learn of a fork
+/// without a system call per request.
+static PROCESS_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Notes this process' id (a system call) and returns it. Code that forks and goes on
+/// using a client in the child calls this first (the Python adapter does on every
+/// call); pools then open their own connections in the child.
+pub fn note_process_id() -> u32 {
+    let pid = std::process::id();
+    PROCESS_ID.store(pid, Ordering::Relaxed);
+    pid
+}
+
+fn process_id() -> u32 {
+    match PROCESS_ID.load(Ordering::Relaxed) {
+        0 => note_process_id(),
+        pid => pid,
+    }
+}
+
 fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
     let mut guard = connections.lock().unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
+    let pid = process_id();
     if guard.pid != pid {
         guard.pid = pid;
         // The parent's sockets: the child must not read the parent's replies from them.
@@ -366,7 +486,7 @@ impl Pool {
             connector,
             role,
             connections: Arc::new(Mutex::new(Connections {
-                pid: std::process::id(),
+                pid: process_id(),
                 by_thread: HashMap::new(),
             })),
         }

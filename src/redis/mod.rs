@@ -12,9 +12,9 @@ mod tls;
 
 pub use client::{Batch, RedisClient, RetryPolicy};
 pub use cluster::key_slot;
-pub use connection::{NodeAddr, Timeouts};
+pub use connection::{note_process_id, spin_wait, NodeAddr, Timeouts};
 pub use error::ClientError;
-pub use resp::{Command, Reply};
+pub use resp::{Command, Reply, Strings};
 pub use script::Script;
 pub use settings::{
     ClientConfig, ConnectionSettings, Overrides, Secret, SettingsError, TlsSettings, Topology,

@@ -40,6 +40,14 @@ impl Command {
         self
     }
 
+    /// Appends the arguments of `other` (built from `Command::default()` to hold
+    /// arguments only, encoded once for many commands).
+    pub fn args_of(&mut self, other: &Command) -> &mut Self {
+        self.encoded.extend_from_slice(&other.encoded);
+        self.args += other.args;
+        self
+    }
+
     /// Appends the complete command (`*<count>` and its arguments) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         out.push(b'*');
@@ -60,11 +68,23 @@ impl Command {
 pub struct Pipeline {
     bytes: Vec<u8>,
     commands: usize,
+    strings_flat: bool,
 }
 
 impl Pipeline {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Replies that are arrays of bulk strings and nils (HMGET's) are to be parsed as
+    /// `Reply::Strings`: one slice of the received bytes per array, not one per item.
+    pub fn parse_strings_flat(&mut self) -> &mut Self {
+        self.strings_flat = true;
+        self
+    }
+
+    pub fn strings_flat(&self) -> bool {
+        self.strings_flat
     }
 
     pub fn push(&mut self, command: &Command) -> &mut Self {
@@ -101,6 +121,74 @@ pub enum Reply {
     Bulk(Bytes),
     Error(Bytes),
     Array(Vec<Reply>),
+    /// An array of bulk strings and nils, for a pipeline that asked for it
+    /// (`Pipeline::parse_strings_flat`).
+    Strings(Strings),
+}
+
+/// An array of bulk strings and nils held as one slice of the bytes received and each
+/// item's place in it: reading a field costs neither an allocation nor a reference count.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Strings {
+    bytes: Bytes,
+    /// `(offset, length)` in `bytes`; `None` for a nil.
+    items: Vec<Option<(u32, u32)>>,
+}
+
+impl Strings {
+    /// Strings holding copies of `items` (for replies made by hand, in tests).
+    pub fn from_items<'a>(items: impl IntoIterator<Item = Option<&'a [u8]>>) -> Self {
+        let mut bytes = Vec::new();
+        let items = items
+            .into_iter()
+            .map(|item| {
+                item.map(|item| {
+                    bytes.extend_from_slice(item);
+                    ((bytes.len() - item.len()) as u32, item.len() as u32)
+                })
+            })
+            .collect();
+        Self {
+            bytes: bytes.into(),
+            items,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Item `index`; `None` for a nil (or past the end).
+    pub fn get(&self, index: usize) -> Option<&[u8]> {
+        let (offset, len) = (*self.items.get(index)?)?;
+        Some(&self.bytes[offset as usize..(offset + len) as usize])
+    }
+
+    /// The last item; `None` for a nil (or no items).
+    pub fn last(&self) -> Option<&[u8]> {
+        self.get(self.len().checked_sub(1)?)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Option<&[u8]>> {
+        (0..self.len()).map(|index| self.get(index))
+    }
+
+    /// Keeps the first `len` items.
+    pub fn truncate(&mut self, len: usize) {
+        self.items.truncate(len);
+    }
+}
+
+impl fmt::Debug for Strings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|item| item.map(String::from_utf8_lossy)))
+            .finish()
+    }
 }
 
 impl Reply {
@@ -144,6 +232,7 @@ impl fmt::Debug for Reply {
             Self::Bulk(bytes) => write!(f, "{:?}", String::from_utf8_lossy(bytes)),
             Self::Error(text) => write!(f, "-{}", String::from_utf8_lossy(text)),
             Self::Array(items) => f.debug_list().entries(items).finish(),
+            Self::Strings(strings) => strings.fmt(f),
         }
     }
 }
@@ -184,54 +273,117 @@ fn number(line: &[u8]) -> Result<i64, ProtocolError> {
     Ok(if negative { -value } else { value })
 }
 
-/// Parses the reply at `*at` in one pass, moving `*at` past it; `None` (with `*at` left
-/// anywhere) while bytes of it are still to come.
-fn parse(bytes: &Bytes, at: &mut usize, depth: usize) -> Result<Option<Reply>, ProtocolError> {
-    let start = *at;
-    let Some(&kind) = bytes.get(start) else {
-        return Ok(None);
-    };
+/// The header line at `start` (its kind byte, its text and where the next line starts),
+/// or `None` while it is still to come.
+fn header(bytes: &[u8], start: usize) -> Option<(u8, &[u8], usize)> {
+    let &kind = bytes.get(start)?;
     // Header lines are short: a plain scan beats a vectorized search here.
-    let Some(end) = bytes[start + 1..]
-        .iter()
-        .position(|&b| b == b'\r')
-        .map(|i| start + 1 + i)
-    else {
-        return Ok(None);
-    };
+    let end = bytes[start + 1..].iter().position(|&b| b == b'\r')? + start + 1;
     let after_line = end + 2;
-    if bytes.len() < after_line {
+    (bytes.len() >= after_line).then(|| (kind, &bytes[start + 1..end], after_line))
+}
+
+/// A bulk string's length, refused past Redis' limit; negative for a nil.
+fn bulk_len(line: &[u8]) -> Result<i64, ProtocolError> {
+    match number(line)? {
+        len if len > MAX_BULK_LEN => Err(ProtocolError(format!(
+            "a bulk string of {len} bytes, over Redis' 512 MB limit"
+        ))),
+        len => Ok(len),
+    }
+}
+
+/// Where a bulk string of `len` bytes starting at `start` ends (after its CRLF), or
+/// `None` while bytes of it are still to come.
+fn bulk_end(bytes: &[u8], start: usize, len: usize) -> Result<Option<usize>, ProtocolError> {
+    let stop = start + len;
+    if bytes.len() < stop + 2 {
         return Ok(None);
     }
+    if &bytes[stop..stop + 2] != b"\r\n" {
+        return Err(ProtocolError("a bulk string longer than announced".into()));
+    }
+    Ok(Some(stop + 2))
+}
+
+enum Flat {
+    Strings(Strings),
+    /// An item that is not a bulk string or nil: the array is parsed as `Reply::Array`.
+    Other,
+    Incomplete,
+}
+
+/// The `count` items from `*at` as `Strings`, moving `*at` past them.
+fn parse_strings(bytes: &Bytes, at: &mut usize, count: usize) -> Result<Flat, ProtocolError> {
+    let first = *at;
+    let mut items = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let Some((kind, line, after_line)) = header(bytes, *at) else {
+            return Ok(Flat::Incomplete);
+        };
+        if kind != b'$' {
+            return Ok(Flat::Other);
+        }
+        let len = bulk_len(line)?;
+        if len < 0 {
+            items.push(None);
+            *at = after_line;
+            continue;
+        }
+        let Some(end) = bulk_end(bytes, after_line, len as usize)? else {
+            return Ok(Flat::Incomplete);
+        };
+        let Ok(offset) = u32::try_from(after_line - first) else {
+            return Ok(Flat::Other); // Over 4 GB: items as bulk strings of their own.
+        };
+        items.push(Some((offset, len as u32)));
+        *at = end;
+    }
+    Ok(Flat::Strings(Strings {
+        bytes: bytes.slice(first..*at),
+        items,
+    }))
+}
+
+/// Parses the reply at `*at` in one pass, moving `*at` past it; `None` (with `*at` left
+/// anywhere) while bytes of it are still to come. With `strings_flat`, an array of bulk
+/// strings and nils is a `Reply::Strings`.
+fn parse(
+    bytes: &Bytes,
+    at: &mut usize,
+    depth: usize,
+    strings_flat: bool,
+) -> Result<Option<Reply>, ProtocolError> {
+    let start = *at;
+    let Some((kind, line, after_line)) = header(bytes, start) else {
+        return Ok(None);
+    };
     *at = after_line;
-    let line = &bytes[start + 1..end];
     let reply = match kind {
-        b'$' => match number(line)? {
+        b'$' => match bulk_len(line)? {
             len if len < 0 => Reply::Nil,
-            len if len > MAX_BULK_LEN => {
-                return Err(ProtocolError(format!(
-                    "a bulk string of {len} bytes, over Redis' 512 MB limit"
-                )))
-            }
-            len => {
-                let stop = after_line + len as usize;
-                if bytes.len() < stop + 2 {
-                    return Ok(None);
+            len => match bulk_end(bytes, after_line, len as usize)? {
+                Some(end) => {
+                    *at = end;
+                    Reply::Bulk(bytes.slice(after_line..end - 2))
                 }
-                if &bytes[stop..stop + 2] != b"\r\n" {
-                    return Err(ProtocolError("a bulk string longer than announced".into()));
-                }
-                *at = stop + 2;
-                Reply::Bulk(bytes.slice(after_line..stop))
-            }
+                None => return Ok(None),
+            },
         },
         b'*' => match number(line)? {
             count if count < 0 => Reply::Nil,
             _ if depth >= MAX_DEPTH => return Err(ProtocolError("a reply nested too deeply".into())),
             count => {
+                if strings_flat {
+                    match parse_strings(bytes, at, count as usize)? {
+                        Flat::Strings(strings) => return Ok(Some(Reply::Strings(strings))),
+                        Flat::Incomplete => return Ok(None),
+                        Flat::Other => *at = after_line,
+                    }
+                }
                 let mut items = Vec::with_capacity((count as usize).min(1024));
                 for _ in 0..count {
-                    match parse(bytes, at, depth + 1)? {
+                    match parse(bytes, at, depth + 1, false)? {
                         Some(item) => items.push(item),
                         None => return Ok(None),
                     }
@@ -240,8 +392,8 @@ fn parse(bytes: &Bytes, at: &mut usize, depth: usize) -> Result<Option<Reply>, P
             }
         },
         b':' => Reply::Int(number(line)?),
-        b'+' => Reply::Status(bytes.slice(start + 1..end)),
-        b'-' => Reply::Error(bytes.slice(start + 1..end)),
+        b'+' => Reply::Status(bytes.slice(start + 1..after_line - 2)),
+        b'-' => Reply::Error(bytes.slice(start + 1..after_line - 2)),
         other => {
             return Err(ProtocolError(format!(
                 "a reply starting with byte {other:#04x}, which RESP2 does not have"
@@ -251,9 +403,15 @@ fn parse(bytes: &Bytes, at: &mut usize, depth: usize) -> Result<Option<Reply>, P
     Ok(Some(reply))
 }
 
-/// Takes every complete reply at the front of `buf`, at most `limit` of them, into `out`.
-/// Bytes of an incomplete reply stay in `buf` for the next read.
-pub fn parse_replies(buf: &mut BytesMut, limit: usize, out: &mut Vec<Reply>) -> Result<(), ProtocolError> {
+/// Takes every complete reply at the front of `buf`, at most `limit` of them, into `out`
+/// (with `strings_flat`, arrays of bulk strings and nils as `Reply::Strings`). Bytes of
+/// an incomplete reply stay in `buf` for the next read.
+pub fn parse_replies(
+    buf: &mut BytesMut,
+    limit: usize,
+    strings_flat: bool,
+    out: &mut Vec<Reply>,
+) -> Result<(), ProtocolError> {
     if buf.is_empty() || limit == 0 {
         return Ok(());
     }
@@ -261,7 +419,7 @@ pub fn parse_replies(buf: &mut BytesMut, limit: usize, out: &mut Vec<Reply>) -> 
     let mut complete = 0;
     for _ in 0..limit {
         let mut at = complete;
-        match parse(&bytes, &mut at, 0)? {
+        match parse(&bytes, &mut at, 0, strings_flat)? {
             Some(reply) => {
                 out.push(reply);
                 complete = at;
@@ -281,7 +439,7 @@ mod tests {
     fn parse_all(bytes: &[u8]) -> Vec<Reply> {
         let mut buf = BytesMut::from(bytes);
         let mut out = Vec::new();
-        parse_replies(&mut buf, usize::MAX, &mut out).unwrap();
+        parse_replies(&mut buf, usize::MAX, false, &mut out).unwrap();
         assert!(buf.is_empty(), "left: {buf:?}");
         out
     }
@@ -325,10 +483,10 @@ mod tests {
         for split in 0..wire.len() {
             let mut buf = BytesMut::from(&wire[..split]);
             let mut out = Vec::new();
-            parse_replies(&mut buf, usize::MAX, &mut out).unwrap();
+            parse_replies(&mut buf, usize::MAX, false, &mut out).unwrap();
             let complete = out.len();
             buf.extend_from_slice(&wire[split..]);
-            parse_replies(&mut buf, usize::MAX, &mut out).unwrap();
+            parse_replies(&mut buf, usize::MAX, false, &mut out).unwrap();
             assert_eq!(out.len(), 2, "split at {split} ({complete} complete before)");
             assert_eq!(out[0], Reply::Array(vec![bulk("ab"), Reply::Nil, bulk("wxyz")]));
             assert!(buf.is_empty());
@@ -339,7 +497,7 @@ mod tests {
     fn the_limit_leaves_later_replies_in_the_buffer() {
         let mut buf = BytesMut::from(&b":1\r\n:2\r\n:3\r\n"[..]);
         let mut out = Vec::new();
-        parse_replies(&mut buf, 2, &mut out).unwrap();
+        parse_replies(&mut buf, 2, false, &mut out).unwrap();
         assert_eq!(out, vec![Reply::Int(1), Reply::Int(2)]);
         assert_eq!(&buf[..], b":3\r\n");
     }
@@ -359,7 +517,14 @@ mod tests {
                 out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
                 items.iter().for_each(|item| encode(item, out));
             }
+            Reply::Strings(strings) => encode(&array_of(strings), out),
         }
+    }
+
+    /// `strings` as the `Reply::Array` parsed without `strings_flat`.
+    fn array_of(strings: &Strings) -> Reply {
+        let item = |item: Option<&[u8]>| item.map_or(Reply::Nil, |b| Reply::Bulk(Bytes::copy_from_slice(b)));
+        Reply::Array(strings.iter().map(item).collect())
     }
 
     fn any_reply() -> impl Strategy<Value = Reply> {
@@ -389,13 +554,37 @@ mod tests {
             cuts.sort_unstable();
             cuts.push(wire.len());
             let (mut buf, mut out, mut from) = (BytesMut::new(), Vec::new(), 0);
-            for cut in cuts {
+            for &cut in &cuts {
                 buf.extend_from_slice(&wire[from..cut]);
                 from = cut;
-                parse_replies(&mut buf, usize::MAX, &mut out).unwrap();
+                parse_replies(&mut buf, usize::MAX, false, &mut out).unwrap();
             }
             prop_assert!(buf.is_empty());
-            prop_assert_eq!(out, replies);
+            prop_assert_eq!(&out, &replies);
+
+            // Flat: the same replies, with arrays of bulk strings and nils as `Strings`.
+            let (mut buf, mut flat, mut from) = (BytesMut::new(), Vec::new(), 0);
+            for &cut in &cuts {
+                buf.extend_from_slice(&wire[from..cut]);
+                from = cut;
+                parse_replies(&mut buf, usize::MAX, true, &mut flat).unwrap();
+            }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(flat.len(), replies.len());
+            for (flat, reply) in flat.iter().zip(&replies) {
+                let plain = |items: &[Reply]| items.iter().all(|i| matches!(i, Reply::Bulk(_) | Reply::Nil));
+                match (flat, reply) {
+                    (Reply::Strings(strings), Reply::Array(items)) => {
+                        prop_assert!(plain(items));
+                        prop_assert_eq!(&array_of(strings), reply);
+                    }
+                    (Reply::Array(_), Reply::Array(items)) => {
+                        prop_assert!(!plain(items));
+                        prop_assert_eq!(flat, reply);
+                    }
+                    _ => prop_assert_eq!(flat, reply),
+                }
+            }
         }
 
         #[test]
@@ -405,7 +594,9 @@ mod tests {
         ) {
             let mut buf = BytesMut::from([prefix, &bytes[..]].concat().as_slice());
             let mut out = Vec::new();
-            let _ = parse_replies(&mut buf, usize::MAX, &mut out);
+            let _ = parse_replies(&mut buf, usize::MAX, false, &mut out);
+            let mut buf = BytesMut::from([prefix, &bytes[..]].concat().as_slice());
+            let _ = parse_replies(&mut buf, usize::MAX, true, &mut out);
         }
     }
 
@@ -414,16 +605,16 @@ mod tests {
         for wire in [&b"?x\r\n"[..], b"$x\r\n", b"$1\r\nab\r\n", b"*1\r\n!\r\n"] {
             let mut buf = BytesMut::from(wire);
             assert!(
-                parse_replies(&mut buf, usize::MAX, &mut Vec::new()).is_err(),
+                parse_replies(&mut buf, usize::MAX, false, &mut Vec::new()).is_err(),
                 "{wire:?}"
             );
         }
         let deep = "*1\r\n".repeat(MAX_DEPTH + 1) + ":1\r\n";
         assert!(number(b"12345678901234567890").is_err() && number(b"-").is_err());
         let mut huge = BytesMut::from(&b"$99999999999\r\n"[..]);
-        assert!(parse_replies(&mut huge, 1, &mut Vec::new()).is_err());
+        assert!(parse_replies(&mut huge, 1, false, &mut Vec::new()).is_err());
         assert_eq!(number(b"-12").unwrap(), -12);
         let mut buf = BytesMut::from(deep.as_bytes());
-        assert!(parse_replies(&mut buf, 1, &mut Vec::new()).is_err());
+        assert!(parse_replies(&mut buf, 1, false, &mut Vec::new()).is_err());
     }
 }

@@ -314,7 +314,6 @@ pub async fn answer(client: &RedisClient, request: &Resolved<'_>) -> Result<Answ
             .map(|(key, hash)| {
                 let stored = hash
                     .last()
-                    .and_then(Option::as_deref)
                     .map(|bytes| store::stored_timestamp(&plan.view, key, bytes))
                     .transpose()?;
                 let mut text = String::new();
@@ -332,8 +331,8 @@ pub async fn answer(client: &RedisClient, request: &Resolved<'_>) -> Result<Answ
             }
             let mut rendered = Vec::with_capacity(rows.unique_keys.len());
             for (key, hash) in rows.unique_keys.iter().zip(hashes) {
-                let value = hash[k]
-                    .as_deref()
+                let value = hash
+                    .get(k)
                     .map(|bytes| {
                         Value::decode(bytes).map_err(|err| StoreError::CorruptValue {
                             view: plan.view.clone(),

@@ -89,7 +89,7 @@ pub async fn read_columnar(
     for (((view, rows), hashes), dtypes) in views.into_iter().zip(rows).zip(hashes).zip(dtypes) {
         let plan = view.plan;
         for (index, dtype) in dtypes.into_iter().enumerate() {
-            let values = hashes.iter().map(|hash| hash[index].as_deref());
+            let values = hashes.iter().map(|hash| hash.get(index));
             let column = decode_column(dtype, values).map_err(|invalid| StoreError::CorruptValue {
                 view: plan.view.clone(),
                 feature: plan.features[index].name.clone(),

@@ -43,7 +43,7 @@ pub async fn delete_entities(client: &RedisClient, plan: &ViewPlan) -> Result<us
     let keys = project_keys(client, plan).await?;
     let mut batch = Batch::with_capacity(keys.len());
     for key in &keys {
-        batch.push(key, Command::new("DEL").arg(key));
+        batch.push(Command::new("DEL").arg(key));
     }
     client.execute(&batch).await?;
     Ok(keys.len())
@@ -56,7 +56,7 @@ pub async fn delete_view(client: &RedisClient, plan: &ViewPlan) -> Result<usize,
     let keys = project_keys(client, plan).await?;
     let mut hkeys = Batch::with_capacity(keys.len());
     for key in &keys {
-        hkeys.push(key, Command::new("HKEYS").arg(key));
+        hkeys.push(Command::new("HKEYS").arg(key));
     }
     let replies = client.execute(&hkeys).await?;
     let mut deletes = Batch::new();
@@ -91,7 +91,7 @@ pub async fn delete_view(client: &RedisClient, plan: &ViewPlan) -> Result<usize,
             }
             command
         };
-        deletes.push(key, &command);
+        deletes.push(&command);
     }
     let deleted = deletes.len();
     client.execute(&deletes).await?;

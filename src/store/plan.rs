@@ -2,7 +2,9 @@
 //! the view's Redis key layout, hash fields and dtypes (`ViewPlan`); and, per request,
 //! the Redis keys of the request rows (`RowKeys`).
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::error::StoreError;
 use crate::columns::FeatureType;
@@ -136,7 +138,9 @@ impl ViewPlan {
                 self.join_keys[0]
             )));
         }
-        let mut index: HashMap<Vec<u8>, u32> = HashMap::with_capacity(rows);
+        // Each distinct key's place in `unique_keys`, found by the key's hash.
+        let hasher = DefaultHashBuilder::default();
+        let mut index: HashTable<u32> = HashTable::with_capacity(rows);
         let mut keys = RowKeys {
             unique_keys: Vec::new(),
             row_to_unique: Vec::with_capacity(rows),
@@ -150,11 +154,19 @@ impl ViewPlan {
             }
             key.clear();
             self.layout.write_redis_key(&values, &self.project, &mut key)?;
-            let next = keys.unique_keys.len() as u32;
-            let unique = *index.entry(key.clone()).or_insert_with(|| {
-                keys.unique_keys.push(key.clone());
-                next
-            });
+            let unique_keys = &mut keys.unique_keys;
+            let hash = hasher.hash_one(key.as_slice());
+            let unique = match index.find(hash, |&u| unique_keys[u as usize] == key) {
+                Some(&unique) => unique,
+                None => {
+                    let unique = unique_keys.len() as u32;
+                    unique_keys.push(key.clone());
+                    index.insert_unique(hash, unique, |&u| {
+                        hasher.hash_one(unique_keys[u as usize].as_slice())
+                    });
+                    unique
+                }
+            };
             keys.row_to_unique.push(unique);
         }
         Ok(keys)

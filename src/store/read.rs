@@ -1,15 +1,13 @@
 //! HMGETs of feature hashes, and `online_read`'s answer per entity key.
 
-use bytes::Bytes;
-
 use super::error::{printable_key, StoreError};
 use super::plan::{RowKeys, ViewPlan};
 use crate::encoding::{self, Timestamp};
-use crate::redis::{Batch, Command, RedisClient, Reply};
+use crate::redis::{Batch, Command, RedisClient, Reply, Strings};
 
-/// The fields read from one hash, in the order asked for (`None` when absent); each a
-/// slice of the bytes Redis sent.
-pub type Hash = Vec<Option<Bytes>>;
+/// The fields read from one hash, in the order asked for (`None` when absent), held in
+/// the bytes Redis sent.
+pub type Hash = Strings;
 
 /// The hash fields to read from each of a view's keys.
 pub struct HashRead<'a> {
@@ -21,14 +19,15 @@ pub struct HashRead<'a> {
 /// Returns, per read and key, the value of each field.
 pub async fn read_hashes(client: &RedisClient, reads: &[HashRead<'_>]) -> Result<Vec<Vec<Hash>>, StoreError> {
     let mut batch = Batch::with_capacity(reads.iter().map(|r| r.keys.len()).sum());
+    batch.parse_strings_flat();
     let mut command = Command::default();
     for read in reads {
+        let mut fields = Command::default();
+        for field in read.fields {
+            fields.arg(field);
+        }
         for key in read.keys {
-            command.restart("HMGET").arg(key);
-            for field in read.fields {
-                command.arg(field);
-            }
-            batch.push(key, &command);
+            batch.push(command.restart("HMGET").arg(key).args_of(&fields));
         }
     }
     let mut replies = client.execute(&batch).await?.into_iter();
@@ -103,29 +102,22 @@ pub async fn read_rows(
         .zip(hashes)
         .map(|(key, mut values)| {
             let event_time = values
-                .pop()
-                .flatten()
-                .map(|bytes| stored_timestamp(&plan.view, key, &bytes))
+                .get(plan.features.len())
+                .map(|bytes| stored_timestamp(&plan.view, key, bytes))
                 .transpose()?;
+            values.truncate(plan.features.len());
             Ok(StoredRow { event_time, values })
         })
         .collect()
 }
 
-/// An HMGET reply's fields, or what is wrong with it.
+/// An HMGET reply's fields (parsed flat: an array of anything but bulk strings and
+/// nils stays a `Reply::Array`), or what is wrong with it.
 fn hmget_reply(reply: Reply, fields: usize) -> Result<Hash, &'static str> {
-    let Reply::Array(values) = reply else {
-        return Err("a non-array");
-    };
-    if values.len() != fields {
-        return Err("a different number of fields than asked for");
+    match reply {
+        Reply::Strings(values) if values.len() == fields => Ok(values),
+        Reply::Strings(_) => Err("a different number of fields than asked for"),
+        Reply::Array(_) => Err("a field that is neither bytes nor nil"),
+        _ => Err("a non-array"),
     }
-    values
-        .into_iter()
-        .map(|value| match value {
-            Reply::Nil => Ok(None),
-            Reply::Bulk(bytes) => Ok(Some(bytes)),
-            _ => Err("a field that is neither bytes nor nil"),
-        })
-        .collect()
 }

@@ -48,9 +48,9 @@ pub async fn read_response(
 /// and the key of one that is not.
 fn check_values(plan: &ViewPlan, keys: &[Vec<u8>], hashes: &[Hash]) -> Result<(), StoreError> {
     for (key, hash) in keys.iter().zip(hashes) {
-        for (feature, value) in plan.features.iter().zip(hash) {
+        for (feature, value) in plan.features.iter().zip(hash.iter()) {
             if let Some(bytes) = value {
-                Value::decode(&bytes[..]).map_err(|err| StoreError::CorruptValue {
+                Value::decode(bytes).map_err(|err| StoreError::CorruptValue {
                     view: plan.view.clone(),
                     feature: feature.name.clone(),
                     key: printable_key(key),
@@ -92,7 +92,6 @@ pub fn response_timestamp(stored: Option<Timestamp>) -> Timestamp {
 pub(super) fn hash_timestamp(plan: &ViewPlan, key: &[u8], hash: &Hash) -> Result<Timestamp, StoreError> {
     let stored = hash
         .get(plan.features.len())
-        .and_then(Option::as_deref)
         .map(|bytes| stored_timestamp(&plan.view, key, bytes))
         .transpose()?;
     Ok(response_timestamp(stored))
@@ -141,7 +140,7 @@ pub fn feature_vectors(
         let status = if column.is_some() { PRESENT } else { NOT_FOUND };
         let value_of = |u: u32| -> &[u8] {
             match column {
-                Some(c) => hashes[u as usize][c].as_deref().unwrap_or_default(),
+                Some(c) => hashes[u as usize].get(c).unwrap_or_default(),
                 None => &[],
             }
         };
@@ -170,8 +169,8 @@ pub fn feature_vectors(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redis::Strings;
     use crate::store::plan::ViewSpec;
-    use bytes::Bytes;
 
     fn ts(seconds: i64, nanos: i32) -> Timestamp {
         Timestamp { seconds, nanos }
@@ -204,7 +203,7 @@ mod tests {
 
     #[test]
     fn corrupt_values_name_the_feature() {
-        let hashes = vec![vec![Some(Bytes::from_static(b"\x0a\xff")), None]];
+        let hashes = [Strings::from_items([Some(&b"\x0a\xff"[..]), None])];
         let err = check_values(&plan(), &[b"k".to_vec()], &hashes).unwrap_err();
         assert!(err.to_string().contains("feature 'f' of view 'fv'"), "{err}");
     }
@@ -215,7 +214,7 @@ mod tests {
             unique_keys: vec![b"k".to_vec()],
             row_to_unique: vec![0],
         };
-        let hashes = vec![vec![None, Some(Bytes::from_static(b"\xff\xff"))]];
+        let hashes = [Strings::from_items([None, Some(&b"\xff\xff"[..])])];
         let err = feature_vectors(&plan(), &rows, &hashes, true, &mut Vec::new()).unwrap_err();
         assert!(
             err.to_string().contains("_ts:fv") && err.to_string().contains("b\"k\""),

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use futures_util::StreamExt;
+
 use prost::Message;
 
 use arrow_array::cast::AsArray;
@@ -13,7 +15,7 @@ use arrow_schema::DataType;
 use super::error::{printable_key, StoreError};
 use super::plan::{EntityColumn, EntityType, NativeColumn, ViewPlan};
 use super::read::{read_hashes, stored_timestamp, HashRead};
-use crate::columns::{encode_column, micros, timestamp_values};
+use crate::columns::{encode_column, micros, timestamp_values, EncodedColumn};
 use crate::encoding::{self, Timestamp};
 use std::sync::OnceLock;
 
@@ -75,10 +77,14 @@ fn column_of(plan: &ViewPlan, batch: &RecordBatch, name: &str) -> Result<ArrayRe
 }
 
 /// The rows of an Arrow batch (the plan's join-key, feature and event-time columns),
-/// as `online_write_batch` would get them from Feast's `_convert_arrow_to_proto`;
-/// `None` when a column is not of the Arrow type this path maps for its dtype (the
-/// caller then uses Feast's conversion).
-fn rows_from_arrow(plan: &ViewPlan, batch: &RecordBatch) -> Result<Option<Vec<WriteRow>>, StoreError> {
+/// as `online_write_batch` would get them from Feast's `_convert_arrow_to_proto`, their
+/// values held in `values`; `None` when a column is not of the Arrow type this path
+/// maps for its dtype (the caller then uses Feast's conversion).
+fn rows_from_arrow<'a>(
+    plan: &ViewPlan,
+    batch: &RecordBatch,
+    values: &'a mut Vec<EncodedColumn>,
+) -> Result<Option<Vec<WriteRow<'a>>>, StoreError> {
     let Some(timestamp_column) = plan.timestamp_column.as_deref() else {
         return Err(StoreError::InvalidRequest(format!(
             "view '{}' has no event-time column to write Arrow batches with",
@@ -92,7 +98,6 @@ fn rows_from_arrow(plan: &ViewPlan, batch: &RecordBatch) -> Result<Option<Vec<Wr
             None => return Ok(None),
         }
     }
-    let mut values = Vec::with_capacity(plan.features.len());
     for feature in &plan.features {
         let column = column_of(plan, batch, &feature.name)?;
         match feature.dtype.and_then(|dtype| encode_column(dtype, &column)) {
@@ -108,6 +113,7 @@ fn rows_from_arrow(plan: &ViewPlan, batch: &RecordBatch) -> Result<Option<Vec<Wr
         return Ok(None);
     }
     let event_times = timestamp_values(&event_times, unit);
+    let values: &'a [EncodedColumn] = values;
     let mut rows = Vec::with_capacity(event_times.len());
     let mut entity = Vec::with_capacity(entities.len());
     for (row, &event_time) in event_times.iter().enumerate() {
@@ -122,8 +128,8 @@ fn rows_from_arrow(plan: &ViewPlan, batch: &RecordBatch) -> Result<Option<Vec<Wr
             fields: plan
                 .features
                 .iter()
-                .zip(&values)
-                .map(|(feature, v)| (feature.field, v[row].clone()))
+                .zip(values)
+                .map(|(feature, v)| (feature.field, v.get(row)))
                 .collect(),
             event_time: timestamp_of_micros(micros(event_time, unit)),
         });
@@ -132,7 +138,7 @@ fn rows_from_arrow(plan: &ViewPlan, batch: &RecordBatch) -> Result<Option<Vec<Wr
 }
 
 /// The Redis key and hash fields of each row.
-fn rows_from_protos(plan: &ViewPlan, rows: Vec<ProtoRow>) -> Result<Vec<WriteRow>, StoreError> {
+fn rows_from_protos<'a>(plan: &ViewPlan, rows: &'a [ProtoRow]) -> Result<Vec<WriteRow<'a>>, StoreError> {
     let mut fields: HashMap<String, [u8; 4]> =
         plan.features.iter().map(|f| (f.name.clone(), f.field)).collect();
     let mut out = Vec::with_capacity(rows.len());
@@ -155,7 +161,7 @@ fn rows_from_protos(plan: &ViewPlan, rows: Vec<ProtoRow>) -> Result<Vec<WriteRow
                     .entry(name.clone())
                     .or_insert_with(|| encoding::feature_field(&plan.view, name))
             })
-            .zip(row.values)
+            .zip(row.values.iter().map(Vec::as_slice))
             .collect();
         out.push(WriteRow {
             key,
@@ -172,7 +178,7 @@ pub async fn write_protos(
     plan: &ViewPlan,
     rows: Vec<ProtoRow>,
 ) -> Result<WriteSummary, StoreError> {
-    let rows = rows_from_protos(plan, rows)?;
+    let rows = rows_from_protos(plan, &rows)?;
     write_rows(client, plan, &rows).await
 }
 
@@ -183,7 +189,8 @@ pub async fn write_arrow(
     plan: &ViewPlan,
     batch: &RecordBatch,
 ) -> Result<Option<WriteSummary>, StoreError> {
-    match rows_from_arrow(plan, batch)? {
+    let mut values = Vec::with_capacity(plan.features.len());
+    match rows_from_arrow(plan, batch, &mut values)? {
         Some(rows) => write_rows(client, plan, &rows).await.map(Some),
         None => Ok(None),
     }
@@ -191,9 +198,9 @@ pub async fn write_arrow(
 
 /// One row of `online_write_batch`: an entity's Redis key, its feature fields with
 /// their serialized `Value`s, and the row's event time.
-struct WriteRow {
+struct WriteRow<'a> {
     key: Vec<u8>,
-    fields: Vec<([u8; 4], Vec<u8>)>,
+    fields: Vec<([u8; 4], &'a [u8])>,
     event_time: Timestamp,
 }
 
@@ -283,6 +290,47 @@ end
 return verdicts
 "#;
 
+/// Rows are written in pipelines of about this many, two in flight when no key repeats,
+/// so that building one pipeline (and reading its replies) overlaps Redis running the
+/// other.
+const PIPELINE_ROWS: usize = 2048;
+const PIPELINES_IN_FLIGHT: usize = 2;
+
+/// Whether two of `rows` are of one key: their writes must then run in order.
+fn repeats_a_key(rows: &[&WriteRow<'_>]) -> bool {
+    let mut seen = hashbrown::HashSet::with_capacity(rows.len());
+    !rows.iter().all(|row| seen.insert(row.key.as_slice()))
+}
+
+/// The replies of `batches`, in order, as one list (running `script` when given). When
+/// `in_order` is false, the first runs alone (a script it runs is then loaded before any
+/// batch runs beside it: a batch that meets NOSCRIPT partway is run again whole) and
+/// the others `PIPELINES_IN_FLIGHT` at a time, each on a connection of its own; else one
+/// after another. A batch is built when its turn comes.
+async fn overlapped(
+    client: &RedisClient,
+    script: Option<&Script>,
+    mut batches: impl Iterator<Item = Batch>,
+    in_order: bool,
+) -> Result<Vec<Reply>, ClientError> {
+    let run = |batch: Batch| async move {
+        match script {
+            Some(script) => client.execute_script(script, &batch).await,
+            None => client.execute(&batch).await,
+        }
+    };
+    let Some(first) = batches.next() else {
+        return Ok(Vec::new());
+    };
+    let mut replies = run(first).await?;
+    let in_flight = if in_order { 1 } else { PIPELINES_IN_FLIGHT };
+    let mut rest = futures_util::stream::iter(batches.map(run)).buffered(in_flight);
+    while let Some(more) = rest.next().await {
+        replies.extend(more?);
+    }
+    Ok(replies)
+}
+
 /// Rows per script call, and field arguments per call, outside a cluster (where each
 /// call holds one row: a call's keys must share a slot).
 const ROWS_PER_CALL: usize = 64;
@@ -302,7 +350,7 @@ fn newest_wins() -> &'static Script {
 async fn write_rows(
     client: &RedisClient,
     plan: &ViewPlan,
-    rows: &[WriteRow],
+    rows: &[WriteRow<'_>],
 ) -> Result<WriteSummary, StoreError> {
     if plan.skip_dedup {
         return write_unchecked(client, plan, rows.iter().collect()).await;
@@ -333,8 +381,8 @@ async fn write_rows(
 
 /// The rows that are newer than every earlier row of the same key, in order, and how
 /// many are not.
-fn newest_in_batch(rows: &[WriteRow]) -> (Vec<&WriteRow>, usize) {
-    let mut latest: HashMap<&[u8], i128> = HashMap::new();
+fn newest_in_batch<'r, 'a>(rows: &'r [WriteRow<'a>]) -> (Vec<&'r WriteRow<'a>>, usize) {
+    let mut latest: hashbrown::HashMap<&[u8], i128> = hashbrown::HashMap::with_capacity(rows.len());
     let mut newest = Vec::with_capacity(rows.len());
     for row in rows {
         let new = total_nanos(row.event_time);
@@ -350,17 +398,42 @@ fn newest_in_batch(rows: &[WriteRow]) -> (Vec<&WriteRow>, usize) {
     (newest, skipped)
 }
 
+/// One `NEWEST_WINS` call per group of rows.
+fn newest_wins_batch(script: &Script, plan: &ViewPlan, ttl: &str, groups: &[&[&WriteRow<'_>]]) -> Batch {
+    let mut batch = Batch::with_capacity(groups.len());
+    let mut event_time = Vec::new();
+    for group in groups {
+        let mut call = script.call(group.iter().map(|row| row.key.as_slice()));
+        call.arg(&plan.timestamp_field).arg(ttl);
+        for row in *group {
+            event_time.clear();
+            row.event_time
+                .encode(&mut event_time)
+                .expect("a Vec grows as needed");
+            call.arg(&event_time)
+                .arg(itoa::Buffer::new().format(row.event_time.seconds))
+                .arg(itoa::Buffer::new().format(row.event_time.nanos))
+                .arg(itoa::Buffer::new().format(2 * row.fields.len()));
+            for (field, value) in &row.fields {
+                call.arg(field).arg(value);
+            }
+        }
+        batch.push(&call);
+    }
+    batch
+}
+
 async fn write_newest_atomically(
     client: &RedisClient,
     plan: &ViewPlan,
-    rows: &[&WriteRow],
+    rows: &[&WriteRow<'_>],
 ) -> Result<WriteSummary, StoreError> {
     let script = newest_wins();
     let ttl = itoa::Buffer::new()
         .format(plan.key_ttl_seconds.unwrap_or(0))
         .to_owned();
     let rows_per_call = if client.is_cluster() { 1 } else { ROWS_PER_CALL };
-    let mut calls: Vec<&[&WriteRow]> = Vec::new();
+    let mut calls: Vec<&[&WriteRow<'_>]> = Vec::new();
     let (mut start, mut field_args) = (0, 0);
     for (index, row) in rows.iter().enumerate() {
         let full = index - start == rows_per_call
@@ -374,22 +447,15 @@ async fn write_newest_atomically(
     if start < rows.len() {
         calls.push(&rows[start..]);
     }
-    let mut batch = Batch::with_capacity(calls.len());
-    for group in &calls {
-        let mut call = script.call(group.iter().map(|row| row.key.as_slice()));
-        call.arg(&plan.timestamp_field).arg(&ttl);
-        for row in *group {
-            call.arg(row.event_time.encode_to_vec())
-                .arg(itoa::Buffer::new().format(row.event_time.seconds))
-                .arg(itoa::Buffer::new().format(row.event_time.nanos))
-                .arg(itoa::Buffer::new().format(2 * row.fields.len()));
-            for (field, value) in &row.fields {
-                call.arg(field).arg(value);
-            }
-        }
-        batch.push(&group[0].key, &call);
-    }
-    let replies = client.execute_script(script, &batch).await?;
+    let calls_per_pipeline = (PIPELINE_ROWS / rows_per_call).max(1);
+    // Boxed: a closure over borrowed rows held across an await trips rustc's check that
+    // the future is Send (rust-lang/rust#64552).
+    let batches: Box<dyn Iterator<Item = Batch> + Send + '_> = Box::new(
+        calls
+            .chunks(calls_per_pipeline)
+            .map(|pipeline| newest_wins_batch(script, plan, &ttl, pipeline)),
+    );
+    let replies = overlapped(client, Some(script), batches, repeats_a_key(rows)).await?;
     let mut verdicts = Vec::with_capacity(rows.len());
     for (group, reply) in calls.iter().zip(&replies) {
         match reply {
@@ -420,28 +486,44 @@ async fn write_newest_atomically(
 }
 
 /// One HSET per row (its fields and `_ts:{view}`), plus EXPIRE when a TTL is set.
-async fn write_unchecked(
-    client: &RedisClient,
-    plan: &ViewPlan,
-    rows: Vec<&WriteRow>,
-) -> Result<WriteSummary, StoreError> {
+fn unchecked_batch(plan: &ViewPlan, rows: &[&WriteRow<'_>]) -> Batch {
     let commands_per_row = if plan.key_ttl_seconds.is_some() { 2 } else { 1 };
     let mut batch = Batch::with_capacity(rows.len() * commands_per_row);
-    for row in &rows {
+    let mut event_time = Vec::new();
+    for row in rows {
+        event_time.clear();
+        row.event_time
+            .encode(&mut event_time)
+            .expect("a Vec grows as needed");
         let mut hset = Command::new("HSET");
-        hset.arg(&row.key)
-            .arg(&plan.timestamp_field)
-            .arg(row.event_time.encode_to_vec());
+        hset.arg(&row.key).arg(&plan.timestamp_field).arg(&event_time);
         for (field, value) in &row.fields {
             hset.arg(field).arg(value);
         }
-        batch.push(&row.key, &hset);
+        batch.push(&hset);
         if let Some(ttl) = plan.key_ttl_seconds {
-            let ttl = itoa::Buffer::new().format(ttl).to_owned();
-            batch.push(&row.key, Command::new("EXPIRE").arg(&row.key).arg(ttl));
+            batch.push(
+                Command::new("EXPIRE")
+                    .arg(&row.key)
+                    .arg(itoa::Buffer::new().format(ttl)),
+            );
         }
     }
-    client.execute(&batch).await?;
+    batch
+}
+
+/// Writes every row, newer or not than what is stored.
+async fn write_unchecked(
+    client: &RedisClient,
+    plan: &ViewPlan,
+    rows: Vec<&WriteRow<'_>>,
+) -> Result<WriteSummary, StoreError> {
+    // Boxed for the reason `write_newest_atomically` gives.
+    let batches: Box<dyn Iterator<Item = Batch> + Send + '_> = Box::new(
+        rows.chunks(PIPELINE_ROWS)
+            .map(|pipeline| unchecked_batch(plan, pipeline)),
+    );
+    overlapped(client, None, batches, repeats_a_key(&rows)).await?;
     Ok(WriteSummary {
         written: rows.len(),
         skipped: 0,
@@ -452,7 +534,7 @@ async fn write_unchecked(
 async fn stored_event_times(
     client: &RedisClient,
     plan: &ViewPlan,
-    rows: &[&WriteRow],
+    rows: &[&WriteRow<'_>],
 ) -> Result<HashMap<Vec<u8>, i128>, StoreError> {
     let mut distinct: Vec<Vec<u8>> = rows.iter().map(|row| row.key.clone()).collect();
     distinct.sort_unstable();
@@ -465,10 +547,10 @@ async fn stored_event_times(
     let hashes = read_hashes(client, &[read]).await?.pop().unwrap_or_default();
     let mut stored = HashMap::with_capacity(distinct.len());
     for (key, hash) in distinct.into_iter().zip(hashes) {
-        let Some(Some(bytes)) = hash.into_iter().next() else {
+        let Some(bytes) = hash.get(0) else {
             continue;
         };
-        let ts = stored_timestamp(&plan.view, &key, &bytes)?;
+        let ts = stored_timestamp(&plan.view, &key, bytes)?;
         stored.insert(key, total_nanos(ts));
     }
     Ok(stored)
