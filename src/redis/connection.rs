@@ -122,6 +122,10 @@ thread_local! {
 const SPIN_MAX_COMMANDS: usize = 32;
 /// How long a spinning wait lasts before the thread sleeps until the reply comes.
 const SPIN_BUDGET: Duration = Duration::from_micros(50);
+/// A connection whose last small request waited longer than this for its first bytes
+/// (a Redis across a network, not on this host) waits by sleeping: spinning would only
+/// burn the budget.
+const SPIN_WORTH_BELOW: Duration = Duration::from_micros(100);
 
 /// Runs `f` with this thread waiting for the replies of small requests by spinning
 /// (up to 50 µs) instead of sleeping: on a VM, waking a sleeping thread can cost more
@@ -198,6 +202,8 @@ pub struct Connection {
     received: BytesMut,
     /// Where a spinning wait reads bytes from a plain socket.
     scratch: Vec<u8>,
+    /// How long the last small request waited for the first bytes of its replies.
+    first_bytes_wait: Option<Duration>,
 }
 
 impl Connection {
@@ -206,10 +212,19 @@ impl Connection {
         self.io.write_all(pipeline.bytes()).await?;
         self.io.flush().await?;
         let expected = pipeline.len();
-        let spinning = expected <= SPIN_MAX_COMMANDS && SPIN_WAIT.with(Cell::get);
-        let mut spin_deadline = spinning.then(|| Instant::now() + SPIN_BUDGET);
+        let sent = Instant::now();
+        let small = expected <= SPIN_MAX_COMMANDS;
+        let spinning = small
+            && SPIN_WAIT.with(Cell::get)
+            && self.first_bytes_wait.is_none_or(|wait| wait < SPIN_WORTH_BELOW);
+        let mut spin_deadline = spinning.then(|| sent + SPIN_BUDGET);
+        let mut timing_first_bytes = small;
         let mut replies = Vec::with_capacity(expected);
         loop {
+            if timing_first_bytes && !self.received.is_empty() {
+                self.first_bytes_wait = Some(sent.elapsed());
+                timing_first_bytes = false;
+            }
             resp::parse_replies(
                 &mut self.received,
                 expected - replies.len(),
@@ -358,6 +373,7 @@ impl Connector {
                     io,
                     received: BytesMut::with_capacity(READ_CHUNK),
                     scratch: Vec::new(),
+                    first_bytes_wait: None,
                 };
                 let handshake = self.handshake(role);
                 if handshake.is_empty() {
