@@ -152,13 +152,19 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000
 
 
+def request_mix(zips, applicants, size: int, total: int, rounds: int) -> list[list[dict]]:
+    """The distinct requests of `size` rows that a measure cycles through: a block's
+    worth, each over other entities (the floors read the same ones)."""
+    block = max(1, total // rounds)
+    return [entity_rows(zips, applicants, size, k * size) for k in range(block)]
+
+
 def measure_reads(stores: dict, zips, applicants, iterations: dict, rounds: int) -> dict:
     """p50/p99 of `iterations[size]` requests of each size per store, in `rounds`
     alternating blocks."""
     results = {}
     for size, total in iterations.items():
-        block = max(1, total // rounds)
-        requests = [entity_rows(zips, applicants, size, k * size) for k in range(block)]
+        requests = request_mix(zips, applicants, size, total, rounds)
         latencies = {name: [] for name in stores}
         for store in stores.values():  # warm-up, out of the measurement
             store.get_online_features(features=FEATURES, entity_rows=requests[0]).to_dict()
@@ -176,9 +182,8 @@ def measure_reads(stores: dict, zips, applicants, iterations: dict, rounds: int)
     return results
 
 
-def floor_reads(zips, applicants, size: int) -> list[tuple[list[bytes], list[bytes]]]:
-    """The `(keys, fields)` each view's HMGETs read for a `size`-row request."""
-    rows = entity_rows(zips, applicants, size, 0)
+def floor_reads(rows: list[dict]) -> list[tuple[list[bytes], list[bytes]]]:
+    """The `(keys, fields)` each view's HMGETs read for the request `rows`."""
     zip_keys = [
         encoding.redis_key(
             PROJECT, EntityKey(join_keys=["zipcode"], entity_values=[Value(int64_val=r["zipcode"])])
@@ -200,11 +205,12 @@ def floor_reads(zips, applicants, size: int) -> list[tuple[list[bytes], list[byt
     ]  # fmt: skip
 
 
-def measure_client_floor(client, reads, repeats: int) -> dict:
-    """This store's client alone: the same HMGETs in one batch, nothing decoded."""
-    found = _native.pipelined_hmget(client, reads)
-    assert found > 0, "the floor must read the materialized data"
-    latencies = time_block(lambda _: _native.pipelined_hmget(client, reads), range(repeats))
+def measure_client_floor(client, mix: list, repeats: int) -> dict:
+    """This store's client alone: each request's HMGETs in one batch, nothing decoded."""
+    assert all(_native.pipelined_hmget(client, reads) > 0 for reads in mix), "no data read"
+    latencies = time_block(
+        lambda i: _native.pipelined_hmget(client, mix[i % len(mix)]), range(repeats)
+    )
     return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
 
 
@@ -238,26 +244,29 @@ def resp_replies_end(buf: bytes, count: int) -> int | None:
     return at if at <= len(buf) else None
 
 
-def measure_socket_floor(host: str, port: int, reads, repeats: int, spin: bool = False) -> dict:
+def measure_socket_floor(host: str, port: int, mix: list, repeats: int, spin: bool = False) -> dict:
     """The physical floor, outside this store (like `redis-benchmark -c 1`): the same
     HMGETs written at once to a plain socket, then their replies' bytes read, not parsed.
     With `spin`, the reads do not block but are retried until the bytes are there (as
     this store waits for small replies): the thread never sleeps, so no wake-up is paid."""
-    request = b"".join(
-        resp_command(b"HMGET", key, *fields) for keys, fields in reads for key in keys
-    )
-    count = sum(len(keys) for keys, _ in reads)
     with socket.create_connection((host, port)) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(request)
-        first = b""
-        while (size := resp_replies_end(first, count)) is None:
-            first += sock.recv(1 << 20)
-        buffer = bytearray(size)
-
+        exchanges = []  # (request bytes, reply size)
+        for reads in mix:
+            request = b"".join(
+                resp_command(b"HMGET", key, *fields) for keys, fields in reads for key in keys
+            )
+            count = sum(len(keys) for keys, _ in reads)
+            sock.sendall(request)
+            first = b""
+            while (size := resp_replies_end(first, count)) is None:
+                first += sock.recv(1 << 20)
+            exchanges.append((request, size))
+        buffer = bytearray(max(size for _, size in exchanges))
         flags = socket.MSG_DONTWAIT if spin else 0
 
-        def exchange(_):
+        def exchange(i):
+            request, size = exchanges[i % len(exchanges)]
             sock.sendall(request)
             view, got = memoryview(buffer), 0
             while got < size:
@@ -271,11 +280,12 @@ def measure_socket_floor(host: str, port: int, reads, repeats: int, spin: bool =
 
 
 def redis_execution_ms(redis, call, repeats: int) -> float:
-    """Redis' own time per `call`: the microseconds `INFO commandstats` counts for HMGET."""
-    call()
+    """Redis' own time per `call(i)`: the microseconds `INFO commandstats` counts for
+    HMGET."""
+    call(0)
     redis.config_resetstat()
-    for _ in range(repeats):
-        call()
+    for i in range(repeats):
+        call(i)
     stats = redis.info("commandstats")["cmdstat_hmget"]
     return stats["usec"] / repeats / 1000
 
@@ -403,13 +413,13 @@ def main() -> None:
             client = ours._get_provider().online_store._get_client(ours.config.online_store)
             floor = {}
             for size, total in iterations.items():
-                hmgets = floor_reads(zips, applicants, size)
-                rows_of_size = entity_rows(zips, applicants, size, 0)
+                requests = request_mix(zips, applicants, size, total, args.rounds)
+                hmgets = [floor_reads(rows) for rows in requests]
                 floor[size] = {
                     "redis_execution_ms": redis_execution_ms(
                         redis,
-                        lambda rows=rows_of_size: ours.get_online_features(
-                            features=FEATURES, entity_rows=rows
+                        lambda i, requests=requests: ours.get_online_features(
+                            features=FEATURES, entity_rows=requests[i % len(requests)]
                         ).to_dict(),
                         min(total, 200),
                     ),

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow as pa
-from feast import utils
+from feast import metrics, utils
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -67,6 +67,12 @@ def table_entity_values(
     """The request's columns a view reads, by the view's join-key names (projections'
     join-key maps applied)."""
     return utils._get_table_entity_values(table, entity_name_to_join_key_map, join_key_values)
+
+
+def feature_status_metrics_on() -> bool:
+    """Whether Feast records its online feature-status metrics (its metrics server runs
+    with them); when not, a read skips counting them."""
+    return bool(metrics._config.online_features)
 
 
 def feature_types(grouped_refs: list) -> dict[str, ValueType]:

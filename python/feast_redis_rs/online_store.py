@@ -328,7 +328,8 @@ class RedisOnlineStore(StockRedisOnlineStore):
         )
         if answer is None:
             return None
-        _track_feature_statuses(route.feature_counts(rows.pop()))
+        if _feast.feature_status_metrics_on():
+            _track_feature_statuses(route.feature_counts(rows.pop()))
         join_key_values = {name: columns[name] for name in route.join_key_columns}
         return ArrowOnlineResponse(
             entity_columns=join_key_values,
@@ -387,7 +388,8 @@ class RedisOnlineStore(StockRedisOnlineStore):
             entry.name = name
             entry.version = version
         online_features_response.MergeFromString(client.read_response(plans, columns))
-        _track_feature_statuses(feature_counts(plan, view_values))
+        if _feast.feature_status_metrics_on():
+            _track_feature_statuses(feature_counts(plan, view_values))
 
     async def _read_features_per_fv_async(
         self,
