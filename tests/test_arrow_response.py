@@ -190,3 +190,51 @@ def test_join_keys_renamed_by_projections_read_like_stock(stores, tmp_path):
         full_feature_names=True,
     ).to_dict()
     assert home["home__z_i64"] != home["work__z_i64"], "the two reads must differ"
+
+
+def test_feature_metrics_are_recorded_like_stock(stores, monkeypatch):
+    """With Feast's metrics on (``feast serve --metrics``), a read records the same
+    feature-status counts and one store-read duration, as stock Feast's does; on the
+    Arrow path and on Feast's proto path."""
+    from feast import metrics
+
+    monkeypatch.setattr(metrics, "_config", metrics.build_metrics_flags())
+
+    def counters() -> tuple[dict, float]:
+        statuses = {
+            (sample.labels["feature_view"], sample.labels["status"]): sample.value
+            for family in metrics.online_features_status_total.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+        reads = sum(
+            sample.value
+            for family in metrics.online_store_read_duration_seconds.collect()
+            for sample in family.samples
+            if sample.name.endswith("_count")
+        )
+        return statuses, reads
+
+    def recorded(store, **request):
+        statuses, reads = counters()
+        response = store.get_online_features(**request)
+        after, after_reads = counters()
+        changed = {k: v - statuses.get(k, 0) for k, v in after.items() if v != statuses.get(k, 0)}
+        return response, changed, after_reads - reads
+
+    zipcode_refs = [r for r in loan_repo.feature_refs() if r.startswith("zipcode_features:")]
+    requests = [
+        {"features": loan_repo.feature_refs(), "entity_rows": loan_repo.entity_rows()},
+        {
+            "features": zipcode_refs,
+            "entity_rows": [{"zipcode": np.int64(z)} for z in loan_repo.ZIPCODES[:3]],
+        },
+    ]
+    stock, ours = stores
+    for request, arrow_path in zip(requests, (True, False), strict=True):
+        _, expected, expected_reads = recorded(stock, **request)
+        response, got, got_reads = recorded(ours, **request)
+        assert isinstance(response, ArrowOnlineResponse) == arrow_path
+        assert expected, "stock must record statuses for the test to mean anything"
+        assert got == expected
+        assert got_reads == expected_reads == 1

@@ -148,7 +148,9 @@ class Route:
     """Per view, its name and how many features it reads (for Feast's status metrics)."""
 
     def feature_counts(self, rows: int) -> list[tuple[str, int, int]]:
-        """Per view ``(name, values read, rows)`` for Feast's feature-status metrics."""
+        """Per view ``(name, present, not found)`` for Feast's feature-status metrics,
+        as stock Feast's Redis store counts them: every feature of every row present,
+        and the view's ``_ts`` column (which it reads as one more feature) not found."""
         return [(name, features * rows, rows) for name, features in self.view_counts]
 
 
@@ -175,7 +177,8 @@ def view_columns(
 def feature_counts(
     plan: RequestPlan, columns: list[dict[str, list[Any]]]
 ) -> list[tuple[str, int, int]]:
-    """Per view ``(name, values read, rows)`` for Feast's feature-status metrics."""
+    """Per view ``(name, present, not found)`` for Feast's feature-status metrics, as
+    ``Route.feature_counts`` counts them."""
     counts = []
     for view, values in zip(plan.views, columns, strict=True):
         rows = min((len(v) for v in values.values()), default=0)
