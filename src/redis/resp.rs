@@ -136,7 +136,8 @@ pub struct Strings {
 }
 
 impl Strings {
-    /// Strings holding copies of `items` (for replies made by hand, in tests).
+    /// Strings holding copies of `items`: replies made by hand, in tests.
+    #[cfg(test)]
     pub fn from_items<'a>(items: impl IntoIterator<Item = Option<&'a [u8]>>) -> Self {
         let mut bytes = Vec::new();
         let items = items
