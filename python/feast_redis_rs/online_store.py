@@ -334,7 +334,7 @@ class RedisOnlineStore(StockRedisOnlineStore):
         if metrics_on:
             # What Feast's own get_online_features records around its read.
             track_online_store_read(time.monotonic() - started)
-            _track_feature_statuses(route.feature_counts(rows.pop()))
+            _track_feature_statuses(plan.feature_counts(rows.pop()))
         join_key_values = {name: columns[name] for name in route.join_key_columns}
         return ArrowOnlineResponse(
             entity_columns=join_key_values,

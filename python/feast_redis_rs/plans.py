@@ -125,15 +125,17 @@ class RequestPlan:
                     break  # A view read with other keys than its own: Feast's flow.
                 sources.append(tuple(values[k][0] for k in view.join_keys))
             else:
-                route = Route(
-                    join_key_columns=kept,
-                    view_sources=tuple(sources),
-                    view_counts=tuple((v.table.name, len(v.features)) for v in self.views),
-                )
+                route = Route(join_key_columns=kept, view_sources=tuple(sources))
         if len(self.routes) >= _MAX_CACHED:
             self.routes.clear()
         self.routes[names] = route
         return route
+
+    def feature_counts(self, rows: int) -> list[tuple[str, int, int]]:
+        """Per view ``(name, present, not found)`` for Feast's feature-status metrics,
+        as stock Feast's Redis store counts them: every feature of every row present,
+        and the view's ``_ts`` column (which it reads as one more feature) not found."""
+        return [(view.table.name, len(view.features) * rows, rows) for view in self.views]
 
 
 @dataclass(frozen=True)
@@ -144,14 +146,6 @@ class Route:
     """The request's columns that are join keys: the response's entity columns."""
     view_sources: tuple[tuple[str, ...], ...]
     """Per view, the request column of each of its join keys, in the plan's order."""
-    view_counts: tuple[tuple[str, int], ...]
-    """Per view, its name and how many features it reads (for Feast's status metrics)."""
-
-    def feature_counts(self, rows: int) -> list[tuple[str, int, int]]:
-        """Per view ``(name, present, not found)`` for Feast's feature-status metrics,
-        as stock Feast's Redis store counts them: every feature of every row present,
-        and the view's ``_ts`` column (which it reads as one more feature) not found."""
-        return [(name, features * rows, rows) for name, features in self.view_counts]
 
 
 def view_columns(
@@ -178,7 +172,8 @@ def feature_counts(
     plan: RequestPlan, columns: list[dict[str, list[Any]]]
 ) -> list[tuple[str, int, int]]:
     """Per view ``(name, present, not found)`` for Feast's feature-status metrics, as
-    ``Route.feature_counts`` counts them."""
+    ``RequestPlan.feature_counts`` counts them, each view's rows counted from its columns
+    (Feast's proto path)."""
     counts = []
     for view, values in zip(plan.views, columns, strict=True):
         rows = min((len(v) for v in values.values()), default=0)

@@ -13,11 +13,7 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, TimeUnit};
 use prost::Message;
 
-use super::{FeatureType, ScalarType, NULL_TIMESTAMP};
-
-// `feast.types.Value`'s field numbers of `bytes_val` and `string_val`.
-const BYTES_VAL_FIELD: u32 = 1;
-const STRING_VAL_FIELD: u32 = 2;
+use super::{FeatureType, ScalarType, BYTES_VAL, NULL_TIMESTAMP, STRING_VAL};
 use crate::encoding::proto::{
     BoolList, BytesList, DoubleList, FloatList, Int32List, Int64List, StringList, Val, Value,
 };
@@ -96,10 +92,10 @@ impl EncodedColumn {
         self.ends.push(self.bytes.len());
     }
 
-    /// A `Value` whose one field, of number `field`, is length-delimited `payload`: the
+    /// A `Value` whose one field, with tag byte `tag`, is length-delimited `payload`: the
     /// bytes prost writes for a string or bytes value, without copying it into one.
-    fn push_delimited(&mut self, field: u32, payload: &[u8]) {
-        prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, &mut self.bytes);
+    fn push_delimited(&mut self, tag: u8, payload: &[u8]) {
+        self.bytes.push(tag);
         prost::encoding::encode_varint(payload.len() as u64, &mut self.bytes);
         self.bytes.extend_from_slice(payload);
         self.ends.push(self.bytes.len());
@@ -142,7 +138,7 @@ pub fn encode_column(ty: FeatureType, column: &ArrayRef) -> Option<EncodedColumn
             for i in 0..len {
                 match column.is_null(i) {
                     true => out.push(None),
-                    false => out.push_delimited(STRING_VAL_FIELD, a.value(i).as_bytes()),
+                    false => out.push_delimited(STRING_VAL, a.value(i).as_bytes()),
                 }
             }
         }
@@ -151,7 +147,7 @@ pub fn encode_column(ty: FeatureType, column: &ArrayRef) -> Option<EncodedColumn
             for i in 0..len {
                 match column.is_null(i) {
                     true => out.push(None),
-                    false => out.push_delimited(BYTES_VAL_FIELD, a.value(i)),
+                    false => out.push_delimited(BYTES_VAL, a.value(i)),
                 }
             }
         }

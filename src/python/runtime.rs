@@ -8,7 +8,6 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::task::Poll;
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -30,11 +29,6 @@ const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// so the next call starts on a fresh one.
 async fn interruptible<F: Future>(future: F) -> PyResult<F::Output> {
     tokio::pin!(future);
-    // A small request often completes in its first poll (`redis::spin_wait`): no timer
-    // is set up for it.
-    if let Poll::Ready(output) = std::future::poll_fn(|cx| Poll::Ready(future.as_mut().poll(cx))).await {
-        return Ok(output);
-    }
     loop {
         tokio::select! {
             output = &mut future => return Ok(output),

@@ -355,9 +355,13 @@ async fn write_rows(
     if plan.skip_dedup {
         return write_unchecked(client, plan, rows.iter().collect()).await;
     }
-    let (newest, skipped_in_batch) = newest_in_batch(rows);
+    let Newest {
+        rows: newest,
+        skipped: skipped_in_batch,
+        key_repeats,
+    } = newest_in_batch(rows);
     if !client.scripting_refused() {
-        match write_newest_atomically(client, plan, &newest).await {
+        match write_newest_atomically(client, plan, &newest, key_repeats).await {
             Err(StoreError::Client(ClientError::ScriptingRefused(_))) => {}
             Ok(mut summary) => {
                 summary.skipped += skipped_in_batch;
@@ -379,9 +383,16 @@ async fn write_rows(
     Ok(summary)
 }
 
-/// The rows that are newer than every earlier row of the same key, in order, and how
-/// many are not.
-fn newest_in_batch<'r, 'a>(rows: &'r [WriteRow<'a>]) -> (Vec<&'r WriteRow<'a>>, usize) {
+/// The rows of a batch that are newer than every earlier row of the same key, in order.
+struct Newest<'r, 'a> {
+    rows: Vec<&'r WriteRow<'a>>,
+    /// How many rows are not.
+    skipped: usize,
+    /// Whether two of `rows` are of one key.
+    key_repeats: bool,
+}
+
+fn newest_in_batch<'r, 'a>(rows: &'r [WriteRow<'a>]) -> Newest<'r, 'a> {
     let mut latest: hashbrown::HashMap<&[u8], i128> = hashbrown::HashMap::with_capacity(rows.len());
     let mut newest = Vec::with_capacity(rows.len());
     for row in rows {
@@ -394,8 +405,18 @@ fn newest_in_batch<'r, 'a>(rows: &'r [WriteRow<'a>]) -> (Vec<&'r WriteRow<'a>>, 
             }
         }
     }
-    let skipped = rows.len() - newest.len();
-    (newest, skipped)
+    Newest {
+        skipped: rows.len() - newest.len(),
+        key_repeats: latest.len() < newest.len(),
+        rows: newest,
+    }
+}
+
+/// `ts` as stored, encoded into `buffer` (reused from row to row).
+fn encoded_timestamp(ts: Timestamp, buffer: &mut Vec<u8>) -> &[u8] {
+    buffer.clear();
+    ts.encode(buffer).expect("a Vec grows as needed");
+    buffer
 }
 
 /// One `NEWEST_WINS` call per group of rows.
@@ -406,11 +427,7 @@ fn newest_wins_batch(script: &Script, plan: &ViewPlan, ttl: &str, groups: &[&[&W
         let mut call = script.call(group.iter().map(|row| row.key.as_slice()));
         call.arg(&plan.timestamp_field).arg(ttl);
         for row in *group {
-            event_time.clear();
-            row.event_time
-                .encode(&mut event_time)
-                .expect("a Vec grows as needed");
-            call.arg(&event_time)
+            call.arg(encoded_timestamp(row.event_time, &mut event_time))
                 .arg(itoa::Buffer::new().format(row.event_time.seconds))
                 .arg(itoa::Buffer::new().format(row.event_time.nanos))
                 .arg(itoa::Buffer::new().format(2 * row.fields.len()));
@@ -427,6 +444,7 @@ async fn write_newest_atomically(
     client: &RedisClient,
     plan: &ViewPlan,
     rows: &[&WriteRow<'_>],
+    key_repeats: bool,
 ) -> Result<WriteSummary, StoreError> {
     let script = newest_wins();
     let ttl = itoa::Buffer::new()
@@ -455,7 +473,7 @@ async fn write_newest_atomically(
             .chunks(calls_per_pipeline)
             .map(|pipeline| newest_wins_batch(script, plan, &ttl, pipeline)),
     );
-    let replies = overlapped(client, Some(script), batches, repeats_a_key(rows)).await?;
+    let replies = overlapped(client, Some(script), batches, key_repeats).await?;
     let mut verdicts = Vec::with_capacity(rows.len());
     for (group, reply) in calls.iter().zip(&replies) {
         match reply {
@@ -491,12 +509,10 @@ fn unchecked_batch(plan: &ViewPlan, rows: &[&WriteRow<'_>]) -> Batch {
     let mut batch = Batch::with_capacity(rows.len() * commands_per_row);
     let mut event_time = Vec::new();
     for row in rows {
-        event_time.clear();
-        row.event_time
-            .encode(&mut event_time)
-            .expect("a Vec grows as needed");
         let mut hset = Command::new("HSET");
-        hset.arg(&row.key).arg(&plan.timestamp_field).arg(&event_time);
+        hset.arg(&row.key)
+            .arg(&plan.timestamp_field)
+            .arg(encoded_timestamp(row.event_time, &mut event_time));
         for (field, value) in &row.fields {
             hset.arg(field).arg(value);
         }
