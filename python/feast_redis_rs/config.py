@@ -96,6 +96,12 @@ class RedisOnlineStoreConfig(FeastConfigBaseModel):
     write_batch_size: PositiveInt = 10_000
     """(Optional) rows per pipeline when writing: bounds memory on large batches"""
 
+    spin_wait: bool = True
+    """(Optional) a thread calling the store waits for Redis' replies by spinning (up to
+    200 µs a wait) rather than sleeping, while no other thread waits on Redis: lower
+    latency to a Redis on this host or nearby, for a core kept busy meanwhile. Set
+    false where cores are scarce or shared"""
+
     @model_validator(mode="wrap")
     @classmethod
     def _validate_hiding_secrets(cls, data: Any, handler: Any) -> RedisOnlineStoreConfig:

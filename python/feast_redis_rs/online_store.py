@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -504,12 +505,12 @@ def _entity_columns(
             return None
         names = list(entity_rows[0])
         try:
-            columns = {name: [row[name] for row in entity_rows] for name in names}
+            # Per-row work in C (map, itemgetter): a Python loop costs ~0.1 ms at 1,000 rows.
+            if set(map(len, entity_rows)) != {len(names)}:
+                return None
+            return {name: list(map(itemgetter(name), entity_rows)) for name in names}
         except (KeyError, TypeError):
             return None
-        if any(len(row) != len(names) for row in entity_rows):
-            return None
-        return columns
     if isinstance(entity_rows, Mapping) and all(isinstance(v, list) for v in entity_rows.values()):
         return dict(entity_rows)
     return None

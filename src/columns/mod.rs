@@ -257,64 +257,110 @@ impl<B: ArrayBuilder> AppendWire for ListBuilder<B> {
     }
 }
 
-fn fill<'a, B: ArrayBuilder + Append + AppendWire>(
-    mut builder: B,
-    values: impl Iterator<Item = Option<&'a [u8]>>,
-    append_null: impl Fn(&mut B),
-) -> Result<Option<ArrayRef>, InvalidValue> {
-    for (position, bytes) in values.enumerate() {
+/// A builder fed one stored value at a time.
+trait Fill: Send {
+    /// Appends `bytes` (`None` where the hash had no field); `Ok(false)` when the value
+    /// is not of the column's type.
+    fn push(&mut self, bytes: Option<&[u8]>) -> Result<bool, EncodingError>;
+    fn finish(&mut self) -> ArrayRef;
+}
+
+struct Filler<B> {
+    builder: B,
+    append_null: fn(&mut B),
+}
+
+impl<B: ArrayBuilder + Append + AppendWire> Fill for Filler<B> {
+    fn push(&mut self, bytes: Option<&[u8]>) -> Result<bool, EncodingError> {
         let Some(bytes) = bytes else {
-            append_null(&mut builder);
-            continue;
+            (self.append_null)(&mut self.builder);
+            return Ok(true);
         };
-        if builder.append_wire(bytes) {
-            continue;
+        if self.builder.append_wire(bytes) {
+            return Ok(true);
         }
-        let value = Value::decode(bytes).map_err(|err| InvalidValue {
-            position,
-            error: EncodingError::InvalidProto {
-                message: "feast.types.Value",
-                reason: err.to_string(),
-            },
+        let value = Value::decode(bytes).map_err(|err| EncodingError::InvalidProto {
+            message: "feast.types.Value",
+            reason: err.to_string(),
         })?;
-        match value.val {
-            None => append_null(&mut builder),
-            Some(val) => {
-                if !builder.append(&val) {
-                    return Ok(None);
+        Ok(match value.val {
+            None => {
+                (self.append_null)(&mut self.builder);
+                true
+            }
+            Some(val) => self.builder.append(&val),
+        })
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        ArrayBuilder::finish(&mut self.builder)
+    }
+}
+
+fn filler<B: ArrayBuilder + Append + AppendWire>(builder: B, append_null: fn(&mut B)) -> Box<dyn Fill> {
+    Box::new(Filler { builder, append_null })
+}
+
+/// One feature's Arrow column, decoded a stored value at a time (as the replies holding
+/// them arrive). Missing and empty values are nulls, as Feast reads them.
+pub struct ColumnDecoder(Box<dyn Fill>);
+
+impl ColumnDecoder {
+    /// A decoder for `capacity` values of type `ty`.
+    pub fn new(ty: FeatureType, capacity: usize) -> Self {
+        macro_rules! decoder {
+            ($builder:expr) => {
+                if ty.list {
+                    Self(filler(
+                        ListBuilder::with_capacity($builder, capacity),
+                        |b| b.append_null(),
+                    ))
+                } else {
+                    Self(filler($builder, |b| b.append_null()))
                 }
+            };
+        }
+        match ty.scalar {
+            ScalarType::Int32 => decoder!(Int32Builder::with_capacity(capacity)),
+            ScalarType::Int64 => decoder!(Int64Builder::with_capacity(capacity)),
+            ScalarType::Float32 => decoder!(Float32Builder::with_capacity(capacity)),
+            ScalarType::Float64 => decoder!(Float64Builder::with_capacity(capacity)),
+            ScalarType::String => decoder!(StringBuilder::with_capacity(capacity, capacity * 8)),
+            ScalarType::Bytes => decoder!(BinaryBuilder::with_capacity(capacity, capacity * 8)),
+            ScalarType::Bool => decoder!(BooleanBuilder::with_capacity(capacity)),
+            ScalarType::UnixTimestamp => {
+                decoder!(TimestampSecondBuilder::with_capacity(capacity).with_timezone(UTC))
             }
         }
     }
-    Ok(Some(ArrayBuilder::finish(&mut builder)))
+
+    /// Appends one serialized `Value` (`None` where the hash had no field); `Ok(false)`
+    /// when it is not of the column's type, which makes the column not columnar.
+    pub fn push(&mut self, bytes: Option<&[u8]>) -> Result<bool, EncodingError> {
+        self.0.push(bytes)
+    }
+
+    /// The column of the values pushed so far; the decoder starts over empty.
+    pub fn finish(&mut self) -> ArrayRef {
+        self.0.finish()
+    }
 }
 
 /// The Arrow column of `values` (serialized `Value`s, `None` where the hash had no
-/// field), each decoded once, or `Ok(None)` when a value is not of type `ty`. Missing
-/// and empty values are nulls, as Feast reads them.
+/// field), each decoded once, or `Ok(None)` when a value is not of type `ty`.
 pub fn decode_column<'a>(
     ty: FeatureType,
-    values: impl Iterator<Item = Option<&'a [u8]>>,
+    values: impl ExactSizeIterator<Item = Option<&'a [u8]>>,
 ) -> Result<Option<ArrayRef>, InvalidValue> {
-    macro_rules! column {
-        ($builder:expr) => {
-            if ty.list {
-                fill(ListBuilder::new($builder), values, |b| b.append_null())
-            } else {
-                fill($builder, values, |b| b.append_null())
-            }
-        };
+    let mut decoder = ColumnDecoder::new(ty, values.len());
+    for (position, bytes) in values.enumerate() {
+        match decoder.push(bytes) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(error) => return Err(InvalidValue { position, error }),
+        }
     }
-    match ty.scalar {
-        ScalarType::Int32 => column!(Int32Builder::new()),
-        ScalarType::Int64 => column!(Int64Builder::new()),
-        ScalarType::Float32 => column!(Float32Builder::new()),
-        ScalarType::Float64 => column!(Float64Builder::new()),
-        ScalarType::String => column!(StringBuilder::new()),
-        ScalarType::Bytes => column!(BinaryBuilder::new()),
-        ScalarType::Bool => column!(BooleanBuilder::new()),
-        ScalarType::UnixTimestamp => column!(TimestampSecondBuilder::new().with_timezone(UTC)),
-    }
+    Ok(Some(decoder.finish()))
 }
 
 #[cfg(test)]

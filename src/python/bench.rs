@@ -16,7 +16,7 @@ struct KeysAndFields(Vec<Vec<u8>>, Vec<Vec<u8>>);
 #[pyfunction]
 fn pipelined_hmget(py: Python<'_>, client: &RedisStoreClient, reads: Vec<KeysAndFields>) -> PyResult<usize> {
     let client = client.client();
-    let hashes = block_on(py, async {
+    let hashes = block_on(py, true, async {
         let reads: Vec<HashRead<'_>> = reads
             .iter()
             .map(|KeysAndFields(keys, fields)| HashRead { fields, keys })

@@ -39,9 +39,10 @@ async fn interruptible<F: Future>(future: F) -> PyResult<F::Output> {
     }
 }
 
-/// Runs `future` to completion on this thread's runtime, with the GIL released; the
-/// thread spins for small replies (`redis::spin_wait`), as it has nothing else to do.
-pub fn block_on<F>(py: Python<'_>, future: F) -> PyResult<F::Output>
+/// Runs `future` to completion on this thread's runtime, with the GIL released; with
+/// `spin_wait`, the thread may spin for replies (`redis::spin_wait`), as it has nothing
+/// else to do.
+pub fn block_on<F>(py: Python<'_>, spin_wait: bool, future: F) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
@@ -64,7 +65,7 @@ where
                 }
             }
             let (_, runtime) = slot.as_ref().expect("set above");
-            crate::redis::spin_wait(|| runtime.block_on(interruptible(future)))
+            crate::redis::spin_wait(spin_wait, || runtime.block_on(interruptible(future)))
         })
     })
 }

@@ -73,6 +73,8 @@ struct PyClientConfig {
     tls_key_file: Option<String>,
     #[pyo3(attribute)]
     tls_check_hostname: Option<bool>,
+    #[pyo3(attribute)]
+    spin_wait: bool,
 }
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
@@ -156,15 +158,19 @@ fn native_column(
 }
 
 #[pyclass(frozen, module = "feast_redis_rs._native")]
-pub struct RedisStoreClient(Arc<RedisClient>);
+pub struct RedisStoreClient {
+    client: Arc<RedisClient>,
+    /// Whether a calling thread may wait for replies by spinning (`redis::spin_wait`).
+    spin_wait: bool,
+}
 
 impl RedisStoreClient {
     pub(super) fn client(&self) -> &RedisClient {
-        &self.0
+        &self.client
     }
 
     pub(super) fn shared(&self) -> Arc<RedisClient> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.client)
     }
 }
 
@@ -173,12 +179,16 @@ impl RedisStoreClient {
     /// Builds the client of a `RedisOnlineStoreConfig`; it connects on first use.
     #[new]
     fn new(config: PyClientConfig) -> PyResult<Self> {
+        let spin_wait = config.spin_wait;
         let client = RedisClient::from_config(&config.convert()?)?;
-        Ok(Self(Arc::new(client)))
+        Ok(Self {
+            client: Arc::new(client),
+            spin_wait,
+        })
     }
 
     fn __repr__(&self) -> String {
-        format!("RedisStoreClient({})", self.0.description())
+        format!("RedisStoreClient({})", self.client.description())
     }
 
     /// `online_write_batch`: rows `(entity_key_proto, feature_names, value_protos,
@@ -195,8 +205,12 @@ impl RedisStoreClient {
                 },
             )
             .collect();
-        let (client, plan) = (&self.0, &plan.0);
-        Ok(summary(block_on(py, store::write_protos(client, plan, rows))??))
+        let (client, plan) = (&self.client, &plan.0);
+        Ok(summary(block_on(
+            py,
+            self.spin_wait,
+            store::write_protos(client, plan, rows),
+        )??))
     }
 
     /// Writes an Arrow record batch (the plan's join-key, feature and event-time
@@ -209,8 +223,8 @@ impl RedisStoreClient {
         batch: PyRecordBatch,
     ) -> PyResult<Option<(usize, usize)>> {
         let batch = batch.into_inner();
-        let (client, plan) = (&self.0, &plan.0);
-        Ok(block_on(py, store::write_arrow(client, plan, &batch))??.map(summary))
+        let (client, plan) = (&self.client, &plan.0);
+        Ok(block_on(py, self.spin_wait, store::write_arrow(client, plan, &batch))??.map(summary))
     }
 
     /// `online_read`: for each entity key proto, `(None | (seconds, nanos), [value
@@ -221,8 +235,8 @@ impl RedisStoreClient {
         plan: &ViewPlan,
         entity_keys: Vec<Vec<u8>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let (client, plan) = (&self.0, &plan.0);
-        let rows = block_on(py, store::read_rows(client, plan, &entity_keys))??;
+        let (client, plan) = (&self.client, &plan.0);
+        let rows = block_on(py, self.spin_wait, store::read_rows(client, plan, &entity_keys))??;
         let out = PyList::empty(py);
         for row in rows {
             let ts = match row.event_time {
@@ -246,8 +260,12 @@ impl RedisStoreClient {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let plans: Vec<Arc<store::ViewPlan>> = plans.iter().map(|p| p.0.clone()).collect();
         let plan_refs: Vec<&store::ViewPlan> = plans.iter().map(Arc::as_ref).collect();
-        let client = &self.0;
-        let out = block_on(py, store::read_response(client, &plan_refs, &columns))??;
+        let client = &self.client;
+        let out = block_on(
+            py,
+            self.spin_wait,
+            store::read_response(client, &plan_refs, &columns),
+        )??;
         Ok(PyBytes::new(py, &out))
     }
 
@@ -275,29 +293,33 @@ impl RedisStoreClient {
                 columns,
             });
         }
-        let client = &self.0;
-        let response = block_on(py, store::read_columnar(client, views))??;
+        let client = &self.client;
+        let response = block_on(py, self.spin_wait, store::read_columnar(client, views))??;
         Ok(response.map(ColumnarAnswer::new))
     }
 
     /// Removes the plan's view from every entity hash of its join keys (the whole hash
     /// when it holds only this view). Returns how many hashes held the view.
     fn delete(&self, py: Python<'_>, plan: &ViewPlan) -> PyResult<usize> {
-        let (client, plan) = (&self.0, &plan.0);
-        Ok(block_on(py, store::delete_view(client, plan))??)
+        let (client, plan) = (&self.client, &plan.0);
+        Ok(block_on(py, self.spin_wait, store::delete_view(client, plan))??)
     }
 
     /// Deletes every hash of entities with the plan's join keys. Returns how many.
     fn delete_entities(&self, py: Python<'_>, plan: &ViewPlan) -> PyResult<usize> {
-        let (client, plan) = (&self.0, &plan.0);
-        Ok(block_on(py, store::delete_entities(client, plan))??)
+        let (client, plan) = (&self.client, &plan.0);
+        Ok(block_on(
+            py,
+            self.spin_wait,
+            store::delete_entities(client, plan),
+        )??)
     }
 
     /// Every key matching the glob `match` on every master, like redis-py's
     /// `scan_iter` (Feast's `precompute_feature_service` scans entities with it).
     fn scan_iter<'py>(&self, py: Python<'py>, r#match: Vec<u8>) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let client = &self.0;
-        let keys = block_on(py, store::scan_keys(client, &r#match))??;
+        let client = &self.client;
+        let keys = block_on(py, self.spin_wait, store::scan_keys(client, &r#match))??;
         Ok(keys.iter().map(|k| PyBytes::new(py, k)).collect())
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use super::cluster::{key_slot, SlotMap};
-use super::connection::{Connector, NodeAddr, Pool, Role, Timeouts};
+use super::connection::{Connector, NodeAddr, Pool, ReplyObserver, Role, Timeouts};
 use super::error::ClientError;
 use super::resp::{Command, Pipeline, Reply};
 use super::settings::{ClientConfig, ConnectionSettings, Topology};
@@ -227,12 +227,24 @@ impl RedisClient {
     /// Runs every command of `batch` and returns their replies in order. A command that
     /// Redis answers with an error fails the batch with that error.
     pub async fn execute(&self, batch: &Batch) -> Result<Vec<Reply>, ClientError> {
+        self.execute_observed(batch, &mut |_, _| {}).await
+    }
+
+    /// `execute`, showing each reply to `observe` (with its place in the batch) as soon
+    /// as it arrives, where one node answers the whole batch; a cluster's batch is
+    /// answered by several nodes at once and `observe` sees nothing of it. A batch sent
+    /// again (a retry) shows its replies again, from 0.
+    pub async fn execute_observed(
+        &self,
+        batch: &Batch,
+        observe: &mut ReplyObserver<'_>,
+    ) -> Result<Vec<Reply>, ClientError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
         match &self.deployment {
             Deployment::Cluster { .. } => self.execute_cluster(batch).await,
-            _ => self.execute_on_master(batch).await,
+            _ => self.execute_on_master(batch, observe).await,
         }
     }
 
@@ -315,10 +327,14 @@ impl RedisClient {
         }
     }
 
-    async fn execute_on_master(&self, batch: &Batch) -> Result<Vec<Reply>, ClientError> {
+    async fn execute_on_master(
+        &self,
+        batch: &Batch,
+        observe: &mut ReplyObserver<'_>,
+    ) -> Result<Vec<Reply>, ClientError> {
         let mut attempt = 0;
         loop {
-            let err = match self.send_to_master(batch).await {
+            let err = match self.send_to_master(batch, observe).await {
                 Ok(values) => return Ok(values),
                 Err(err) => err,
             };
@@ -331,9 +347,13 @@ impl RedisClient {
         }
     }
 
-    async fn send_to_master(&self, batch: &Batch) -> Result<Vec<Reply>, ClientError> {
+    async fn send_to_master(
+        &self,
+        batch: &Batch,
+        observe: &mut ReplyObserver<'_>,
+    ) -> Result<Vec<Reply>, ClientError> {
         let master = self.current_master().await?;
-        let values = self.pool.send(&master, &batch.pipeline).await?;
+        let values = self.pool.send_observed(&master, &batch.pipeline, observe).await?;
         let demoted = values.iter().any(|v| v.error_code() == Some("READONLY"));
         if demoted && matches!(self.deployment, Deployment::Sentinel { .. }) {
             // A failover made the master we knew a replica: find the new one.

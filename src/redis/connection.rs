@@ -2,16 +2,16 @@
 //! per node and calling thread, dropped when the thread exits. A connection serves one
 //! request at a time: the request is written whole, then its replies are parsed as they
 //! arrive, so decoding overlaps Redis' execution of the rest of the pipeline. A caller
-//! with nothing else to do (`spin_wait`) waits for a small request's replies by spinning
-//! rather than sleeping.
+//! with nothing else to do (`spin_wait`) waits for replies by spinning rather than
+//! sleeping, while no other thread waits on Redis.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -116,27 +116,89 @@ impl Io for tokio_rustls::client::TlsStream<TcpStream> {
 
 thread_local! {
     static SPIN_WAIT: Cell<bool> = const { Cell::new(false) };
+    static WAITER_ID: u64 = NEXT_WAITER_ID.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Requests of at most this many commands are waited for by spinning, in `spin_wait`.
-const SPIN_MAX_COMMANDS: usize = 32;
-/// How long a spinning wait lasts before the thread sleeps until the reply comes.
-const SPIN_BUDGET: Duration = Duration::from_micros(50);
+/// Requests of at most this many commands time how long Redis takes to start answering.
+const SPIN_TIMED_MAX_COMMANDS: usize = 32;
+/// How long a spinning wait lasts before the thread sleeps until bytes come. Redis
+/// answers a pipeline in chunks (one per 16 KiB of commands it reads, ~100 µs apart).
+const SPIN_BUDGET: Duration = Duration::from_micros(200);
 /// A connection whose last small request waited longer than this for its first bytes
-/// (a Redis across a network, not on this host) waits by sleeping: spinning would only
-/// burn the budget.
+/// (a Redis across a network, not on this host) waits for a request's first bytes by
+/// sleeping: spinning would only burn the budget.
 const SPIN_WORTH_BELOW: Duration = Duration::from_micros(100);
+/// Once two threads have waited on Redis within this time, neither spins for as long:
+/// their other work (Python, under one GIL) needs the cores a spinning thread takes.
+const SHARED_WAITS_WINDOW: Duration = Duration::from_millis(100);
 
-/// Runs `f` with this thread waiting for the replies of small requests by spinning
-/// (up to 50 µs) instead of sleeping: on a VM, waking a sleeping thread can cost more
-/// than Redis takes to answer. For a thread that waits on one request and does nothing
-/// else meanwhile (a Python call); never for a runtime that serves many tasks.
-pub fn spin_wait<R>(f: impl FnOnce() -> R) -> R {
-    let before = SPIN_WAIT.with(|spin| spin.replace(true));
+static NEXT_WAITER_ID: AtomicU64 = AtomicU64::new(1);
+/// The thread that last entered `spin_wait`.
+static LAST_WAITER: AtomicU64 = AtomicU64::new(0);
+/// Until when (µs after `clock_origin`) no thread spins, since two threads wait on Redis.
+static SHARED_UNTIL_MICROS: AtomicU64 = AtomicU64::new(0);
+/// Exchanges waiting for replies in this process.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+fn clock_origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+/// Whether this process can give a core to a waiting thread: not on one core.
+fn spare_core() -> bool {
+    static SPARE: OnceLock<bool> = OnceLock::new();
+    *SPARE.get_or_init(|| thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2))
+}
+
+/// Whether the calling thread is the only one that waited on Redis lately; notes it.
+fn sole_waiter() -> bool {
+    let me = WAITER_ID.with(|id| *id);
+    let now = clock_origin().elapsed().as_micros() as u64;
+    if LAST_WAITER.swap(me, Ordering::Relaxed) != me {
+        SHARED_UNTIL_MICROS.store(now + SHARED_WAITS_WINDOW.as_micros() as u64, Ordering::Relaxed);
+        return false;
+    }
+    now >= SHARED_UNTIL_MICROS.load(Ordering::Relaxed)
+}
+
+/// An exchange waiting for its replies, counted in `IN_FLIGHT` while it lives.
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight
+    }
+
+    fn alone(&self) -> bool {
+        IN_FLIGHT.load(Ordering::Relaxed) == 1
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` with this thread waiting for replies by spinning (up to `SPIN_BUDGET` a
+/// wait) instead of sleeping, if `allowed`, it is the only thread waiting on Redis
+/// lately and a core is spare: on a VM, waking a sleeping thread (and Redis' write that
+/// wakes it) costs more than Redis takes to answer a small request. For a thread that
+/// waits on one request and does nothing else meanwhile (a Python call); never for a
+/// runtime that serves many tasks.
+pub fn spin_wait<R>(allowed: bool, f: impl FnOnce() -> R) -> R {
+    let spin = allowed && spare_core() && sole_waiter();
+    let before = SPIN_WAIT.with(|cell| cell.replace(spin));
     let result = f();
-    SPIN_WAIT.with(|spin| spin.set(before));
+    SPIN_WAIT.with(|cell| cell.set(before));
     result
 }
+
+/// Sees each reply of an exchange as soon as it is parsed, with its place in the
+/// pipeline. A pipeline sent again (a retry) shows its replies again, from 0.
+pub type ReplyObserver<'a> = dyn FnMut(usize, &Reply) + Send + 'a;
 
 /// What a spinning wait for a reply's bytes came to.
 enum Spun {
@@ -207,24 +269,30 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Writes `pipeline` and reads one reply per command.
-    async fn exchange(&mut self, pipeline: &Pipeline) -> Result<Vec<Reply>, Failure> {
+    /// Writes `pipeline` and reads one reply per command, showing each to `observe` as
+    /// soon as it is parsed.
+    async fn exchange(
+        &mut self,
+        pipeline: &Pipeline,
+        observe: &mut ReplyObserver<'_>,
+    ) -> Result<Vec<Reply>, Failure> {
         self.io.write_all(pipeline.bytes()).await?;
         self.io.flush().await?;
         let expected = pipeline.len();
+        let in_flight = InFlight::enter();
         let sent = Instant::now();
-        let small = expected <= SPIN_MAX_COMMANDS;
-        let spinning = small
-            && SPIN_WAIT.with(Cell::get)
-            && self.first_bytes_wait.is_none_or(|wait| wait < SPIN_WORTH_BELOW);
-        let mut spin_deadline = spinning.then(|| sent + SPIN_BUDGET);
-        let mut timing_first_bytes = small;
+        let spin_allowed = SPIN_WAIT.with(Cell::get);
+        // The first wait lasts Redis' answer time: spun only when Redis answers quickly.
+        // Later waits are the gaps between the chunks of replies Redis writes.
+        let mut spin_now = spin_allowed && self.first_bytes_wait.is_none_or(|wait| wait < SPIN_WORTH_BELOW);
+        let mut timing_first_bytes = expected <= SPIN_TIMED_MAX_COMMANDS;
         let mut replies = Vec::with_capacity(expected);
         loop {
             if timing_first_bytes && !self.received.is_empty() {
                 self.first_bytes_wait = Some(sent.elapsed());
                 timing_first_bytes = false;
             }
+            let parsed = replies.len();
             resp::parse_replies(
                 &mut self.received,
                 expected - replies.len(),
@@ -232,15 +300,19 @@ impl Connection {
                 &mut replies,
             )
             .map_err(Failure::Protocol)?;
+            for (index, reply) in replies.iter().enumerate().skip(parsed) {
+                observe(index, reply);
+            }
             if replies.len() == expected {
                 return Ok(replies);
             }
-            if let Some(deadline) = spin_deadline {
-                match self.spin_for_bytes(deadline)? {
-                    Spun::Read => continue,
-                    Spun::Readable | Spun::Nothing => spin_deadline = None,
-                }
+            if spin_now
+                && in_flight.alone()
+                && matches!(self.spin_for_bytes(Instant::now() + SPIN_BUDGET)?, Spun::Read)
+            {
+                continue;
             }
+            spin_now = spin_allowed;
             self.received.reserve(READ_CHUNK);
             if self.io.read_buf(&mut self.received).await? == 0 {
                 return Err(Failure::Io(std::io::ErrorKind::UnexpectedEof.into()));
@@ -359,54 +431,57 @@ impl Connector {
             addr: addr.to_string(),
             reason,
         };
-        let connecting =
-            async {
-                let io = self.open(addr, role).await.map_err(|failure| match failure {
-                    Failure::Tls(reason) => ClientError::TlsHandshake {
-                        addr: addr.to_string(),
-                        reason,
-                    },
-                    Failure::Io(err) => connect_error(err.to_string()),
-                    Failure::Protocol(err) => connect_error(err.to_string()),
-                })?;
-                let mut connection = Connection {
-                    io,
-                    received: BytesMut::with_capacity(READ_CHUNK),
-                    scratch: Vec::new(),
-                    first_bytes_wait: None,
-                };
-                let handshake = self.handshake(role);
-                if handshake.is_empty() {
-                    return Ok(connection);
-                }
-                let replies = connection.exchange(&handshake).await.map_err(|failure| {
-                    match failure.into_error(addr) {
-                        ClientError::Io { reason, .. } | ClientError::Protocol { reply: reason, .. } => {
-                            connect_error(reason)
-                        }
-                        other => other,
-                    }
-                })?;
-                let refused = replies
-                    .iter()
-                    .find_map(|reply| Some((reply.error_code()?, reply.error()?)));
-                match refused {
-                    None => Ok(connection),
-                    Some((code, message)) => {
-                        let first_is_auth = self.password.is_some();
-                        let auth_refused = matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
-                            || (first_is_auth && replies[0].error().is_some());
-                        if auth_refused {
-                            Err(ClientError::Auth {
-                                addr: addr.to_string(),
-                                reason: message.to_owned(),
-                            })
-                        } else {
-                            Err(connect_error(message.to_owned()))
-                        }
-                    }
-                }
+        let connecting = async {
+            let io = self.open(addr, role).await.map_err(|failure| match failure {
+                Failure::Tls(reason) => ClientError::TlsHandshake {
+                    addr: addr.to_string(),
+                    reason,
+                },
+                Failure::Io(err) => connect_error(err.to_string()),
+                Failure::Protocol(err) => connect_error(err.to_string()),
+            })?;
+            let mut connection = Connection {
+                io,
+                received: BytesMut::with_capacity(READ_CHUNK),
+                scratch: Vec::new(),
+                first_bytes_wait: None,
             };
+            let handshake = self.handshake(role);
+            if handshake.is_empty() {
+                return Ok(connection);
+            }
+            let replies = connection
+                .exchange(&handshake, &mut |_, _| {})
+                .await
+                .map_err(|failure| match failure.into_error(addr) {
+                    ClientError::Io { reason, .. } | ClientError::Protocol { reply: reason, .. } => {
+                        connect_error(reason)
+                    }
+                    other => other,
+                })?;
+            // A new connection's first answer is slow on the server's side too: no
+            // measure of how near Redis is.
+            connection.first_bytes_wait = None;
+            let refused = replies
+                .iter()
+                .find_map(|reply| Some((reply.error_code()?, reply.error()?)));
+            match refused {
+                None => Ok(connection),
+                Some((code, message)) => {
+                    let first_is_auth = self.password.is_some();
+                    let auth_refused = matches!(code, "WRONGPASS" | "NOAUTH" | "NOPERM")
+                        || (first_is_auth && replies[0].error().is_some());
+                    if auth_refused {
+                        Err(ClientError::Auth {
+                            addr: addr.to_string(),
+                            reason: message.to_owned(),
+                        })
+                    } else {
+                        Err(connect_error(message.to_owned()))
+                    }
+                }
+            }
+        };
         tokio::time::timeout(self.timeouts.connect, connecting)
             .await
             .map_err(|_| ClientError::Timeout {
@@ -561,6 +636,16 @@ impl Pool {
     /// Sends `pipeline` to `addr` and returns one reply per command, server errors
     /// included as `Reply::Error` for the caller to route or report.
     pub async fn send(&self, addr: &NodeAddr, pipeline: &Pipeline) -> Result<Vec<Reply>, ClientError> {
+        self.send_observed(addr, pipeline, &mut |_, _| {}).await
+    }
+
+    /// `send`, showing each reply to `observe` as soon as it arrives.
+    pub async fn send_observed(
+        &self,
+        addr: &NodeAddr,
+        pipeline: &Pipeline,
+        observe: &mut ReplyObserver<'_>,
+    ) -> Result<Vec<Reply>, ClientError> {
         if pipeline.is_empty() {
             return Ok(Vec::new());
         }
@@ -569,7 +654,7 @@ impl Pool {
             None => self.connector.connect(addr, self.role).await?,
         };
         let timeout = self.connector.timeouts.command;
-        let result = match tokio::time::timeout(timeout, connection.exchange(pipeline)).await {
+        let result = match tokio::time::timeout(timeout, connection.exchange(pipeline, observe)).await {
             Ok(Ok(replies)) => Ok(replies),
             Ok(Err(failure)) => Err(failure.into_error(addr)),
             Err(_) => Err(ClientError::Timeout {
@@ -591,5 +676,24 @@ impl Pool {
                 Err(err)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_thread_spins_only_while_no_other_thread_waits_on_redis() {
+        let settle = || thread::sleep(SHARED_WAITS_WINDOW + Duration::from_millis(20));
+        sole_waiter();
+        settle();
+        assert!(sole_waiter(), "alone for a while");
+        assert!(!thread::spawn(sole_waiter).join().unwrap(), "a second thread");
+        settle();
+        assert!(!sole_waiter(), "the other thread was the last to wait");
+        assert!(!sole_waiter(), "within the window since");
+        settle();
+        assert!(sole_waiter(), "alone again, and the window over");
     }
 }

@@ -12,7 +12,7 @@ mod tls;
 
 pub use client::{Batch, RedisClient, RetryPolicy};
 pub use cluster::key_slot;
-pub use connection::{note_process_id, spin_wait, NodeAddr, Timeouts};
+pub use connection::{note_process_id, spin_wait, NodeAddr, ReplyObserver, Timeouts};
 pub use error::ClientError;
 pub use resp::{Command, Reply, Strings};
 pub use script::Script;

@@ -3,7 +3,7 @@
 use super::error::{printable_key, StoreError};
 use super::plan::{RowKeys, ViewPlan};
 use crate::encoding::{self, Timestamp};
-use crate::redis::{Batch, Command, RedisClient, Reply, Strings};
+use crate::redis::{Batch, Command, RedisClient, Reply, ReplyObserver, Strings};
 
 /// The fields read from one hash, in the order asked for (`None` when absent), held in
 /// the bytes Redis sent.
@@ -18,6 +18,16 @@ pub struct HashRead<'a> {
 /// One `HMGET` per key of every read, all in one batch (one pipeline per node).
 /// Returns, per read and key, the value of each field.
 pub async fn read_hashes(client: &RedisClient, reads: &[HashRead<'_>]) -> Result<Vec<Vec<Hash>>, StoreError> {
+    read_hashes_observed(client, reads, &mut |_, _| {}).await
+}
+
+/// `read_hashes`, showing each HMGET's reply to `observe` as it arrives (see
+/// `RedisClient::execute_observed`): reads in order, keys in order.
+pub async fn read_hashes_observed(
+    client: &RedisClient,
+    reads: &[HashRead<'_>],
+    observe: &mut ReplyObserver<'_>,
+) -> Result<Vec<Vec<Hash>>, StoreError> {
     let mut batch = Batch::with_capacity(reads.iter().map(|r| r.keys.len()).sum());
     batch.parse_strings_flat();
     let mut command = Command::default();
@@ -30,7 +40,7 @@ pub async fn read_hashes(client: &RedisClient, reads: &[HashRead<'_>]) -> Result
             batch.push(command.restart("HMGET").arg(key).args_of(&fields));
         }
     }
-    let mut replies = client.execute(&batch).await?.into_iter();
+    let mut replies = client.execute_observed(&batch, observe).await?.into_iter();
     let mut out = Vec::with_capacity(reads.len());
     for read in reads {
         let mut rows = Vec::with_capacity(read.keys.len());
@@ -49,10 +59,12 @@ pub async fn read_hashes(client: &RedisClient, reads: &[HashRead<'_>]) -> Result
     Ok(out)
 }
 
-/// Every view's features and `_ts:` of its rows' unique keys, in one batch.
+/// Every view's features and `_ts:` of its rows' unique keys, in one batch, each
+/// reply shown to `observe` as it arrives.
 pub(super) async fn read_views(
     client: &RedisClient,
     views: &[(&ViewPlan, &RowKeys)],
+    observe: &mut ReplyObserver<'_>,
 ) -> Result<Vec<Vec<Hash>>, StoreError> {
     let reads: Vec<HashRead<'_>> = views
         .iter()
@@ -61,7 +73,7 @@ pub(super) async fn read_views(
             keys: &rows.unique_keys,
         })
         .collect();
-    read_hashes(client, &reads).await
+    read_hashes_observed(client, &reads, observe).await
 }
 
 /// A stored `_ts:{view}` value, or an error naming the view and the key holding it.
