@@ -94,7 +94,7 @@ class ArrowOnlineResponse(OnlineResponse):
             response[name] = list(values)
             if include_event_timestamps:
                 response[name + TIMESTAMP_POSTFIX] = [0] * rows
-        columns = self._answer.columns()
+        columns = self._answer.columns(include_event_timestamps)
         for index, name in enumerate(self._feature_names):
             response[name] = columns[index]
             if include_event_timestamps:

@@ -4,7 +4,7 @@ use pyo3::prelude::*;
 
 use super::runtime::block_on;
 use super::store::RedisStoreClient;
-use crate::store::{self, HashRead};
+use crate::store::{self, HashRead, Keys};
 
 /// `(keys, fields)`: the fields to read from each key.
 #[derive(FromPyObject)]
@@ -16,10 +16,15 @@ struct KeysAndFields(Vec<Vec<u8>>, Vec<Vec<u8>>);
 #[pyfunction]
 fn pipelined_hmget(py: Python<'_>, client: &RedisStoreClient, reads: Vec<KeysAndFields>) -> PyResult<usize> {
     let client = client.client();
+    let keys: Vec<Keys> = reads
+        .iter()
+        .map(|KeysAndFields(keys, _)| keys.iter().collect())
+        .collect();
     let hashes = block_on(py, true, async {
         let reads: Vec<HashRead<'_>> = reads
             .iter()
-            .map(|KeysAndFields(keys, fields)| HashRead { fields, keys })
+            .zip(&keys)
+            .map(|(KeysAndFields(_, fields), keys)| HashRead { fields, keys })
             .collect();
         store::read_hashes(client, &reads).await
     })??;

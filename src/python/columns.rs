@@ -21,6 +21,8 @@ use crate::store::ColumnarResponse;
 pub struct ColumnarAnswer {
     /// Every view's feature columns, then each view's event seconds.
     columns: Vec<ArrayRef>,
+    /// How many of `columns` are features.
+    features: usize,
     rows: usize,
     response: ColumnarResponse,
     vectors: OnceLock<Vec<u8>>,
@@ -29,12 +31,14 @@ pub struct ColumnarAnswer {
 impl ColumnarAnswer {
     pub fn new(mut response: ColumnarResponse) -> Self {
         let rows = response.event_seconds.first().map_or(0, |c| c.len());
+        let features = response.columns.len();
         let columns = std::mem::take(&mut response.columns)
             .into_iter()
             .chain(std::mem::take(&mut response.event_seconds))
             .collect();
         Self {
             columns,
+            features,
             rows,
             response,
             vectors: OnceLock::new(),
@@ -62,12 +66,12 @@ fn to_pylist<'py>(py: Python<'py>, array: &dyn Array) -> PyResult<Bound<'py, PyL
     macro_rules! each {
         ($convert:expr) => {{
             let convert = $convert;
+            let nulls = array.nulls();
             let mut items: Vec<Bound<'py, PyAny>> = Vec::with_capacity(len);
             for i in 0..len {
-                items.push(if array.is_null(i) {
-                    py.None().into_bound(py)
-                } else {
-                    convert(i)?
+                items.push(match nulls {
+                    Some(nulls) if nulls.is_null(i) => py.None().into_bound(py),
+                    _ => convert(i)?,
                 });
             }
             PyList::new(py, items)
@@ -118,10 +122,17 @@ fn to_pylist<'py>(py: Python<'py>, array: &dyn Array) -> PyResult<Bound<'py, PyL
 
 #[pymethods]
 impl ColumnarAnswer {
-    /// Every column as a Python list: the features of every view, then each view's
+    /// Every feature column as a Python list, then, `with_event_seconds`, each view's
     /// event seconds.
-    fn columns<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyList>>> {
-        self.columns.iter().map(|c| to_pylist(py, c.as_ref())).collect()
+    fn columns<'py>(&self, py: Python<'py>, with_event_seconds: bool) -> PyResult<Vec<Bound<'py, PyList>>> {
+        let count = match with_event_seconds {
+            true => self.columns.len(),
+            false => self.features,
+        };
+        self.columns[..count]
+            .iter()
+            .map(|c| to_pylist(py, c.as_ref()))
+            .collect()
     }
 
     /// The columns as a pyarrow record batch, shared without copying; columns are

@@ -8,7 +8,7 @@ use arrow_array::{ArrayRef, Int64Array, UInt32Array};
 use arrow_select::take::take;
 
 use super::error::{printable_key, StoreError};
-use super::plan::{NativeColumn, RowKeys, ViewPlan};
+use super::plan::{Keys, NativeColumn, RowKeys, ViewPlan};
 use super::read::{read_views, Hash};
 use super::vectors::{feature_vectors, hash_timestamp};
 use crate::columns::{decode_column, ColumnDecoder, FeatureType};
@@ -58,7 +58,7 @@ fn fan_out(column: ArrayRef, rows: &RowKeys) -> Result<ArrayRef, StoreError> {
 /// A view's columns, decoded as its replies arrive.
 struct ViewDecoder<'a> {
     plan: &'a ViewPlan,
-    keys: &'a [Vec<u8>],
+    keys: &'a Keys,
     columns: Vec<ColumnDecoder>,
     seconds: Vec<i64>,
 }
@@ -85,7 +85,7 @@ impl<'a> StreamedDecode<'a> {
             .zip(rows)
             .zip(dtypes)
             .map(|((view, rows), dtypes)| {
-                let keys = rows.unique_keys.as_slice();
+                let keys = &rows.unique_keys;
                 ViewDecoder {
                     plan: view.plan.as_ref(),
                     keys,

@@ -15,7 +15,7 @@ mod write;
 pub use columnar::{read_columnar, ColumnarResponse, ColumnarView};
 pub use delete::{delete_entities, delete_view, scan_keys};
 pub use error::{printable_key, StoreError};
-pub use plan::{EntityColumn, EntityType, NativeColumn, ViewPlan, ViewSpec};
+pub use plan::{EntityColumn, EntityType, Keys, NativeColumn, ViewPlan, ViewSpec};
 pub use read::{read_hashes, read_rows, stored_timestamp, HashRead, StoredRow};
 pub use vectors::{read_response, response_timestamp};
 pub use write::{write_arrow, write_protos, ProtoRow, WriteSummary};

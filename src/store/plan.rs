@@ -142,7 +142,7 @@ impl ViewPlan {
         let hasher = DefaultHashBuilder::default();
         let mut index: HashTable<u32> = HashTable::with_capacity(rows);
         let mut keys = RowKeys {
-            unique_keys: Vec::new(),
+            unique_keys: Keys::with_capacity(rows),
             row_to_unique: Vec::with_capacity(rows),
         };
         let mut values: Vec<EntityValue<'_>> = Vec::with_capacity(columns.len());
@@ -156,14 +156,12 @@ impl ViewPlan {
             self.layout.write_redis_key(&values, &self.project, &mut key)?;
             let unique_keys = &mut keys.unique_keys;
             let hash = hasher.hash_one(key.as_slice());
-            let unique = match index.find(hash, |&u| unique_keys[u as usize] == key) {
+            let unique = match index.find(hash, |&u| unique_keys[u as usize] == key[..]) {
                 Some(&unique) => unique,
                 None => {
                     let unique = unique_keys.len() as u32;
-                    unique_keys.push(key.clone());
-                    index.insert_unique(hash, unique, |&u| {
-                        hasher.hash_one(unique_keys[u as usize].as_slice())
-                    });
+                    unique_keys.push(&key);
+                    index.insert_unique(hash, unique, |&u| hasher.hash_one(&unique_keys[u as usize]));
                     unique
                 }
             };
@@ -173,10 +171,63 @@ impl ViewPlan {
     }
 }
 
+/// Keys held end to end in one buffer: one allocation for a request's keys, not one
+/// per key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Keys {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Keys {
+    pub fn with_capacity(keys: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(keys * 64),
+            ends: Vec::with_capacity(keys),
+        }
+    }
+
+    pub fn push(&mut self, key: &[u8]) {
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        (0..self.len()).map(|index| &self[index])
+    }
+}
+
+impl std::ops::Index<usize> for Keys {
+    type Output = [u8];
+
+    fn index(&self, index: usize) -> &[u8] {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.bytes[start..self.ends[index]]
+    }
+}
+
+impl<K: AsRef<[u8]>> FromIterator<K> for Keys {
+    fn from_iter<I: IntoIterator<Item = K>>(keys: I) -> Self {
+        let mut out = Keys::default();
+        for key in keys {
+            out.push(key.as_ref());
+        }
+        out
+    }
+}
+
 /// The Redis key of every request row, each distinct key once.
 #[derive(Debug, Default)]
 pub struct RowKeys {
-    pub unique_keys: Vec<Vec<u8>>,
+    pub unique_keys: Keys,
     pub row_to_unique: Vec<u32>,
 }
 
@@ -285,6 +336,17 @@ mod tests {
         let mut bad = spec(&["a"]);
         bad.entity_key_serialization_version = 9;
         assert!(ViewPlan::new(bad).is_err());
+    }
+
+    #[test]
+    fn keys_held_end_to_end_read_back_one_by_one() {
+        let keys: Keys = [&b"ab"[..], b"", b"c"].into_iter().collect();
+        assert_eq!(
+            (keys.len(), &keys[0], &keys[1], &keys[2]),
+            (3, &b"ab"[..], &b""[..], &b"c"[..])
+        );
+        assert_eq!(keys.iter().collect::<Vec<_>>(), [&b"ab"[..], b"", b"c"]);
+        assert!(Keys::default().is_empty());
     }
 
     #[test]

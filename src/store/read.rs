@@ -1,7 +1,7 @@
 //! HMGETs of feature hashes, and `online_read`'s answer per entity key.
 
 use super::error::{printable_key, StoreError};
-use super::plan::{RowKeys, ViewPlan};
+use super::plan::{Keys, RowKeys, ViewPlan};
 use crate::encoding::{self, Timestamp};
 use crate::redis::{Batch, Command, RedisClient, Reply, ReplyObserver, Strings};
 
@@ -12,7 +12,7 @@ pub type Hash = Strings;
 /// The hash fields to read from each of a view's keys.
 pub struct HashRead<'a> {
     pub fields: &'a [Vec<u8>],
-    pub keys: &'a [Vec<u8>],
+    pub keys: &'a Keys,
 }
 
 /// One `HMGET` per key of every read, all in one batch (one pipeline per node).
@@ -36,7 +36,7 @@ pub async fn read_hashes_observed(
         for field in read.fields {
             fields.arg(field);
         }
-        for key in read.keys {
+        for key in read.keys.iter() {
             batch.push(command.restart("HMGET").arg(key).args_of(&fields));
         }
     }
@@ -44,7 +44,7 @@ pub async fn read_hashes_observed(
     let mut out = Vec::with_capacity(reads.len());
     for read in reads {
         let mut rows = Vec::with_capacity(read.keys.len());
-        for _ in read.keys {
+        for _ in read.keys.iter() {
             let reply = replies.next().unwrap_or(Reply::Nil);
             rows.push(hmget_reply(reply, read.fields.len()).map_err(|reply| {
                 StoreError::UnexpectedReply {
@@ -104,7 +104,7 @@ pub async fn read_rows(
             let entity_key = encoding::decode_entity_key_proto(proto)?;
             encoding::redis_key(&plan.project, &entity_key, plan.version)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Keys, _>>()?;
     let read = HashRead {
         fields: &plan.read_fields,
         keys: &keys,

@@ -7,7 +7,7 @@ use prost::encoding::{encode_varint, encoded_len_varint};
 use prost::Message;
 
 use super::error::{printable_key, StoreError};
-use super::plan::{RowKeys, ViewPlan};
+use super::plan::{Keys, RowKeys, ViewPlan};
 use super::read::{read_views, stored_timestamp, Hash};
 use crate::encoding::proto::RepeatedValue;
 use crate::encoding::{Timestamp, Value};
@@ -46,7 +46,7 @@ pub async fn read_response(
 
 /// Checks that every stored feature value is a `feast.types.Value`, naming the feature
 /// and the key of one that is not.
-fn check_values(plan: &ViewPlan, keys: &[Vec<u8>], hashes: &[Hash]) -> Result<(), StoreError> {
+fn check_values(plan: &ViewPlan, keys: &Keys, hashes: &[Hash]) -> Result<(), StoreError> {
     for (key, hash) in keys.iter().zip(hashes) {
         for (feature, value) in plan.features.iter().zip(hash.iter()) {
             if let Some(bytes) = value {
@@ -204,14 +204,14 @@ mod tests {
     #[test]
     fn corrupt_values_name_the_feature() {
         let hashes = [Strings::from_items([Some(&b"\x0a\xff"[..]), None])];
-        let err = check_values(&plan(), &[b"k".to_vec()], &hashes).unwrap_err();
+        let err = check_values(&plan(), &[b"k"].into_iter().collect(), &hashes).unwrap_err();
         assert!(err.to_string().contains("feature 'f' of view 'fv'"), "{err}");
     }
 
     #[test]
     fn corrupt_timestamps_name_the_key() {
         let rows = RowKeys {
-            unique_keys: vec![b"k".to_vec()],
+            unique_keys: [b"k"].into_iter().collect(),
             row_to_unique: vec![0],
         };
         let hashes = [Strings::from_items([None, Some(&b"\xff\xff"[..])])];

@@ -13,7 +13,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 
 use super::error::{printable_key, StoreError};
-use super::plan::{EntityColumn, EntityType, NativeColumn, ViewPlan};
+use super::plan::{EntityColumn, EntityType, Keys, NativeColumn, ViewPlan};
 use super::read::{read_hashes, stored_timestamp, HashRead};
 use crate::columns::{encode_column, micros, timestamp_values, EncodedColumn};
 use crate::encoding::{self, Timestamp};
@@ -556,9 +556,10 @@ async fn stored_event_times(
     distinct.sort_unstable();
     distinct.dedup();
     let fields = [plan.timestamp_field.clone()];
+    let keys: Keys = distinct.iter().collect();
     let read = HashRead {
         fields: &fields,
-        keys: &distinct,
+        keys: &keys,
     };
     let hashes = read_hashes(client, &[read]).await?.pop().unwrap_or_default();
     let mut stored = HashMap::with_capacity(distinct.len());
