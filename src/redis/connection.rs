@@ -119,22 +119,19 @@ thread_local! {
     static WAITER_ID: u64 = NEXT_WAITER_ID.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Requests of at most this many commands time how long Redis takes to start answering.
-const SPIN_TIMED_MAX_COMMANDS: usize = 32;
 /// How long a spinning wait lasts before the thread sleeps until bytes come. Redis
 /// answers a pipeline in chunks (one per 16 KiB of commands it reads, ~100 µs apart).
+/// A connection whose last request waited longer for its first bytes (a Redis across a
+/// network) waits for a request's first bytes by sleeping: spinning would only burn it.
 const SPIN_BUDGET: Duration = Duration::from_micros(200);
-/// A connection whose last small request waited longer than this for its first bytes
-/// (a Redis across a network, not on this host) waits for a request's first bytes by
-/// sleeping: spinning would only burn the budget.
-const SPIN_WORTH_BELOW: Duration = Duration::from_micros(100);
 /// Once two threads have waited on Redis within this time, neither spins for as long:
 /// their other work (Python, under one GIL) needs the cores a spinning thread takes.
 const SHARED_WAITS_WINDOW: Duration = Duration::from_millis(100);
 
 static NEXT_WAITER_ID: AtomicU64 = AtomicU64::new(1);
 /// The thread that last entered `spin_wait`.
-static LAST_WAITER: AtomicU64 = AtomicU64::new(0);
+static LAST_WAITER: AtomicU64 = AtomicU64::new(NO_WAITER);
+const NO_WAITER: u64 = 0;
 /// Until when (µs after `clock_origin`) no thread spins, since two threads wait on Redis.
 static SHARED_UNTIL_MICROS: AtomicU64 = AtomicU64::new(0);
 /// Exchanges waiting for replies in this process.
@@ -155,7 +152,8 @@ fn spare_core() -> bool {
 fn sole_waiter() -> bool {
     let me = WAITER_ID.with(|id| *id);
     let now = clock_origin().elapsed().as_micros() as u64;
-    if LAST_WAITER.swap(me, Ordering::Relaxed) != me {
+    let last = LAST_WAITER.swap(me, Ordering::Relaxed);
+    if last != me && last != NO_WAITER {
         SHARED_UNTIL_MICROS.store(now + SHARED_WAITS_WINDOW.as_micros() as u64, Ordering::Relaxed);
         return false;
     }
@@ -264,7 +262,7 @@ pub struct Connection {
     received: BytesMut,
     /// Where a spinning wait reads bytes from a plain socket.
     scratch: Vec<u8>,
-    /// How long the last small request waited for the first bytes of its replies.
+    /// How long the last request waited for the first bytes of its replies.
     first_bytes_wait: Option<Duration>,
 }
 
@@ -284,8 +282,8 @@ impl Connection {
         let spin_allowed = SPIN_WAIT.with(Cell::get);
         // The first wait lasts Redis' answer time: spun only when Redis answers quickly.
         // Later waits are the gaps between the chunks of replies Redis writes.
-        let mut spin_now = spin_allowed && self.first_bytes_wait.is_none_or(|wait| wait < SPIN_WORTH_BELOW);
-        let mut timing_first_bytes = expected <= SPIN_TIMED_MAX_COMMANDS;
+        let mut spin_now = spin_allowed && self.first_bytes_wait.is_none_or(|wait| wait < SPIN_BUDGET);
+        let mut timing_first_bytes = true;
         let mut replies = Vec::with_capacity(expected);
         loop {
             if timing_first_bytes && !self.received.is_empty() {
@@ -310,6 +308,9 @@ impl Connection {
                 && in_flight.alone()
                 && matches!(self.spin_for_bytes(Instant::now() + SPIN_BUDGET)?, Spun::Read)
             {
+                // Back to the runtime between reads: a reply that keeps trickling in
+                // still meets the command timeout.
+                tokio::task::yield_now().await;
                 continue;
             }
             spin_now = spin_allowed;
@@ -682,13 +683,67 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::sync::atomic::AtomicBool;
+
+    use crate::redis::settings::Topology;
+
+    #[test]
+    fn a_reply_that_keeps_trickling_in_meets_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        // A bulk string that never ends, each byte well within a spinning wait's budget
+        // of the last, so the reader spins from byte to byte: its timeout still holds.
+        let server = thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            socket.set_nodelay(true).unwrap();
+            let mut request = [0; 1024];
+            let _ = std::io::Read::read(&mut socket, &mut request);
+            let _ = socket.write_all(b"*1\r\n$100000000\r\n");
+            let until = Instant::now() + Duration::from_secs(5);
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < until {
+                if socket.write_all(b"a").is_err() {
+                    break;
+                }
+                let pause = Instant::now() + Duration::from_micros(5);
+                while Instant::now() < pause {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        let settings = ConnectionSettings::parse(&format!("127.0.0.1:{port}"), Topology::Standalone).unwrap();
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(1),
+            command: Duration::from_millis(300),
+        };
+        let pool = Pool::new(Connector::new(&settings, timeouts).unwrap(), Role::Data);
+        let mut pipeline = Pipeline::new();
+        pipeline.push(Command::new("HMGET").arg("k").arg("f"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        // As `spin_wait` lets a lone thread wait, without touching which thread waited last.
+        SPIN_WAIT.with(|spin| spin.set(true));
+        let result = runtime.block_on(pool.send(&NodeAddr::new("127.0.0.1", port), &pipeline));
+        let took = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        assert!(
+            matches!(result, Err(ClientError::Timeout { .. })),
+            "{:?}",
+            result.err()
+        );
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
 
     #[test]
     fn a_thread_spins_only_while_no_other_thread_waits_on_redis() {
         let settle = || thread::sleep(SHARED_WAITS_WINDOW + Duration::from_millis(20));
-        sole_waiter();
-        settle();
-        assert!(sole_waiter(), "alone for a while");
+        assert!(sole_waiter(), "the first thread to wait");
         assert!(!thread::spawn(sole_waiter).join().unwrap(), "a second thread");
         settle();
         assert!(!sole_waiter(), "the other thread was the last to wait");
