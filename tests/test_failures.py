@@ -231,6 +231,16 @@ def test_corrupt_stored_values_are_named(redis_server, redis_db, tmp_path):
     assert isinstance(raised.value, redis.exceptions.ResponseError)
 
 
+def test_a_value_of_tens_of_megabytes_reads_within_the_timeout(redis_server, redis_db):
+    # Its reply arrives over many reads; parsing it again at each read would take minutes.
+    big = Value(bytes_val=b"x" * (64 << 20))
+    redis_key = encoding.redis_key(loan_repo.PROJECT, key())
+    redis_db.hset(redis_key, encoding.mmh3_field("credit_history:c_i64"), big.SerializeToString())
+    repo = config(redis_server.address, command_timeout_seconds=5)
+    values = RedisOnlineStore().online_read(repo, VIEW, [key()], ["c_i64"])[0][1]
+    assert values["c_i64"] == big
+
+
 def test_bad_entity_values_are_named(redis_server, redis_db):
     bad = EntityKey(join_keys=["dob_ssn"], entity_values=[Value(double_val=1.5)])
     with pytest.raises(ValueError, match="join key 'dob_ssn' has a value of type double_val"):

@@ -285,21 +285,24 @@ impl Connection {
         let mut spin_now = spin_allowed && self.first_bytes_wait.is_none_or(|wait| wait < SPIN_BUDGET);
         let mut timing_first_bytes = true;
         let mut replies = Vec::with_capacity(expected);
+        let mut parse_at = 1;
         loop {
             if timing_first_bytes && !self.received.is_empty() {
                 self.first_bytes_wait = Some(sent.elapsed());
                 timing_first_bytes = false;
             }
-            let parsed = replies.len();
-            resp::parse_replies(
-                &mut self.received,
-                expected - replies.len(),
-                pipeline.strings_flat(),
-                &mut replies,
-            )
-            .map_err(Failure::Protocol)?;
-            for (index, reply) in replies.iter().enumerate().skip(parsed) {
-                observe(index, reply);
+            if self.received.len() >= parse_at {
+                let parsed = replies.len();
+                parse_at = resp::parse_replies(
+                    &mut self.received,
+                    expected - replies.len(),
+                    pipeline.strings_flat(),
+                    &mut replies,
+                )
+                .map_err(Failure::Protocol)?;
+                for (index, reply) in replies.iter().enumerate().skip(parsed) {
+                    observe(index, reply);
+                }
             }
             if replies.len() == expected {
                 return Ok(replies);

@@ -320,6 +320,7 @@ fn parse_strings(bytes: &Bytes, at: &mut usize, count: usize) -> Result<Flat, Pr
     let mut items = Vec::with_capacity(count.min(1024));
     for _ in 0..count {
         let Some((kind, line, after_line)) = header(bytes, *at) else {
+            *at = bytes.len() + 1;
             return Ok(Flat::Incomplete);
         };
         if kind != b'$' {
@@ -332,6 +333,7 @@ fn parse_strings(bytes: &Bytes, at: &mut usize, count: usize) -> Result<Flat, Pr
             continue;
         }
         let Some(end) = bulk_end(bytes, after_line, len as usize)? else {
+            *at = after_line + len as usize + 2;
             return Ok(Flat::Incomplete);
         };
         let Ok(offset) = u32::try_from(after_line - first) else {
@@ -346,9 +348,10 @@ fn parse_strings(bytes: &Bytes, at: &mut usize, count: usize) -> Result<Flat, Pr
     }))
 }
 
-/// Parses the reply at `*at` in one pass, moving `*at` past it; `None` (with `*at` left
-/// anywhere) while bytes of it are still to come. With `strings_flat`, an array of bulk
-/// strings and nils is a `Reply::Strings`.
+/// Parses the reply at `*at` in one pass, moving `*at` past it; `None` while bytes of it
+/// are still to come, with `*at` at the least length `bytes` must reach before the reply
+/// can be parsed further. With `strings_flat`, an array of bulk strings and nils is a
+/// `Reply::Strings`.
 fn parse(
     bytes: &Bytes,
     at: &mut usize,
@@ -357,6 +360,7 @@ fn parse(
 ) -> Result<Option<Reply>, ProtocolError> {
     let start = *at;
     let Some((kind, line, after_line)) = header(bytes, start) else {
+        *at = bytes.len() + 1;
         return Ok(None);
     };
     *at = after_line;
@@ -368,7 +372,10 @@ fn parse(
                     *at = end;
                     Reply::Bulk(bytes.slice(after_line..end - 2))
                 }
-                None => return Ok(None),
+                None => {
+                    *at = after_line + len as usize + 2;
+                    return Ok(None);
+                }
             },
         },
         b'*' => match number(line)? {
@@ -406,18 +413,21 @@ fn parse(
 
 /// Takes every complete reply at the front of `buf`, at most `limit` of them, into `out`
 /// (with `strings_flat`, arrays of bulk strings and nils as `Reply::Strings`). Bytes of
-/// an incomplete reply stay in `buf` for the next read.
+/// an incomplete reply stay in `buf` for the next read. Returns the length `buf` must
+/// reach before another call can take a reply: a long bulk string is parsed (and its
+/// bytes moved) once it is all in, not again at every read.
 pub fn parse_replies(
     buf: &mut BytesMut,
     limit: usize,
     strings_flat: bool,
     out: &mut Vec<Reply>,
-) -> Result<(), ProtocolError> {
+) -> Result<usize, ProtocolError> {
     if buf.is_empty() || limit == 0 {
-        return Ok(());
+        return Ok(buf.len() + 1);
     }
     let bytes = buf.split().freeze();
     let mut complete = 0;
+    let mut needed = 0;
     for _ in 0..limit {
         let mut at = complete;
         match parse(&bytes, &mut at, 0, strings_flat)? {
@@ -425,11 +435,14 @@ pub fn parse_replies(
                 out.push(reply);
                 complete = at;
             }
-            None => break,
+            None => {
+                needed = at - complete;
+                break;
+            }
         }
     }
     buf.extend_from_slice(&bytes[complete..]);
-    Ok(())
+    Ok(needed)
 }
 
 #[cfg(test)]
@@ -447,6 +460,28 @@ mod tests {
 
     fn bulk(text: &str) -> Reply {
         Reply::Bulk(Bytes::copy_from_slice(text.as_bytes()))
+    }
+
+    #[test]
+    fn a_long_bulk_string_is_parsed_once_all_of_it_is_in() {
+        let mut out = Vec::new();
+        let reply = b"$10\r\n0123456789\r\n";
+        let mut buf = BytesMut::from(&reply[..7]);
+        assert_eq!(parse_replies(&mut buf, 1, false, &mut out).unwrap(), reply.len());
+        assert_eq!((out.len(), buf.len()), (0, 7));
+        buf.extend_from_slice(&reply[7..]);
+        assert_eq!(parse_replies(&mut buf, 1, false, &mut out).unwrap(), 0);
+        assert_eq!(out, [bulk("0123456789")]);
+
+        // In a flat array, after a complete reply; and a header still to come.
+        let replies = b":1\r\n*2\r\n$1\r\na\r\n$10\r\n0123456789\r\n";
+        let mut buf = BytesMut::from(&replies[..20]);
+        assert_eq!(
+            parse_replies(&mut buf, 2, true, &mut out).unwrap(),
+            replies.len() - 4
+        );
+        let mut buf = BytesMut::from(&replies[..11]);
+        assert_eq!(parse_replies(&mut buf, 2, true, &mut out).unwrap(), 11 - 4 + 1);
     }
 
     #[test]
