@@ -62,6 +62,20 @@ def test_every_output_equals_stock(stores, full_feature_names):
         assert [type(v) for v in values] == [type(v) for v in reference], name
 
 
+def test_a_store_that_never_spins_reads_the_same(stores, redis_server, tmp_path):
+    from feast_redis_rs import RedisOnlineStoreConfig
+
+    stock, _ = stores
+    sleeping = loan_repo.feature_store(
+        tmp_path / "sleeping",
+        RedisOnlineStoreConfig(connection_string=redis_server.address, spin_wait=False),
+    )
+    request = {"features": loan_repo.feature_refs(), "entity_rows": loan_repo.entity_rows()}
+    got = sleeping.get_online_features(**request)
+    assert isinstance(got, ArrowOnlineResponse)
+    assert got.to_dict(True) == stock.get_online_features(**request).to_dict(True)
+
+
 def test_column_mapping_and_feature_service(stores):
     stock, ours = stores
     service = ours.get_feature_service("all")
