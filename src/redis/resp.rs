@@ -462,6 +462,18 @@ mod tests {
         Reply::Bulk(Bytes::copy_from_slice(text.as_bytes()))
     }
 
+    /// The replies parsed from `wire` arriving cut at `cuts` (ending with its length),
+    /// and the bytes left unparsed.
+    fn parse_in_pieces(wire: &[u8], cuts: &[usize], strings_flat: bool) -> (Vec<Reply>, BytesMut) {
+        let (mut buf, mut out, mut from) = (BytesMut::new(), Vec::new(), 0);
+        for &cut in cuts {
+            buf.extend_from_slice(&wire[from..cut]);
+            from = cut;
+            parse_replies(&mut buf, usize::MAX, strings_flat, &mut out).unwrap();
+        }
+        (out, buf)
+    }
+
     #[test]
     fn a_long_bulk_string_is_parsed_once_all_of_it_is_in() {
         let mut out = Vec::new();
@@ -589,23 +601,13 @@ mod tests {
             let mut cuts: Vec<usize> = cuts.iter().map(|c| c.index(wire.len() + 1)).collect();
             cuts.sort_unstable();
             cuts.push(wire.len());
-            let (mut buf, mut out, mut from) = (BytesMut::new(), Vec::new(), 0);
-            for &cut in &cuts {
-                buf.extend_from_slice(&wire[from..cut]);
-                from = cut;
-                parse_replies(&mut buf, usize::MAX, false, &mut out).unwrap();
-            }
-            prop_assert!(buf.is_empty());
+            let (out, left) = parse_in_pieces(&wire, &cuts, false);
+            prop_assert!(left.is_empty());
             prop_assert_eq!(&out, &replies);
 
             // Flat: the same replies, with arrays of bulk strings and nils as `Strings`.
-            let (mut buf, mut flat, mut from) = (BytesMut::new(), Vec::new(), 0);
-            for &cut in &cuts {
-                buf.extend_from_slice(&wire[from..cut]);
-                from = cut;
-                parse_replies(&mut buf, usize::MAX, true, &mut flat).unwrap();
-            }
-            prop_assert!(buf.is_empty());
+            let (flat, left) = parse_in_pieces(&wire, &cuts, true);
+            prop_assert!(left.is_empty());
             prop_assert_eq!(flat.len(), replies.len());
             for (flat, reply) in flat.iter().zip(&replies) {
                 let plain = |items: &[Reply]| items.iter().all(|i| matches!(i, Reply::Bulk(_) | Reply::Nil));

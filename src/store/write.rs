@@ -353,7 +353,9 @@ async fn write_rows(
     rows: &[WriteRow<'_>],
 ) -> Result<WriteSummary, StoreError> {
     if plan.skip_dedup {
-        return write_unchecked(client, plan, rows.iter().collect()).await;
+        let rows: Vec<&WriteRow<'_>> = rows.iter().collect();
+        let key_repeats = repeats_a_key(&rows);
+        return write_unchecked(client, plan, rows, key_repeats).await;
     }
     let Newest {
         rows: newest,
@@ -378,7 +380,7 @@ async fn write_rows(
             _ => written.push(row),
         }
     }
-    let mut summary = write_unchecked(client, plan, written).await?;
+    let mut summary = write_unchecked(client, plan, written, key_repeats).await?;
     summary.skipped += skipped;
     Ok(summary)
 }
@@ -528,18 +530,20 @@ fn unchecked_batch(plan: &ViewPlan, rows: &[&WriteRow<'_>]) -> Batch {
     batch
 }
 
-/// Writes every row, newer or not than what is stored.
+/// Writes every row, newer or not than what is stored; in order when `key_repeats`
+/// (two rows of one key).
 async fn write_unchecked(
     client: &RedisClient,
     plan: &ViewPlan,
     rows: Vec<&WriteRow<'_>>,
+    key_repeats: bool,
 ) -> Result<WriteSummary, StoreError> {
     // Boxed for the reason `write_newest_atomically` gives.
     let batches: Box<dyn Iterator<Item = Batch> + Send + '_> = Box::new(
         rows.chunks(PIPELINE_ROWS)
             .map(|pipeline| unchecked_batch(plan, pipeline)),
     );
-    overlapped(client, None, batches, repeats_a_key(&rows)).await?;
+    overlapped(client, None, batches, key_repeats).await?;
     Ok(WriteSummary {
         written: rows.len(),
         skipped: 0,
