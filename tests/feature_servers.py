@@ -87,15 +87,21 @@ def start_server(
     *args: str,
     ssl_context: ssl.SSLContext | None = None,
     env: dict[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
+    stderr: int | None = subprocess.STDOUT,
 ) -> FeatureServer:
-    """`feast` or `feast-redis-rs` serving `repo` with `yaml_file`, once /health is 200."""
+    """`feast` or `feast-redis-rs` serving `repo` with `yaml_file`, once /health is 200;
+    `prefix` runs it under another command (`prlimit ...`), `stderr` goes to the log
+    unless given."""
     port = free_port()
     log = repo / f"{yaml_file.stem}-{port}.log"
-    command_line = [BIN / command, "-c", repo, "-f", yaml_file, "serve", "-p", str(port), *args]
+    command_line = [
+        *prefix, BIN / command, "-c", repo, "-f", yaml_file, "serve", "-p", str(port), *args
+    ]  # fmt: skip
     process = subprocess.Popen(
         [str(part) for part in command_line],
         stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+        stderr=stderr,
         # The project's root on the path: on-demand views of the tests are pickled by
         # reference to their test module, which the servers then import.
         env={**(env or os.environ), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
@@ -122,3 +128,14 @@ def columns(answer: dict) -> dict[str, dict]:
     names = answer["metadata"]["feature_names"]
     assert len(names) == len(answer["results"])
     return dict(zip(names, answer["results"], strict=True))
+
+
+def feast_error(content: bytes) -> str:
+    """The message of an error answered in Feast's shape (a ``FeastError``'s
+    ``to_error_detail()`` as a JSON string), checked to rebuild as Feast's clients do."""
+    from feast.errors import FeastError
+
+    detail = json.loads(content)
+    error = FeastError.from_error_detail(detail)
+    assert isinstance(error, FeastError), detail
+    return str(error)

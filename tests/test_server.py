@@ -19,7 +19,7 @@ from feast.types import Float64, Int64, String
 from feast_redis_rs import RedisOnlineStoreConfig
 
 from . import loan_repo
-from .feature_servers import columns, start_server, write_repo_yaml
+from .feature_servers import columns, feast_error, start_server, write_repo_yaml
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +192,18 @@ def test_health_unknown_paths_and_the_access_log(servers):
     assert ours.request("GET", "/no-such-path")[0] == stock.request("GET", "/no-such-path")[0]
 
 
+def test_paths_reach_feasts_app_percent_decoded_as_stock_reads_them(servers):
+    ours, stock = servers
+    push = {"push_source_name": "no_such_source", "df": {"x": [1]}}
+    for path in ("/push", "/pus%68"):
+        assert ours.post(path, push)[0] == stock.post(path, push)[0] == 422, path
+
+
 def test_oversized_bodies_are_refused_with_413(servers):
     ours, _ = servers
     status, content = ours.request("POST", "/get-online-features", raw=b"x" * 70_000)
     assert status == 413
-    assert "65536" in json.loads(content)["detail"]
+    assert "65536" in feast_error(content) and "--max-body-bytes" in feast_error(content)
     assert ours.request("GET", "/health")[0] == 200
 
 

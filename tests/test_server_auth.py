@@ -9,6 +9,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
@@ -23,6 +24,7 @@ from feast_redis_rs import RedisOnlineStoreConfig
 
 from . import loan_repo
 from .feature_servers import BIN, columns, start_server, write_repo_yaml
+from .redis_servers import free_port
 
 CLIENT_ID = "feast-test"
 REQUEST = {
@@ -113,7 +115,12 @@ def protected(redis_server, tmp_path_factory):
     stock_yaml = write_repo_yaml(
         repo, "stock.yaml", {"type": "redis", "connection_string": redis_server.address}, auth=auth
     )
-    ours = start_server("feast-redis-rs", repo, ours_yaml, "--no-access-log")
+    metrics_port = free_port()
+    ours = start_server(
+        "feast-redis-rs", repo, ours_yaml, "--no-access-log", "--metrics",
+        "--metrics-port", str(metrics_port),
+    )  # fmt: skip
+    ours.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     stock = start_server("feast", repo, stock_yaml, "--no-access-log")
     yield issuer, ours, stock
     ours.stop()
@@ -150,6 +157,18 @@ def test_tokens_get_feasts_answers(protected):
     assert statuses["signed by another key"] in (401, 403)
     assert statuses["without the permission"] == 403
     assert statuses["a reader"] == 200
+
+
+def test_metrics_are_not_served_beside_the_authenticated_api(protected):
+    issuer, ours, stock = protected
+    assert post(ours, issuer.token(["reader"]))[0] == 200
+    # On the API's port, /metrics is Feast's app's to answer, as on stock's.
+    status = ours.request("GET", "/metrics")[0]
+    assert status != 200 and status == stock.request("GET", "/metrics")[0]
+    # On a port of their own, bound to loopback.
+    with urllib.request.urlopen(ours.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    assert 'feast_redis_rs_requests_total{endpoint="/get-online-features",status="200"}' in text
 
 
 def test_an_auth_type_feast_does_not_know_is_an_error_not_an_open_server(redis_server, tmp_path):

@@ -4,8 +4,10 @@ flat memory under 64 connections."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
+import socket
 import ssl
 import threading
 import time
@@ -195,7 +197,8 @@ def test_https_with_a_test_ca(tmp_path, redis):
     context = ssl.create_default_context(cafile=str(tls.ca_cert))
     server = start_server(
         "feast-redis-rs", tmp_path / "repo", yaml_file,
-        "--cert", str(tls.server_cert), "--key", str(tls.server_key), ssl_context=context,
+        "--cert", str(tls.server_cert), "--key", str(tls.server_key),
+        "--tls-handshake-timeout", "1", ssl_context=context,
     )  # fmt: skip
     try:
         request = urllib.request.Request(
@@ -208,6 +211,18 @@ def test_https_with_a_test_ca(tmp_path, redis):
             assert columns(json.loads(response.read()))["z_i64"]["statuses"][0] == "PRESENT"
         with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
             urllib.request.urlopen(server.url + "/health", timeout=10)
+        # Feast's app sees the request as https (Starlette's slash redirect says so).
+        port = int(server.url.rsplit(":", 1)[1])
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=10)
+        connection.request("GET", "/health/")
+        redirect = connection.getresponse()
+        assert redirect.status == 307
+        assert redirect.getheader("location").startswith("https://")
+        # A client that never starts its handshake is closed at the handshake timeout.
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        started = time.monotonic()
+        assert silent.recv(1) == b""
+        assert time.monotonic() - started < 3
     finally:
         server.stop()
 

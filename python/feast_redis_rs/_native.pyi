@@ -102,22 +102,25 @@ class Reply:
 @final
 class FeatureServer:
     """``feast-redis-rs serve``'s HTTP server; requests it does not answer itself go to
-    ``dispatch(method, path, headers, body, client, reply)``."""
+    ``dispatch(id, method, path, headers, body, client, scheme, reply)``, and
+    ``cancel(id)`` is told when that request's client went away."""
 
     def __new__(
         cls,
         options: ServerOptions,
         client: RedisStoreClient,
         dispatch: Callable[
-            [str, str, list[tuple[str, bytes]], bytes, tuple[str, int], Reply], None
+            [int, str, str, list[tuple[str, bytes]], bytes, tuple[str, int], str, Reply], None
         ],
+        cancel: Callable[[int], None],
+        routes: list[str],
     ) -> FeatureServer: ...
     def update(
         self,
         views: list[ServedView],
         services: list[tuple[str, list[ServedProjection]]],
-        healthy: bool,
     ) -> None: ...
-    def set_healthy(self, healthy: bool) -> None: ...
-    def run(self, ready: Callable[[str, int], None]) -> None: ...
+    def set_stale(self, reason: str) -> None: ...
+    def log(self, line: str) -> None: ...
+    def run(self, ready: Callable[[str, int], None]) -> float | None: ...
     def stop(self) -> None: ...

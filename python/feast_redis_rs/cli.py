@@ -4,6 +4,9 @@ flags of ``feast [-c REPO] serve`` where they apply."""
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 from pathlib import Path
 
 import click
@@ -11,7 +14,7 @@ from feast import FeatureStore
 from feast.repo_config import FeastConfigError
 
 from feast_redis_rs import BUILD_PROFILE, __version__
-from feast_redis_rs.server import ServerOptions, serve
+from feast_redis_rs.server import STOCK_METRICS_PORT, ServerOptions, serve
 
 
 @click.group()
@@ -34,9 +37,63 @@ def cli(ctx: click.Context, chdir: str | None, feature_store_yaml: str | None) -
     ctx.obj = {"repo": Path(chdir or ".").resolve(), "yaml": feature_store_yaml}
 
 
+_DEFAULTS = ServerOptions()
+
+# Limits and clocks: (flag, ServerOptions field, type, help). Each is documented in the
+# README's "Running it in production", with what the server does when it is hit.
+_LIMITS = [
+    ("--worker-connections", "worker_connections", int,
+     "Open client connections; past it the oldest idle one is closed to make room, "
+     "else new clients wait in the kernel's backlog (feast serve's flag)."),
+    ("--keep-alive-timeout", "keep_alive_timeout", float,
+     "Seconds an idle keep-alive connection is kept (feast serve's flag)."),
+    ("--header-timeout", "header_timeout", float,
+     "Seconds for a request's headers, from its first byte (or the connection's accept)."),
+    ("--body-timeout", "body_timeout", float, "Seconds for a request's whole body; then 408."),
+    ("--write-timeout", "write_timeout", float,
+     "Seconds an answer may wait for a client that does not read it; then the connection "
+     "is closed."),
+    ("--tls-handshake-timeout", "tls_handshake_timeout", float,
+     "Seconds for a TLS handshake."),
+    ("--max-body-bytes", "max_body_bytes", int,
+     "Larger request bodies are refused with 413, before they are read."),
+    ("--max-entity-rows", "max_entity_rows", int,
+     "Online requests with more entity rows are refused with 413."),
+    ("--max-values-per-request", "max_values_per_request", int,
+     "Online requests for more entity rows x features are refused with 413."),
+    ("--max-buffered-mb", "max_buffered_mb", int,
+     "MiB of request bodies and answers all requests in flight may hold; past it, 503."),
+    ("--fallback-concurrency", "fallback_concurrency", int,
+     "Requests Feast's app works on at once."),
+    ("--fallback-queue", "fallback_queue", int,
+     "Requests that may wait for Feast's app; past it, 503 with Retry-After."),
+    ("--fallback-queue-timeout", "fallback_queue_timeout", float,
+     "Seconds a request may wait for Feast's app; then 503 with Retry-After."),
+    ("--shutdown-timeout", "shutdown_timeout", float,
+     "Seconds from SIGTERM to exit, all of it; a second SIGTERM or SIGINT exits at once."),
+]  # fmt: skip
+
+
+def _limit_options(command):
+    for flag, field, kind, help_text in reversed(_LIMITS):
+        command = click.option(
+            flag, field, type=kind, default=getattr(_DEFAULTS, field), show_default=True,
+            help=help_text,
+        )(command)  # fmt: skip
+    return command
+
+
 @cli.command("serve")
 @click.option("--host", "-h", default="127.0.0.1", show_default=True, help="Host to bind.")
 @click.option("--port", "-p", type=int, default=6566, show_default=True, help="Port to bind.")
+@click.option(
+    "--type",
+    "-t",
+    "type_",
+    default="http",
+    show_default=True,
+    help="Server type: http (grpc is answered by feast serve --type grpc).",
+)
 @click.option("--no-access-log", is_flag=True, help="Do not log every request.")
 @click.option(
     "--registry_ttl_sec",
@@ -50,46 +107,72 @@ def cli(ctx: click.Context, chdir: str | None, feature_store_yaml: str | None) -
 @click.option("--cert", "-c", "tls_cert_path", default="", help="TLS certificate (with --key).")
 @click.option("--metrics", "-m", is_flag=True, help="Serve Prometheus metrics at /metrics.")
 @click.option(
+    "--metrics-host",
+    default=_DEFAULTS.metrics_host,
+    show_default=True,
+    help="Host the metrics' own port binds (with --metrics-port).",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve /metrics on a port of its own (default: the server's port; "
+    f"{STOCK_METRICS_PORT} for a repo with auth:, as feast serve).",
+)
+@click.option(
     "--workers",
     "-w",
     type=int,
-    default=2,
+    default=_DEFAULTS.workers,
     show_default=True,
-    help="Threads answering requests (threads, not processes).",
+    help="Threads answering requests (threads of one process; -1: one per core).",
 )
 @click.option(
-    "--max-body-bytes",
+    "--max-requests",
     type=int,
-    default=ServerOptions.max_body_bytes,
+    default=1000,
     show_default=True,
-    help="Requests with a larger body are refused with 413.",
+    help="Accepted for feast serve's command line; no effect (one process, never restarted).",
 )
 @click.option(
-    "--shutdown-timeout",
-    type=float,
-    default=ServerOptions.shutdown_timeout_seconds,
+    "--max-requests-jitter",
+    type=int,
+    default=50,
     show_default=True,
-    help="Seconds in-flight requests may take to finish after SIGTERM.",
+    help="Accepted for feast serve's command line; no effect.",
 )
+@_limit_options
 @click.pass_context
 def serve_command(
     ctx: click.Context,
     host: str,
     port: int,
+    type_: str,
     no_access_log: bool,
     registry_ttl_sec: int,
     tls_key_path: str,
     tls_cert_path: str,
     metrics: bool,
+    metrics_host: str,
+    metrics_port: int | None,
     workers: int,
-    max_body_bytes: int,
-    shutdown_timeout: float,
+    max_requests: int,
+    max_requests_jitter: int,
+    **limits: float,
 ) -> None:
     """Serve Feast's HTTP feature server API, answered in Rust."""
+    if type_ != "http":
+        raise click.BadParameter(
+            f"feast-redis-rs serve answers --type http only, not {type_!r}: serve gRPC with "
+            "feast serve --type grpc",
+            param_hint="--type",
+        )
     if bool(tls_key_path) != bool(tls_cert_path):
         raise click.BadParameter("pass both --cert and --key to serve HTTPS")
+    if workers == -1:
+        workers = os.cpu_count() or 1
     if workers < 1:
-        raise click.BadParameter("--workers must be 1 or more")
+        raise click.BadParameter("--workers must be 1 or more (or -1: one per core)")
     logging.basicConfig(level=logging.INFO)
     repo, yaml = ctx.obj["repo"], ctx.obj["yaml"]
     try:
@@ -103,11 +186,19 @@ def serve_command(
         tls_key_path=tls_key_path or None,
         access_log=not no_access_log,
         metrics=metrics,
-        max_body_bytes=max_body_bytes,
+        metrics_host=metrics_host,
+        metrics_port=metrics_port,
         workers=workers,
-        shutdown_timeout_seconds=shutdown_timeout,
+        **limits,
     )
     try:
-        serve(store, options, registry_ttl_sec)
+        left = serve(store, options, registry_ttl_sec)
     except (ValueError, OSError) as error:
         raise click.ClickException(str(error)) from error
+    busy = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
+    if left is None or busy:
+        # A second signal, or work of Feast's app still running past the grace (threads
+        # the interpreter would wait for): exit now, as promised.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0 if left is not None else 1)

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote
 
 from feast import FeatureStore
 from feast.feature_server import get_app
@@ -30,7 +33,7 @@ from feast.permissions.server.utils import (
 )
 
 from feast_redis_rs import _feast, _native
-from feast_redis_rs.config import RedisOnlineStoreConfig
+from feast_redis_rs.config import _PASSWORD, RedisOnlineStoreConfig
 from feast_redis_rs.online_store import RedisOnlineStore
 from feast_redis_rs.plans import Plans
 
@@ -39,18 +42,50 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServerOptions:
+    """What ``feast-redis-rs serve`` binds and every limit it holds clients to; the
+    README's "Running it in production" says what happens at each."""
+
     host: str = "127.0.0.1"
     port: int = 6566
     tls_cert_path: str | None = None
     tls_key_path: str | None = None
     access_log: bool = True
     metrics: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    """``None``: ``/metrics`` on the server's own port, or on ``STOCK_METRICS_PORT`` of
+    ``metrics_host`` for a repo with ``auth:``."""
     max_body_bytes: int = 16 * 1024 * 1024
     """Larger request bodies are refused with 413."""
+    max_entity_rows: int = 100_000
+    """Requests with more entity rows are refused with 413."""
+    max_values_per_request: int = 2_000_000
+    """Requests for more entity rows x features are refused with 413."""
+    max_buffered_mb: int = 1024
+    """Bodies and answers of all requests in flight, together; past it, 503."""
     workers: int = 2
     """Threads answering requests."""
-    shutdown_timeout_seconds: float = 30.0
-    """How long in-flight requests may take to finish after SIGTERM."""
+    worker_connections: int = 1000
+    """Open client connections; past it the oldest idle one is closed to make room."""
+    keep_alive_timeout: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    write_timeout: float = 30.0
+    tls_handshake_timeout: float = 10.0
+    fallback_concurrency: int = 32
+    """Requests Feast's app works on at once."""
+    fallback_queue: int = 256
+    """Requests waiting for Feast's app; past it, 503."""
+    fallback_queue_timeout: float = 5.0
+    shutdown_timeout: float = 25.0
+    """From SIGTERM to exit, all of it (Kubernetes waits 30 s by default)."""
+
+
+# A fallback whose client went away is cancelled this long after its app is told.
+CANCEL_GRACE_SECONDS = 1.0
+
+# `feast serve --metrics` serves Prometheus on this port (feast.metrics).
+STOCK_METRICS_PORT = 8000
 
 
 @dataclass(frozen=True)
@@ -120,7 +155,12 @@ class FeastApp:
         self._started = threading.Event()
         self._stopping: asyncio.Event | None = None
         self._error: BaseException | None = None
+        self._requests: dict[int, tuple[asyncio.Task, asyncio.Event]] = {}
         self._thread = threading.Thread(target=self._run, name="feast-app", daemon=True)
+
+    def routes(self) -> list[str]:
+        """The path templates of Feast's app."""
+        return sorted({route.path for route in self._app.routes if hasattr(route, "path")})
 
     def start(self) -> None:
         self._thread.start()
@@ -128,10 +168,10 @@ class FeastApp:
         if self._error is not None:
             raise self._error
 
-    def stop(self) -> None:
+    def stop(self, timeout: float) -> None:
         if self._stopping is not None:
             self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -149,26 +189,52 @@ class FeastApp:
 
     def dispatch(
         self,
+        request_id: int,
         method: str,
         path: str,
         headers: list[tuple[str, bytes]],
         body: bytes,
         client: tuple[str, int],
+        scheme: str,
         reply: Callable[[int, list[tuple[str, bytes]], bytes], None],
     ) -> None:
         """Called by the native server: answers through ``reply`` once Feast's app has."""
-        request = self._handle(method, path, headers, body, client, reply)
-        self._loop.call_soon_threadsafe(self._loop.create_task, request)
+        self._loop.call_soon_threadsafe(
+            self._start, request_id, method, path, headers, body, client, scheme, reply
+        )
 
-    async def _handle(self, method, path, headers, body, client, reply) -> None:
+    def cancel(self, request_id: int) -> None:
+        """Called by the native server when the client of ``request_id`` went away."""
+        self._loop.call_soon_threadsafe(self._cancel, request_id)
+
+    def _start(self, request_id, method, path, headers, body, client, scheme, reply) -> None:
+        disconnected = asyncio.Event()
+        task = self._loop.create_task(
+            self._handle(method, path, headers, body, client, scheme, reply, disconnected)
+        )
+        self._requests[request_id] = (task, disconnected)
+        task.add_done_callback(lambda _: self._requests.pop(request_id, None))
+
+    def _cancel(self, request_id: int) -> None:
+        if (request := self._requests.get(request_id)) is not None:
+            task, disconnected = request
+            # The app hears of it as of any ASGI server's; what it does not wind up by
+            # itself is cancelled.
+            disconnected.set()
+            self._loop.call_later(CANCEL_GRACE_SECONDS, task.cancel)
+
+    async def _handle(
+        self, method, path, headers, body, client, scheme, reply, disconnected
+    ) -> None:
         raw_path, _, query = path.partition("?")
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": "1.1",
             "method": method,
-            "scheme": "http",
-            "path": raw_path,
+            "scheme": scheme,
+            # As uvicorn gives it to Starlette: percent-decoded, the raw path beside it.
+            "path": unquote(raw_path),
             "raw_path": raw_path.encode(),
             "query_string": query.encode(),
             "root_path": "",
@@ -183,7 +249,7 @@ class FeastApp:
             if not sent:
                 sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()  # no disconnect while the app answers
+            await disconnected.wait()
             return {"type": "http.disconnect"}
 
         status: int | None = None
@@ -200,6 +266,8 @@ class FeastApp:
 
         try:
             await self._app(scope, receive, send)
+        except asyncio.CancelledError:
+            return  # the client went away: nobody waits for an answer
         except Exception:
             # Starlette re-raises an error after its handler has answered (to have it
             # logged): the answer stands; without one, it is a 500.
@@ -210,13 +278,39 @@ class FeastApp:
         reply(status, response_headers, b"".join(chunks))
 
 
+class _ServerLog(logging.Handler):
+    """Log records through the native server's log queue: a full or closed stderr
+    drops them (counted in the metrics) instead of stalling the thread that logs."""
+
+    def __init__(self, server: _native.FeatureServer) -> None:
+        super().__init__()
+        self._server = server
+        self.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._server.log(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]*@")
+
+
+def _without_secrets(text: str) -> str:
+    """``text`` with URL credentials and ``password=`` values hidden."""
+    return _PASSWORD.sub(r"\1<redacted>", _URL_CREDENTIALS.sub(r"\1<redacted>@", text))
+
+
 def serve(
     store: FeatureStore,
     options: ServerOptions,
     registry_ttl_sec: int = 60,
     on_ready: Callable[[str, int], None] | None = None,
-) -> None:
-    """Serves ``store`` until SIGTERM or SIGINT; in-flight requests finish first."""
+) -> float | None:
+    """Serves ``store`` until SIGTERM or SIGINT; in-flight requests finish first, within
+    ``options.shutdown_timeout`` in all. Returns the seconds of it left, or ``None`` when
+    a second signal cut the shutdown short."""
     config = store.config
     if not isinstance(config.online_store, RedisOnlineStoreConfig):
         raise ValueError(
@@ -237,6 +331,11 @@ def serve(
             "Feast's app (the native path serves repos without auth)",
             config.auth_config.type,
         )
+        if options.metrics and options.metrics_port is None:
+            # Not beside an authenticated API for anyone to read: on a port of its own.
+            options = replace(options, metrics_port=STOCK_METRICS_PORT)
+    if options.metrics and options.metrics_port is not None:
+        logger.info("metrics at http://%s:%d/metrics", options.metrics_host, options.metrics_port)
     online_store = _feast.online_store_of(store)
     if not isinstance(online_store, RedisOnlineStore):
         raise ValueError("the repo's online store is not feast_redis_rs.RedisOnlineStore")
@@ -244,7 +343,7 @@ def serve(
     plans = Plans()
     app = FeastApp(store)
     app.start()
-    server = _native.FeatureServer(options, client, app.dispatch)
+    server = _native.FeatureServer(options, client, app.dispatch, app.cancel, app.routes())
     stop_refreshing = threading.Event()
 
     def catalog() -> tuple[list[ServedView], list[tuple[str, list[ServedProjection]]]]:
@@ -254,18 +353,21 @@ def serve(
         try:
             store.refresh_registry()
             views, services = catalog()
-        except Exception:
-            logger.exception("cannot read the registry; /health answers 503 until it can")
-            server.set_healthy(False)
+        except Exception as error:
+            logger.exception("cannot read the registry; serving the catalog read before")
+            server.set_stale(
+                f"cannot read the registry since {datetime.now(timezone.utc).isoformat()}: "
+                f"{type(error).__name__}: {_without_secrets(str(error))}"
+            )
             return
-        server.update(views, services, True)
+        server.update(views, services)
 
     def refresh_every_ttl() -> None:
         while registry_ttl_sec > 0 and not stop_refreshing.wait(registry_ttl_sec):
             refresh()
 
     views, services = catalog()
-    server.update(views, services, True)
+    server.update(views, services)
     refresher = threading.Thread(target=refresh_every_ttl, name="registry-refresh", daemon=True)
     refresher.start()
 
@@ -275,8 +377,15 @@ def serve(
         if on_ready is not None:
             on_ready(host, port)
 
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    root.handlers = [_ServerLog(server)]
+    left = None
     try:
-        server.run(ready)
+        left = server.run(ready)
     finally:
+        root.handlers = handlers
         stop_refreshing.set()
-        app.stop()
+        if left is not None:
+            app.stop(timeout=left)
+    return left

@@ -4,19 +4,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tokio::sync::oneshot;
 
 use super::plan::ViewPlan;
 use super::store::RedisStoreClient;
 use crate::server::{
-    Catalog, Fallback, FallbackRequest, FallbackResponse, ServedProjection, ServedView, Server, ServerError,
-    ServerOptions,
+    Catalog, Fallback, FallbackLimits, FallbackReply, FallbackRequest, FallbackResponse, MetricsExposure,
+    RequestLimits, ServedProjection, ServedView, Server, ServerError, ServerOptions, Timeouts,
 };
 
 impl From<ServerError> for PyErr {
@@ -44,11 +43,117 @@ struct PyServerOptions {
     #[pyo3(attribute)]
     metrics: bool,
     #[pyo3(attribute)]
+    metrics_host: String,
+    #[pyo3(attribute)]
+    metrics_port: Option<u16>,
+    #[pyo3(attribute)]
     max_body_bytes: usize,
+    #[pyo3(attribute)]
+    max_entity_rows: usize,
+    #[pyo3(attribute)]
+    max_values_per_request: usize,
+    #[pyo3(attribute)]
+    max_buffered_mb: usize,
     #[pyo3(attribute)]
     workers: usize,
     #[pyo3(attribute)]
-    shutdown_timeout_seconds: f64,
+    worker_connections: usize,
+    #[pyo3(attribute)]
+    keep_alive_timeout: f64,
+    #[pyo3(attribute)]
+    header_timeout: f64,
+    #[pyo3(attribute)]
+    body_timeout: f64,
+    #[pyo3(attribute)]
+    write_timeout: f64,
+    #[pyo3(attribute)]
+    tls_handshake_timeout: f64,
+    #[pyo3(attribute)]
+    fallback_concurrency: usize,
+    #[pyo3(attribute)]
+    fallback_queue: usize,
+    #[pyo3(attribute)]
+    fallback_queue_timeout: f64,
+    #[pyo3(attribute)]
+    shutdown_timeout: f64,
+}
+
+/// `seconds` as a duration, or an error naming the option.
+fn seconds(name: &str, seconds: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "{name} must be a number of seconds above 0, not {seconds}"
+            ))
+        })
+}
+
+impl PyServerOptions {
+    fn into_options(self, routes: Vec<String>) -> PyResult<ServerOptions> {
+        let tls = match (self.tls_cert_path, self.tls_key_path) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err(PyValueError::new_err("give both --cert and --key for HTTPS")),
+        };
+        for (name, count) in [
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-entity-rows", self.max_entity_rows),
+            ("--max-values-per-request", self.max_values_per_request),
+            ("--worker-connections", self.worker_connections),
+            ("--fallback-concurrency", self.fallback_concurrency),
+            ("--workers", self.workers),
+        ] {
+            if count == 0 {
+                return Err(PyValueError::new_err(format!("{name} must be 1 or more")));
+            }
+        }
+        let max_buffered_bytes = self.max_buffered_mb.saturating_mul(1 << 20);
+        if max_buffered_bytes < self.max_body_bytes {
+            return Err(PyValueError::new_err(format!(
+                "--max-buffered-mb ({} MiB) must hold at least one body of --max-body-bytes ({} bytes)",
+                self.max_buffered_mb, self.max_body_bytes
+            )));
+        }
+        let metrics = match (self.metrics, self.metrics_port) {
+            (false, _) => MetricsExposure::Off,
+            (true, None) => MetricsExposure::SamePort,
+            (true, Some(port)) => MetricsExposure::OwnPort {
+                host: self.metrics_host,
+                port,
+            },
+        };
+        Ok(ServerOptions {
+            host: self.host,
+            port: self.port,
+            tls,
+            access_log: self.access_log,
+            metrics,
+            max_body_bytes: self.max_body_bytes,
+            limits: RequestLimits {
+                max_rows: self.max_entity_rows,
+                max_cells: self.max_values_per_request,
+            },
+            max_buffered_bytes,
+            workers: self.workers,
+            max_connections: self.worker_connections,
+            timeouts: Timeouts {
+                header_read: seconds("--header-timeout", self.header_timeout)?,
+                keep_alive: seconds("--keep-alive-timeout", self.keep_alive_timeout)?,
+                body_read: seconds("--body-timeout", self.body_timeout)?,
+                write: seconds("--write-timeout", self.write_timeout)?,
+                tls_handshake: seconds("--tls-handshake-timeout", self.tls_handshake_timeout)?,
+            },
+            fallback: FallbackLimits {
+                concurrency: self.fallback_concurrency,
+                queue: self.fallback_queue,
+                queue_timeout: seconds("--fallback-queue-timeout", self.fallback_queue_timeout)?,
+            },
+            shutdown_timeout: seconds("--shutdown-timeout", self.shutdown_timeout)?,
+            routes,
+        })
+    }
 }
 
 /// The attributes of `feast_redis_rs.server.ServedView`.
@@ -78,15 +183,16 @@ struct PyServedProjection {
 }
 
 /// Sends a fallback's answer back to the waiting request; called once from Python.
+/// Until then (or until it is dropped) it holds the request's place in Feast's app.
 #[pyclass(frozen, module = "feast_redis_rs._native")]
-struct Reply(Mutex<Option<oneshot::Sender<FallbackResponse>>>);
+struct Reply(Mutex<Option<FallbackReply>>);
 
 #[pymethods]
 impl Reply {
     fn __call__(&self, status: u16, headers: Vec<(String, Vec<u8>)>, body: Vec<u8>) {
-        let sender = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(sender) = sender {
-            let _ = sender.send(FallbackResponse {
+        let reply = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(reply) = reply {
+            reply.send(FallbackResponse {
                 status,
                 headers,
                 body,
@@ -95,36 +201,77 @@ impl Reply {
     }
 }
 
-/// Calls the Python dispatcher `(method, path, headers, body, client, reply)`.
-struct PythonFallback(Py<PyAny>);
+enum Job {
+    Submit(FallbackRequest),
+    Cancel(u64),
+}
+
+/// Hands requests (and cancellations) to Python's `dispatch(id, method, path, headers,
+/// body, client, scheme, reply)` and `cancel(id)` on a thread of its own: the server's
+/// I/O threads never wait for the GIL.
+struct PythonFallback(mpsc::Sender<Job>);
+
+impl PythonFallback {
+    fn start(dispatch: Py<PyAny>, cancel: Py<PyAny>) -> PyResult<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("feast-redis-rs-fallback".into())
+            .spawn(move || {
+                while let Ok(job) = queue.recv() {
+                    Python::attach(|py| {
+                        // Whatever else is queued goes in the same hold of the GIL.
+                        for job in std::iter::once(job).chain(queue.try_iter()) {
+                            let called = match job {
+                                Job::Submit(request) => {
+                                    let headers: Vec<(String, Bound<'_, PyBytes>)> = request
+                                        .headers
+                                        .iter()
+                                        .map(|(name, value)| (name.clone(), PyBytes::new(py, value)))
+                                        .collect();
+                                    let client = (request.client.ip().to_string(), request.client.port());
+                                    let body = PyBytes::new(py, &request.body);
+                                    let reply = Reply(Mutex::new(Some(request.reply)));
+                                    dispatch.call1(
+                                        py,
+                                        (
+                                            request.id,
+                                            request.method,
+                                            request.path,
+                                            headers,
+                                            body,
+                                            client,
+                                            request.scheme,
+                                            reply,
+                                        ),
+                                    )
+                                }
+                                Job::Cancel(id) => cancel.call1(py, (id,)),
+                            };
+                            if let Err(err) = called {
+                                err.print(py);
+                            }
+                        }
+                    });
+                }
+                Python::attach(|_| {
+                    drop(dispatch);
+                    drop(cancel);
+                });
+            })
+            .map_err(|err| PyOSError::new_err(format!("cannot start the fallback thread: {err}")))?;
+        Ok(Self(jobs))
+    }
+}
 
 impl Fallback for PythonFallback {
-    fn call(&self, request: FallbackRequest) -> oneshot::Receiver<FallbackResponse> {
-        let (sender, receiver) = oneshot::channel();
-        Python::attach(|py| {
-            let reply = Reply(Mutex::new(Some(sender)));
-            let headers: Vec<(String, Bound<'_, PyBytes>)> = request
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), PyBytes::new(py, value)))
-                .collect();
-            let client = (request.client.ip().to_string(), request.client.port());
-            let called = self.0.call1(
-                py,
-                (
-                    request.method,
-                    request.path,
-                    headers,
-                    PyBytes::new(py, &request.body),
-                    client,
-                    reply,
-                ),
-            );
-            if let Err(err) = called {
-                err.print(py);
-            }
-        });
-        receiver
+    fn submit(&self, request: FallbackRequest) {
+        // A send fails only once the thread is gone: the request's reply is dropped
+        // with it and the client gets a 500.
+        let _ = self.0.send(Job::Submit(request));
+    }
+
+    fn cancel(&self, id: u64) {
+        let _ = self.0.send(Job::Cancel(id));
     }
 }
 
@@ -134,38 +281,30 @@ pub struct FeatureServer(Arc<Server>);
 #[pymethods]
 impl FeatureServer {
     /// A server reading through `client`, answering what it does not serve itself with
-    /// `dispatch(method, path, headers, body, client, reply)`.
+    /// `dispatch(id, method, path, headers, body, client, scheme, reply)` (and telling
+    /// `cancel(id)` when that request's client went away); `routes` are the path
+    /// templates of Feast's app, for the metrics.
     #[new]
-    fn new(options: PyServerOptions, client: &RedisStoreClient, dispatch: Py<PyAny>) -> PyResult<Self> {
-        let tls = match (options.tls_cert_path, options.tls_key_path) {
-            (Some(cert), Some(key)) => Some((cert, key)),
-            (None, None) => None,
-            _ => return Err(PyValueError::new_err("give both --cert and --key for HTTPS")),
-        };
-        let shutdown_timeout = Duration::try_from_secs_f64(options.shutdown_timeout_seconds)
-            .map_err(|_| PyValueError::new_err("shutdown_timeout_seconds must be 0 or more"))?;
-        let options = ServerOptions {
-            host: options.host,
-            port: options.port,
-            tls,
-            access_log: options.access_log,
-            metrics: options.metrics,
-            max_body_bytes: options.max_body_bytes,
-            workers: options.workers,
-            shutdown_timeout,
-        };
-        let server = Server::new(options, client.shared(), Box::new(PythonFallback(dispatch)));
+    fn new(
+        options: PyServerOptions,
+        client: &RedisStoreClient,
+        dispatch: Py<PyAny>,
+        cancel: Py<PyAny>,
+        routes: Vec<String>,
+    ) -> PyResult<Self> {
+        let options = options.into_options(routes)?;
+        let fallback = PythonFallback::start(dispatch, cancel)?;
+        let server = Server::new(options, client.shared(), Box::new(fallback));
         Ok(Self(Arc::new(server)))
     }
 
     /// Serves `views` (and the feature services made of them) from the next request on,
-    /// and says whether the registry could be read (`/health`).
+    /// read from the registry just now.
     fn update(
         &self,
         py: Python<'_>,
         views: Vec<PyServedView>,
         services: Vec<(String, Vec<PyServedProjection>)>,
-        healthy: bool,
     ) {
         let views = views
             .into_iter()
@@ -197,19 +336,25 @@ impl FeatureServer {
             })
             .collect();
         self.0.set_catalog(Catalog { views, services });
-        self.0.set_healthy(healthy);
     }
 
-    /// Whether the last refresh could read the registry.
-    fn set_healthy(&self, healthy: bool) {
-        self.0.set_healthy(healthy);
+    /// The registry could not be read: the server keeps its catalog, `/ready` answers
+    /// 503 with `reason`.
+    fn set_stale(&self, reason: String) {
+        self.0.set_stale(reason);
+    }
+
+    /// Queues `line` for the server's log (a full or closed stderr drops it, counted).
+    fn log(&self, line: String) {
+        self.0.log(line);
     }
 
     /// Serves until SIGTERM/SIGINT or `stop()`, with the GIL released; `ready` is
-    /// called with `(host, port)` once listening.
-    fn run(&self, py: Python<'_>, ready: Py<PyAny>) -> PyResult<()> {
+    /// called with `(host, port)` once listening. Returns the seconds left of the
+    /// shutdown's grace, or `None` when a second signal cut it short.
+    fn run(&self, py: Python<'_>, ready: Py<PyAny>) -> PyResult<Option<f64>> {
         let server = Arc::clone(&self.0);
-        py.detach(|| {
+        let left = py.detach(|| {
             server.run(|addr| {
                 Python::attach(|py| {
                     if let Err(err) = ready.call1(py, (addr.ip().to_string(), addr.port())) {
@@ -218,7 +363,7 @@ impl FeatureServer {
                 });
             })
         })?;
-        Ok(())
+        Ok(left.map(|left| left.as_secs_f64()))
     }
 
     /// Stops accepting connections; in-flight requests finish, then `run` returns.

@@ -1,31 +1,65 @@
 //! The HTTP server: hyper on a multi-thread tokio runtime, HTTP/1.1 with keep-alive,
-//! optional TLS. `POST /get-online-features` and `GET /health` (and `/metrics` when
-//! asked for) are answered here; every other request, and any online request the native
-//! path leaves, goes to the `Fallback` (Feast's own app, in Python).
+//! optional TLS. `POST /get-online-features`, `GET /health`, `GET /ready` (and
+//! `/metrics` when asked for) are answered here; every other request, and any online
+//! request the native path leaves, goes to the `Fallback` (Feast's own app, in Python)
+//! through a bounded queue.
+//!
+//! Everything a client can make the server hold is bounded: open connections (past the
+//! cap the oldest connection without a request in service makes room, else the kernel's
+//! backlog holds the newcomer), the clocks of `connection::TimedIo`, the request body,
+//! entity rows and values per request, the bytes all requests hold together
+//! (`budget`), the requests waiting for Feast's app, metric series, log lines.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use thiserror::Error;
-use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Notify};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::metrics::Metrics;
-use super::online::{self, Answer, Catalog};
+use super::budget::{MemoryBudget, Reservation};
+use super::connection::{Closed, ConnState, Connections, TimedIo, Timeouts};
+use super::log::Log;
+use super::metrics::{Gauges, Metrics, Refused};
+use super::online::{self, Answer, Catalog, RequestLimits};
 use crate::redis::RedisClient;
+
+/// Where `/metrics` is served, if at all.
+#[derive(Clone, Debug)]
+pub enum MetricsExposure {
+    Off,
+    /// On the server's own port.
+    SamePort,
+    /// On a listener of its own (a repo with auth: not beside the authenticated API).
+    OwnPort {
+        host: String,
+        port: u16,
+    },
+}
+
+/// How requests for Feast's app wait.
+#[derive(Clone, Copy, Debug)]
+pub struct FallbackLimits {
+    /// Requests Feast's app works on at once.
+    pub concurrency: usize,
+    /// Requests waiting for one of those places; past this, 503 at once.
+    pub queue: usize,
+    /// How long a request may wait for a place before a 503.
+    pub queue_timeout: Duration,
+}
 
 pub struct ServerOptions {
     pub host: String,
@@ -33,22 +67,49 @@ pub struct ServerOptions {
     /// PEM certificate chain and key: HTTPS when both are given.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub access_log: bool,
-    pub metrics: bool,
+    pub metrics: MetricsExposure,
     /// Larger request bodies are refused with 413.
     pub max_body_bytes: usize,
+    pub limits: RequestLimits,
+    /// Bytes of bodies and answers all requests in flight may hold together.
+    pub max_buffered_bytes: usize,
     pub workers: usize,
-    /// How long in-flight requests may take to finish after SIGTERM.
+    /// Open client connections.
+    pub max_connections: usize,
+    pub timeouts: Timeouts,
+    pub fallback: FallbackLimits,
+    /// From SIGTERM/SIGINT to the end of `run`, all of it.
     pub shutdown_timeout: Duration,
+    /// Feast's app's path templates, each a series of its own in the metrics.
+    pub routes: Vec<String>,
 }
 
 /// A request for Feast's own app.
 pub struct FallbackRequest {
+    /// Names the request to `Fallback::cancel`.
+    pub id: u64,
     pub method: String,
-    /// The path with its query string.
+    /// The path with its query string, as sent.
     pub path: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
     pub client: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    pub reply: FallbackReply,
+}
+
+/// Where a fallback's answer goes. It holds the request's place in Feast's app until
+/// it is sent or dropped.
+pub struct FallbackReply {
+    sender: oneshot::Sender<FallbackResponse>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl FallbackReply {
+    pub fn send(self, response: FallbackResponse) {
+        let _ = self.sender.send(response);
+    }
 }
 
 pub struct FallbackResponse {
@@ -57,10 +118,13 @@ pub struct FallbackResponse {
     pub body: Vec<u8>,
 }
 
-/// Answers the requests the server does not answer itself. `call` may block (it takes
-/// the GIL): the server calls it off its I/O threads.
+/// Answers the requests the server does not answer itself. Neither method may block:
+/// they are called on the server's I/O threads.
 pub trait Fallback: Send + Sync + 'static {
-    fn call(&self, request: FallbackRequest) -> oneshot::Receiver<FallbackResponse>;
+    /// Hands `request` over; the answer goes to `request.reply`.
+    fn submit(&self, request: FallbackRequest);
+    /// The client of request `id` went away before its answer.
+    fn cancel(&self, id: u64);
 }
 
 #[derive(Debug, Error)]
@@ -73,17 +137,48 @@ pub enum ServerError {
     Runtime(String),
 }
 
+/// Whether the catalog is fresh, for `/ready`.
+struct Readiness {
+    refreshed: Instant,
+    stale: Option<String>,
+}
+
 pub struct Server {
     options: ServerOptions,
     client: Arc<RedisClient>,
     catalog: RwLock<Arc<Catalog>>,
-    healthy: AtomicBool,
+    readiness: Mutex<Readiness>,
+    draining: AtomicBool,
     metrics: Metrics,
+    log: Log,
     fallback: Box<dyn Fallback>,
+    fallback_places: Arc<Semaphore>,
+    fallback_waiting: AtomicUsize,
+    next_fallback: AtomicU64,
+    budget: MemoryBudget,
+    connections: Arc<Connections>,
     stop: Notify,
 }
 
 type Answered = Response<Full<Bytes>>;
+
+/// Which listener a connection came through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Api,
+    Metrics,
+}
+
+/// Open connections of the metrics listener.
+const METRICS_CONNECTIONS: usize = 16;
+/// The longest back-off of the accept loop when the process is out of file descriptors.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Running out of file descriptors is logged at most this often.
+const FD_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a full accept loop looks again for a connection to make room.
+const FULL_RETRY: Duration = Duration::from_millis(100);
+/// Largest request head (request line and headers) a client may send.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answered {
     let mut response = Response::new(Full::new(body.into()));
@@ -94,11 +189,34 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
     response
 }
 
-fn json_error(status: StatusCode, detail: &str) -> Answered {
-    let mut body = String::from("{\"detail\":");
-    super::json::string(&mut body, detail);
-    body.push('}');
+/// An error as Feast's app answers a `FeastError`: its `to_error_detail()` JSON, as a
+/// JSON string, so Feast's clients rebuild it (`FeastError.from_error_detail`).
+fn feast_error(status: StatusCode, message: &str) -> Answered {
+    let mut detail = String::from("{\"module\": \"feast.errors\", \"class\": \"FeastError\", \"message\": ");
+    super::json::string(&mut detail, message);
+    detail.push('}');
+    let mut body = String::new();
+    super::json::string(&mut body, &detail);
     respond(status, "application/json", body)
+}
+
+/// A refusal at a limit; the client should not reuse the connection (its body may be
+/// unread).
+fn refuse(status: StatusCode, message: &str) -> Answered {
+    let mut response = feast_error(status, message);
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Overload: 503 with `Retry-After`.
+fn shed(message: &str) -> Answered {
+    let mut response = feast_error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<TlsAcceptor, ServerError> {
@@ -120,27 +238,148 @@ fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<TlsAcceptor, ServerError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+async fn bind(host: &str, port: u16) -> Result<TcpListener, ServerError> {
+    let addr = format!("{host}:{port}");
+    TcpListener::bind(&addr).await.map_err(|err| ServerError::Bind {
+        addr,
+        reason: err.to_string(),
+    })
+}
+
+/// The process (or system) is out of file descriptors or socket memory.
+fn out_of_descriptors(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Counts a request waiting for a place in Feast's app while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Tells Feast's app to stop on a request whose client went away (the request's
+/// future is dropped before its answer came).
+struct CancelOnDrop<'a> {
+    fallback: &'a dyn Fallback,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.fallback.cancel(self.id);
+        }
+    }
+}
+
+/// Ends a connection's request phase when the service's future ends (answered or
+/// dropped).
+struct InService(Arc<ConnState>);
+
+impl Drop for InService {
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+/// SIGTERM and SIGINT (and `Server::stop`), each time they come.
+struct Signals {
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self, stop: &Notify) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = stop.notified() => {}
+        }
+        #[cfg(not(unix))]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = stop.notified() => {}
+        }
+    }
+}
+
 impl Server {
     pub fn new(options: ServerOptions, client: Arc<RedisClient>, fallback: Box<dyn Fallback>) -> Self {
+        let mut routes: Vec<String> = ["/get-online-features", "/health", "/ready", "/metrics"]
+            .map(str::to_owned)
+            .into();
+        for route in &options.routes {
+            if !routes.contains(route) {
+                routes.push(route.clone());
+            }
+        }
         Self {
-            options,
             client,
             catalog: RwLock::new(Arc::new(Catalog::default())),
-            healthy: AtomicBool::new(false),
-            metrics: Metrics::default(),
+            readiness: Mutex::new(Readiness {
+                refreshed: Instant::now(),
+                stale: Some("no catalog yet".to_owned()),
+            }),
+            draining: AtomicBool::new(false),
+            metrics: Metrics::new(routes),
+            log: Log::to_stderr(),
             fallback,
+            fallback_places: Arc::new(Semaphore::new(options.fallback.concurrency.max(1))),
+            fallback_waiting: AtomicUsize::new(0),
+            next_fallback: AtomicU64::new(0),
+            budget: MemoryBudget::new(options.max_buffered_bytes),
+            connections: Arc::default(),
             stop: Notify::new(),
+            options,
         }
     }
 
-    /// Serves `catalog` from the next request on.
-    pub fn set_catalog(&self, catalog: Catalog) {
-        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+    fn readiness(&self) -> std::sync::MutexGuard<'_, Readiness> {
+        self.readiness.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the registry could be read at the last refresh (`/health`).
-    pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+    /// Serves `catalog` from the next request on, read from a registry just now.
+    pub fn set_catalog(&self, catalog: Catalog) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+        *self.readiness() = Readiness {
+            refreshed: Instant::now(),
+            stale: None,
+        };
+    }
+
+    /// The registry could not be read: the catalog in service is stale, `/ready` says
+    /// why (the server keeps serving it).
+    pub fn set_stale(&self, reason: String) {
+        self.readiness().stale = Some(reason);
+    }
+
+    /// Queues a line (without its newline) for the server's log.
+    pub fn log(&self, mut line: String) {
+        line.push('\n');
+        self.log.line(line);
     }
 
     /// Stops accepting connections; in-flight requests finish.
@@ -153,8 +392,10 @@ impl Server {
     }
 
     /// Serves until SIGTERM, SIGINT or `stop`, then lets in-flight requests finish
-    /// (up to `shutdown_timeout`). `ready` is told the address once listening.
-    pub fn run(self: &Arc<Self>, ready: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
+    /// within `shutdown_timeout` (a second signal ends it at once). `ready` is told the
+    /// address once listening. Returns the time left of the shutdown's grace, `None`
+    /// when a second signal cut it short.
+    pub fn run(self: &Arc<Self>, ready: impl FnOnce(SocketAddr)) -> Result<Option<Duration>, ServerError> {
         let tls = match &self.options.tls {
             Some((cert, key)) => Some(load_tls(cert, key)?),
             None => None,
@@ -165,142 +406,422 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|err| ServerError::Runtime(err.to_string()))?;
-        runtime.block_on(self.accept_loop(tls, ready))
+        let left = runtime.block_on(self.serve(tls, ready));
+        // Connections still open past the grace are dropped with their tasks.
+        runtime.shutdown_background();
+        left
     }
 
-    async fn accept_loop(
+    async fn serve(
         self: &Arc<Self>,
         tls: Option<TlsAcceptor>,
         ready: impl FnOnce(SocketAddr),
-    ) -> Result<(), ServerError> {
-        let addr = format!("{}:{}", self.options.host, self.options.port);
-        let listener = TcpListener::bind(&addr).await.map_err(|err| ServerError::Bind {
-            addr: addr.clone(),
+    ) -> Result<Option<Duration>, ServerError> {
+        let api = bind(&self.options.host, self.options.port).await?;
+        let metrics = match &self.options.metrics {
+            MetricsExposure::OwnPort { host, port } => Some(bind(host, *port).await?),
+            _ => None,
+        };
+        let local = api.local_addr().map_err(|err| ServerError::Bind {
+            addr: format!("{}:{}", self.options.host, self.options.port),
             reason: err.to_string(),
         })?;
-        let local = listener.local_addr().map_err(|err| ServerError::Bind {
-            addr: addr.clone(),
-            reason: err.to_string(),
-        })?;
+        let mut signals = Signals::new().map_err(|err| ServerError::Runtime(err.to_string()))?;
+        let (shutdown, shutting_down) = watch::channel(false);
+        let api_places = Arc::new(Semaphore::new(self.options.max_connections.max(1)));
+        let metrics_places = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
+        let metrics_connections = Arc::new(Connections::default());
         ready(local);
-        let mut terminate = Terminate::new().map_err(|err| ServerError::Runtime(err.to_string()))?;
-        let graceful = GracefulShutdown::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((stream, peer)) = accepted else { continue };
-                    let _ = stream.set_nodelay(true);
-                    let server = Arc::clone(self);
-                    let service = service_fn(move |request| {
-                        let server = Arc::clone(&server);
-                        async move { Ok::<_, Infallible>(server.handle(request, peer).await) }
-                    });
-                    let watcher = graceful.watcher();
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        let builder = hyper::server::conn::http1::Builder::new();
-                        match tls {
-                            Some(acceptor) => {
-                                if let Ok(stream) = acceptor.accept(stream).await {
-                                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                                    let _ = watcher.watch(connection).await;
-                                }
-                            }
-                            None => {
-                                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                                let _ = watcher.watch(connection).await;
-                            }
-                        }
-                    });
-                }
-                _ = terminate.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = self.stop.notified() => break,
-            }
-        }
-        drop(listener);
         tokio::select! {
-            _ = graceful.shutdown() => {}
-            _ = tokio::time::sleep(self.options.shutdown_timeout) => {}
+            _ = self.accept_loop(api, Listener::Api, tls, &api_places, &self.connections, &shutting_down) => {}
+            _ = async {
+                match metrics {
+                    Some(listener) => {
+                        self.accept_loop(listener, Listener::Metrics, None, &metrics_places, &metrics_connections, &shutting_down).await
+                    }
+                    None => std::future::pending().await,
+                }
+            } => {}
+            _ = signals.recv(&self.stop) => {}
         }
-        Ok(())
+        // The listeners are closed: new clients are refused by the kernel from here on.
+        let started = Instant::now();
+        self.draining.store(true, Ordering::Relaxed);
+        let _ = shutdown.send(true);
+        self.connections.close_idle();
+        metrics_connections.close_idle();
+        let drained = async {
+            let _ = api_places
+                .acquire_many(self.options.max_connections.max(1) as u32)
+                .await;
+            let _ = metrics_places.acquire_many(METRICS_CONNECTIONS as u32).await;
+        };
+        tokio::select! {
+            _ = drained => {}
+            _ = tokio::time::sleep(self.options.shutdown_timeout) => {
+                self.log(format!(
+                    "WARNING:  {} connections still busy after the shutdown timeout: closing them",
+                    self.connections.len()
+                ));
+            }
+            _ = signals.recv(&self.stop) => return Ok(None),
+        }
+        Ok(Some(
+            self.options.shutdown_timeout.saturating_sub(started.elapsed()),
+        ))
     }
 
-    async fn handle(self: Arc<Self>, request: Request<Incoming>, peer: SocketAddr) -> Answered {
+    /// Accepts connections while a place is free; when none is, the connection waiting
+    /// longest without a request in service is closed to make room, else the kernel's
+    /// backlog holds new clients. Out of file descriptors, it backs off (logging once a minute)
+    /// instead of spinning.
+    async fn accept_loop(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        kind: Listener,
+        tls: Option<TlsAcceptor>,
+        places: &Arc<Semaphore>,
+        connections: &Arc<Connections>,
+        shutting_down: &watch::Receiver<bool>,
+    ) {
+        let mut backoff = Duration::from_millis(10);
+        let mut warned: Option<Instant> = None;
+        loop {
+            let place = match Arc::clone(places).try_acquire_owned() {
+                Ok(place) => place,
+                Err(_) => loop {
+                    if connections.evict_oldest_idle() {
+                        self.metrics.closed.add(Closed::Evicted);
+                    }
+                    tokio::select! {
+                        place = Arc::clone(places).acquire_owned() => break place.expect("never closed"),
+                        _ = tokio::time::sleep(FULL_RETRY) => {}
+                    }
+                },
+            };
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(10);
+                    let _ = stream.set_nodelay(true);
+                    self.spawn_connection(
+                        stream,
+                        peer,
+                        kind,
+                        tls.clone(),
+                        place,
+                        connections,
+                        shutting_down.clone(),
+                    );
+                }
+                Err(err) if out_of_descriptors(&err) => {
+                    if warned.is_none_or(|at| at.elapsed() > FD_WARNING_INTERVAL) {
+                        warned = Some(Instant::now());
+                        self.log(format!(
+                            "WARNING:  cannot accept connections: {err}; backing off (raise the \
+                             file-descriptor limit, or lower --worker-connections from {})",
+                            self.options.max_connections
+                        ));
+                    }
+                    if connections.evict_oldest_idle() {
+                        self.metrics.closed.add(Closed::Evicted);
+                    }
+                    drop(place);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+                // The client gave up before its connection was accepted, and the like.
+                Err(_) => {}
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_connection(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        kind: Listener,
+        tls: Option<TlsAcceptor>,
+        place: OwnedSemaphorePermit,
+        connections: &Arc<Connections>,
+        mut shutting_down: watch::Receiver<bool>,
+    ) {
+        let registered = connections.register();
+        let server = Arc::clone(self);
+        let timeouts = self.options.timeouts;
+        tokio::spawn(async move {
+            let _place = place;
+            let state = Arc::clone(&registered.state);
+            let io = TimedIo::new(
+                stream,
+                Arc::clone(&state),
+                timeouts,
+                Arc::clone(&server.metrics.closed),
+            );
+            match tls {
+                None => {
+                    server
+                        .serve_connection(io, state, peer, kind, "http", shutting_down)
+                        .await
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(timeouts.tls_handshake, acceptor.accept(io));
+                    let stream = tokio::select! {
+                        accepted = handshake => match accepted {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                server.metrics.closed.add(Closed::TlsHandshakeTimeout);
+                                return;
+                            }
+                        },
+                        _ = state.closing() => return,
+                        _ = shutting_down.wait_for(|down| *down) => return,
+                    };
+                    server
+                        .serve_connection(stream, state, peer, kind, "https", shutting_down)
+                        .await
+                }
+            }
+            drop(registered);
+        });
+    }
+
+    async fn serve_connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        self: Arc<Self>,
+        io: I,
+        state: Arc<ConnState>,
+        peer: SocketAddr,
+        kind: Listener,
+        scheme: &'static str,
+        mut shutting_down: watch::Receiver<bool>,
+    ) {
+        let server = Arc::clone(&self);
+        let service_state = Arc::clone(&state);
+        let service = service_fn(move |request| {
+            service_state.begin_request();
+            let in_service = InService(Arc::clone(&service_state));
+            let server = Arc::clone(&server);
+            async move {
+                let response = server.handle(request, peer, kind, scheme).await;
+                drop(in_service);
+                Ok::<_, Infallible>(response)
+            }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        // The connection's clocks are TimedIo's; hyper's own header timeout needs a timer.
+        builder.header_read_timeout(None).max_buf_size(MAX_HEAD_BYTES);
+        let connection = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(connection);
+        loop {
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = state.closing() => {
+                    // A request may have begun since the connection was chosen to close.
+                    if state.close_unless_busy() {
+                        return;
+                    }
+                }
+                _ = shutting_down.wait_for(|down| *down) => break,
+            }
+        }
+        connection.as_mut().graceful_shutdown();
+        if !state.close_unless_busy() {
+            let _ = connection.await;
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        kind: Listener,
+        scheme: &'static str,
+    ) -> Answered {
         let started = Instant::now();
         let _in_flight = self.metrics.start();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let response = self.route(request, peer).await;
+        let response = match kind {
+            Listener::Api => self.route(request, peer, scheme).await,
+            Listener::Metrics => match (request.method(), request.uri().path()) {
+                (&Method::GET, "/metrics") => self.render_metrics(),
+                _ => respond(StatusCode::NOT_FOUND, "text/plain", "Not Found"),
+            },
+        };
         let status = response.status();
         self.metrics.record(&path, status.as_u16(), started.elapsed());
         if self.options.access_log {
-            eprintln!(
+            self.log(format!(
                 "INFO:     {peer} - \"{method} {path} HTTP/1.1\" {} {}",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or("")
-            );
+            ));
         }
         response
     }
 
-    async fn route(&self, request: Request<Incoming>, peer: SocketAddr) -> Answered {
-        match (request.method(), request.uri().path()) {
-            (&Method::GET, "/health") => {
-                let status = if self.healthy.load(Ordering::Relaxed) {
-                    StatusCode::OK
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                respond(status, "text/plain", Bytes::new())
+    fn render_metrics(&self) -> Answered {
+        let gauges = Gauges {
+            connections_open: self.connections.len(),
+            log_lines_dropped: self.log.dropped(),
+        };
+        respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            self.metrics.render(&gauges),
+        )
+    }
+
+    fn ready(&self) -> Answered {
+        let readiness = self.readiness();
+        let age = readiness.refreshed.elapsed().as_secs_f64();
+        let (status, mut body) = match (&readiness.stale, self.draining.load(Ordering::Relaxed)) {
+            (_, true) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                String::from("{\"ready\":false,\"reason\":\"shutting down\""),
+            ),
+            (Some(reason), false) => {
+                let mut body = String::from("{\"ready\":false,\"reason\":");
+                super::json::string(&mut body, reason);
+                (StatusCode::SERVICE_UNAVAILABLE, body)
             }
-            (&Method::GET, "/metrics") if self.options.metrics => {
-                respond(StatusCode::OK, "text/plain; version=0.0.4", self.metrics.render())
+            (None, false) => (StatusCode::OK, String::from("{\"ready\":true")),
+        };
+        body.push_str(&format!(",\"catalog_age_seconds\":{age:.3}}}"));
+        respond(status, "application/json", body)
+    }
+
+    async fn route(&self, request: Request<Incoming>, peer: SocketAddr, scheme: &'static str) -> Answered {
+        match (request.method(), request.uri().path()) {
+            // As stock's: 200 while serving, a stale catalog included (`/ready` says).
+            (&Method::GET, "/health") => respond(StatusCode::OK, "text/plain", Bytes::new()),
+            (&Method::GET, "/ready") => self.ready(),
+            (&Method::GET, "/metrics") if matches!(self.options.metrics, MetricsExposure::SamePort) => {
+                self.render_metrics()
             }
             (&Method::POST, "/get-online-features") => {
                 let (parts, body) = request.into_parts();
-                let body = match self.read_body(body).await {
-                    Ok(body) => body,
+                let (body, reservation) = match self.read_body(&parts, body).await {
+                    Ok(read) => read,
                     Err(response) => return response,
                 };
-                match self.online(&body).await {
+                match self.online(&body, reservation).await {
                     Some(response) => response,
-                    None => self.fall_back(parts, body, peer).await,
+                    None => self.fall_back(parts, body, peer, scheme).await,
                 }
             }
             _ => {
                 let (parts, body) = request.into_parts();
-                match self.read_body(body).await {
-                    Ok(body) => self.fall_back(parts, body, peer).await,
+                match self.read_body(&parts, body).await {
+                    Ok((body, _reservation)) => self.fall_back(parts, body, peer, scheme).await,
                     Err(response) => response,
                 }
             }
         }
     }
 
-    async fn read_body(&self, body: Incoming) -> Result<Bytes, Answered> {
+    /// The whole body, within the size limit, the body-read timeout and the memory
+    /// budget (reserved as it arrives). A declared length over the limit is refused
+    /// before anything is read, so no `100 Continue` is sent for it.
+    async fn read_body(
+        &self,
+        parts: &hyper::http::request::Parts,
+        mut body: Incoming,
+    ) -> Result<(Bytes, Reservation), Answered> {
         let limit = self.options.max_body_bytes;
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(json_error(
+        let too_large = || {
+            self.metrics.refused(Refused::BodyTooLarge);
+            refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("the request body is over {limit} bytes (--max-body-bytes)"),
-            )),
-            Err(err) => Err(json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the request body: {err}"),
-            )),
+            )
+        };
+        let over_budget = || {
+            self.metrics.refused(Refused::MemoryBudget);
+            shed("the server is holding as many request bytes as it may (--max-buffered-mb): retry shortly")
+        };
+        let declared = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(too_large());
         }
+        let mut reservation = self.budget.reservation();
+        let mut reserved = declared.map_or(0, |length| length as usize);
+        if !reservation.grow(reserved) {
+            return Err(over_budget());
+        }
+        let mut data: Vec<u8> = Vec::with_capacity(reserved);
+        let deadline = tokio::time::Instant::now() + self.options.timeouts.body_read;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => {
+                    self.metrics.refused(Refused::BodyTimeout);
+                    return Err(refuse(
+                        StatusCode::REQUEST_TIMEOUT,
+                        &format!(
+                            "the request body did not arrive within {} s (--body-timeout)",
+                            self.options.timeouts.body_read.as_secs_f64()
+                        ),
+                    ));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(err))) => {
+                    return Err(refuse(
+                        StatusCode::BAD_REQUEST,
+                        &format!("cannot read the request body: {err}"),
+                    ))
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(chunk) = frame.into_data() else { continue };
+            let needed = data.len() + chunk.len();
+            if needed > limit {
+                return Err(too_large());
+            }
+            if needed > reserved {
+                if !reservation.grow(needed - reserved) {
+                    return Err(over_budget());
+                }
+                reserved = needed;
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok((Bytes::from(data), reservation))
     }
 
     /// The native answer, or `None` for Feast's.
-    async fn online(&self, body: &[u8]) -> Option<Answered> {
+    async fn online(&self, body: &[u8], mut reservation: Reservation) -> Option<Answered> {
         let catalog = self.catalog();
         let parsed = online::parse(body)?;
+        if let Err(over) = online::check_limits(&catalog, &parsed, &self.options.limits) {
+            self.metrics.refused(match over {
+                online::OverLimit::Rows { .. } => Refused::TooManyRows,
+                online::OverLimit::Cells { .. } => Refused::TooManyCells,
+            });
+            return Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, &over.to_string()));
+        }
         let resolved = online::resolve(&catalog, &parsed)?;
-        match online::answer(&self.client, &resolved).await {
-            Ok(Answer::Json(json)) => Some(respond(StatusCode::OK, "application/json", json)),
-            Ok(Answer::Unsupported) => None,
+        let over_budget = || {
+            self.metrics.refused(Refused::MemoryBudget);
+            shed("the server is holding as many answer bytes as it may (--max-buffered-mb): retry shortly")
+        };
+        if !reservation.grow(resolved.estimated_bytes()) {
+            return Some(over_budget());
+        }
+        let mut answer_reservation = reservation;
+        let answered = online::answer(&self.client, &resolved, |bytes| answer_reservation.grow(bytes)).await;
+        match answered {
+            Ok(Some(Answer::Json(json))) => Some(respond(
+                StatusCode::OK,
+                "application/json",
+                answer_reservation.hold(json.into_bytes()),
+            )),
+            Ok(Some(Answer::Unsupported)) => None,
+            Ok(None) => Some(over_budget()),
             Err(err) => {
                 self.metrics.redis_error();
                 let mut message = String::new();
@@ -314,12 +835,38 @@ impl Server {
         }
     }
 
+    /// Feast's app's answer. A request waits for a place among `fallback.concurrency`
+    /// for at most `fallback.queue_timeout`, behind at most `fallback.queue` others;
+    /// past either it is shed with 503. Its client leaving cancels it in Feast's app.
     async fn fall_back(
         &self,
         parts: hyper::http::request::Parts,
         body: Bytes,
         client: SocketAddr,
+        scheme: &'static str,
     ) -> Answered {
+        let limits = self.options.fallback;
+        let waiting = Waiting(&self.fallback_waiting);
+        if self.fallback_waiting.fetch_add(1, Ordering::Relaxed) >= limits.queue {
+            self.metrics.refused(Refused::FallbackQueueFull);
+            return shed(&format!(
+                "Feast's app has {} requests waiting already (--fallback-queue): retry shortly",
+                limits.queue
+            ));
+        }
+        let place = tokio::time::timeout(
+            limits.queue_timeout,
+            Arc::clone(&self.fallback_places).acquire_owned(),
+        )
+        .await;
+        drop(waiting);
+        let Ok(Ok(place)) = place else {
+            self.metrics.refused(Refused::FallbackQueueTimeout);
+            return shed(&format!(
+                "Feast's app could not take the request within {} s (--fallback-queue-timeout): retry shortly",
+                limits.queue_timeout.as_secs_f64()
+            ));
+        };
         let path = parts
             .uri
             .path_and_query()
@@ -329,17 +876,30 @@ impl Server {
             .iter()
             .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
             .collect();
-        let request = FallbackRequest {
+        let (sender, answer) = oneshot::channel();
+        let id = self.next_fallback.fetch_add(1, Ordering::Relaxed);
+        self.metrics.fallback();
+        self.fallback.submit(FallbackRequest {
+            id,
             method: parts.method.as_str().to_owned(),
             path,
             headers,
             body,
             client,
+            scheme,
+            reply: FallbackReply {
+                sender,
+                _place: place,
+            },
+        });
+        let mut cancel = CancelOnDrop {
+            fallback: &*self.fallback,
+            id,
+            answered: false,
         };
-        self.metrics.fallback();
-        let fallback = &self.fallback;
-        let receiver = tokio::task::block_in_place(|| fallback.call(request));
-        match receiver.await {
+        let answer = answer.await;
+        cancel.answered = true;
+        match answer {
             Ok(answer) => {
                 let mut response = Response::new(Full::new(Bytes::from(answer.body)));
                 *response.status_mut() =
@@ -357,37 +917,7 @@ impl Server {
                 }
                 response
             }
-            Err(_) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "Feast's app gave no answer"),
+            Err(_) => feast_error(StatusCode::INTERNAL_SERVER_ERROR, "Feast's app gave no answer"),
         }
-    }
-}
-
-/// SIGTERM, what service managers and container runtimes stop a server with; other
-/// platforms have only Ctrl-C.
-#[cfg(unix)]
-struct Terminate(tokio::signal::unix::Signal);
-
-#[cfg(unix)]
-impl Terminate {
-    fn new() -> std::io::Result<Self> {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map(Self)
-    }
-
-    async fn recv(&mut self) {
-        self.0.recv().await;
-    }
-}
-
-#[cfg(not(unix))]
-struct Terminate;
-
-#[cfg(not(unix))]
-impl Terminate {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self)
-    }
-
-    async fn recv(&mut self) {
-        std::future::pending::<()>().await
     }
 }

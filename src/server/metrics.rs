@@ -1,30 +1,83 @@
-//! The server's Prometheus metrics: requests and a latency histogram per endpoint and
-//! status, Redis errors, requests handed to Feast's app, requests in flight.
+//! The server's Prometheus metrics: requests and a latency histogram per route and
+//! status, Redis errors, requests handed to Feast's app and those refused, connections
+//! open and ended, log lines dropped. A route is one of a fixed list of path templates
+//! (the native ones and Feast's app's), every other path counts as `other`: a client
+//! cannot add series. Requests record into atomics; the lock is taken only to add a
+//! series and, briefly, to list them when rendering.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use super::connection::{Closed, ClosedCounts};
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Default)]
-struct Series {
-    count: u64,
-    sum_seconds: f64,
-    buckets: [u64; BUCKETS.len()],
-}
+/// The label of every path that matches no route.
+const OTHER_ROUTE: &str = "other";
 
 #[derive(Default)]
+struct Series {
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+}
+
+/// Why a request was refused before it was answered.
+#[derive(Clone, Copy, Debug)]
+pub enum Refused {
+    BodyTooLarge,
+    BodyTimeout,
+    TooManyRows,
+    TooManyCells,
+    MemoryBudget,
+    FallbackQueueFull,
+    FallbackQueueTimeout,
+}
+
+impl Refused {
+    const ALL: [Refused; 7] = [
+        Refused::BodyTooLarge,
+        Refused::BodyTimeout,
+        Refused::TooManyRows,
+        Refused::TooManyCells,
+        Refused::MemoryBudget,
+        Refused::FallbackQueueFull,
+        Refused::FallbackQueueTimeout,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refused::BodyTooLarge => "body_too_large",
+            Refused::BodyTimeout => "body_timeout",
+            Refused::TooManyRows => "too_many_rows",
+            Refused::TooManyCells => "too_many_cells",
+            Refused::MemoryBudget => "memory_budget",
+            Refused::FallbackQueueFull => "fallback_queue_full",
+            Refused::FallbackQueueTimeout => "fallback_queue_timeout",
+        }
+    }
+}
+
+/// Values the server reads from elsewhere when the metrics are rendered.
+pub struct Gauges {
+    pub connections_open: usize,
+    pub log_lines_dropped: u64,
+}
+
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), Series>>,
+    routes: Vec<String>,
+    series: Mutex<HashMap<(usize, u16), Arc<Series>>>,
     in_flight: AtomicI64,
     redis_errors: AtomicU64,
     fallbacks: AtomicU64,
+    refused: [AtomicU64; Refused::ALL.len()],
+    pub closed: Arc<ClosedCounts>,
 }
 
 /// Counts a request in flight while it lives.
@@ -36,6 +89,31 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Whether `path` is an instance of `template` (`{name}` matches one segment).
+fn matches(template: &str, path: &str) -> bool {
+    if !template.contains('{') {
+        return template == path;
+    }
+    let mut segments = path.split('/');
+    template.split('/').all(|part| {
+        segments
+            .next()
+            .is_some_and(|segment| part == segment || (part.starts_with('{') && !segment.is_empty()))
+    }) && segments.next().is_none()
+}
+
 /// One metric without labels, with its HELP and TYPE lines.
 fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
     let _ = writeln!(out, "# HELP feast_redis_rs_{name} {help}");
@@ -44,6 +122,19 @@ fn single(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 impl Metrics {
+    /// Metrics whose requests are counted by `routes` (path templates).
+    pub fn new(routes: Vec<String>) -> Self {
+        Self {
+            routes,
+            series: Mutex::default(),
+            in_flight: AtomicI64::default(),
+            redis_errors: AtomicU64::default(),
+            fallbacks: AtomicU64::default(),
+            refused: Default::default(),
+            closed: Arc::default(),
+        }
+    }
+
     pub fn start(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
@@ -57,76 +148,131 @@ impl Metrics {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn record(&self, endpoint: &str, status: u16, elapsed: Duration) {
+    pub fn refused(&self, why: Refused) {
+        self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn route(&self, path: &str) -> usize {
+        self.routes
+            .iter()
+            .position(|template| matches(template, path))
+            .unwrap_or(self.routes.len())
+    }
+
+    pub fn record(&self, path: &str, status: u16, elapsed: Duration) {
+        let key = (self.route(path), status);
+        let series = {
+            let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            Arc::clone(series.entry(key).or_default())
+        };
+        series.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        series.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
         let seconds = elapsed.as_secs_f64();
-        let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let series = requests.entry((endpoint.to_owned(), status)).or_default();
-        series.count += 1;
-        series.sum_seconds += seconds;
         if let Some(bucket) = BUCKETS.iter().position(|&bound| seconds <= bound) {
-            series.buckets[bucket] += 1;
+            series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut listed: Vec<((usize, u16), Arc<Series>)> = {
+            let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            series
+                .iter()
+                .map(|(key, series)| (*key, Arc::clone(series)))
+                .collect()
+        };
+        listed.sort_by_key(|(key, _)| *key);
+        let labels: Vec<String> = listed
+            .iter()
+            .map(|((route, status), _)| {
+                let mut labels = String::from("endpoint=\"");
+                label(
+                    &mut labels,
+                    self.routes.get(*route).map_or(OTHER_ROUTE, String::as_str),
+                );
+                let _ = write!(labels, "\",status=\"{status}\"");
+                labels
+            })
+            .collect();
         let mut out = String::new();
         out.push_str("# HELP feast_redis_rs_requests_total HTTP requests by endpoint and status.\n");
         out.push_str("# TYPE feast_redis_rs_requests_total counter\n");
-        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        for ((endpoint, status), series) in requests.iter() {
-            let _ = writeln!(
-                out,
-                "feast_redis_rs_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {}",
-                series.count
-            );
+        for (labels, (_, series)) in labels.iter().zip(&listed) {
+            let count = series.count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "feast_redis_rs_requests_total{{{labels}}} {count}");
         }
         out.push_str("# HELP feast_redis_rs_request_duration_seconds Time to answer a request.\n");
         out.push_str("# TYPE feast_redis_rs_request_duration_seconds histogram\n");
-        for ((endpoint, status), series) in requests.iter() {
-            let labels = format!("endpoint=\"{endpoint}\",status=\"{status}\"");
+        for (labels, (_, series)) in labels.iter().zip(&listed) {
             let mut cumulative = 0;
-            for (bound, count) in BUCKETS.iter().zip(series.buckets) {
-                cumulative += count;
+            for (bound, count) in BUCKETS.iter().zip(&series.buckets) {
+                cumulative += count.load(Ordering::Relaxed);
                 let _ = writeln!(
                     out,
                     "feast_redis_rs_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
                 );
             }
+            let count = series.count.load(Ordering::Relaxed).max(cumulative);
+            let seconds = series.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
             let _ = writeln!(
                 out,
-                "feast_redis_rs_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                series.count
+                "feast_redis_rs_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
             );
             let _ = writeln!(
                 out,
-                "feast_redis_rs_request_duration_seconds_sum{{{labels}}} {}",
-                series.sum_seconds
+                "feast_redis_rs_request_duration_seconds_sum{{{labels}}} {seconds}"
             );
             let _ = writeln!(
                 out,
-                "feast_redis_rs_request_duration_seconds_count{{{labels}}} {}",
-                series.count
+                "feast_redis_rs_request_duration_seconds_count{{{labels}}} {count}"
             );
         }
-        drop(requests);
+        out.push_str("# HELP feast_redis_rs_requests_refused_total Requests refused at a limit, by limit.\n");
+        out.push_str("# TYPE feast_redis_rs_requests_refused_total counter\n");
+        for why in Refused::ALL {
+            let count = self.refused[why as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "feast_redis_rs_requests_refused_total{{limit=\"{}\"}} {count}",
+                why.label()
+            );
+        }
+        out.push_str(
+            "# HELP feast_redis_rs_connections_closed_total Connections the server ended, by reason.\n",
+        );
+        out.push_str("# TYPE feast_redis_rs_connections_closed_total counter\n");
+        for reason in Closed::ALL {
+            let count = self.closed.get(reason);
+            let _ = writeln!(
+                out,
+                "feast_redis_rs_connections_closed_total{{reason=\"{}\"}} {count}",
+                reason.label()
+            );
+        }
         let counters = [
             (
                 "redis_errors_total",
-                "counter",
                 "Requests that failed talking to Redis.",
                 &self.redis_errors,
             ),
             (
                 "feast_fallbacks_total",
-                "counter",
                 "Requests answered by Feast's app.",
                 &self.fallbacks,
             ),
         ];
-        for (name, kind, help, value) in counters {
-            single(&mut out, name, kind, help, value.load(Ordering::Relaxed));
+        for (name, help, value) in counters {
+            single(&mut out, name, "counter", help, value.load(Ordering::Relaxed));
         }
+        single(
+            &mut out,
+            "log_lines_dropped_total",
+            "counter",
+            "Log lines dropped because stderr was full or closed.",
+            gauges.log_lines_dropped,
+        );
         single(
             &mut out,
             "requests_in_flight",
@@ -134,6 +280,35 @@ impl Metrics {
             "Requests being answered.",
             self.in_flight.load(Ordering::Relaxed),
         );
+        single(
+            &mut out,
+            "connections_open",
+            "gauge",
+            "Client connections open.",
+            gauges.connections_open,
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_count_under_their_route_template_or_other() {
+        let metrics = Metrics::new(vec!["/push".into(), "/items/{name}".into()]);
+        assert_eq!(metrics.route("/push"), 0);
+        assert_eq!(metrics.route("/items/a"), 1);
+        assert_eq!(metrics.route("/items/"), 2);
+        assert_eq!(metrics.route("/items/a/b"), 2);
+        assert_eq!(metrics.route("/anything"), 2);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        label(&mut out, "a\"b\\c\nd");
+        assert_eq!(out, "a\\\"b\\\\c\\nd");
     }
 }

@@ -3,10 +3,17 @@
 //! are parsed, read from Redis and answered as JSON without Python, and whatever this
 //! server does not answer itself goes to Feast's own app through a `Fallback`.
 
+mod budget;
+mod connection;
 mod http;
 mod json;
+mod log;
 mod metrics;
 mod online;
 
-pub use http::{Fallback, FallbackRequest, FallbackResponse, Server, ServerError, ServerOptions};
-pub use online::{Catalog, ServedProjection, ServedView};
+pub use connection::Timeouts;
+pub use http::{
+    Fallback, FallbackLimits, FallbackReply, FallbackRequest, FallbackResponse, MetricsExposure, Server,
+    ServerError, ServerOptions,
+};
+pub use online::{Catalog, RequestLimits, ServedProjection, ServedView};

@@ -6,16 +6,21 @@
 //! statuses and errors.
 
 use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use prost::Message;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use serde_json::Value as Json;
+use serde_json::value::RawValue;
 
 use super::json;
 use crate::encoding::{Timestamp, Value};
 use crate::redis::RedisClient;
-use crate::store::{self, EntityColumn, EntityType, HashRead, NativeColumn, StoreError, ViewPlan};
+use crate::store::{
+    self, EntityColumn, EntityType, HashRead, Keys, NativeColumn, RowKeys, StoreError, ViewPlan,
+};
 
 /// A feature view as the server reads it.
 pub struct ServedView {
@@ -45,18 +50,161 @@ pub struct Catalog {
     pub services: HashMap<String, Vec<ServedProjection>>,
 }
 
-/// The body of `POST /get-online-features`, as Feast's server reads it.
+/// The body of `POST /get-online-features`, as Feast's server reads it; entity values
+/// stay JSON text until their types are known.
 #[derive(Deserialize)]
-pub struct OnlineRequest {
+pub struct OnlineRequest<'a> {
     #[serde(default)]
     features: Vec<String>,
     #[serde(default)]
     feature_service: Option<String>,
-    entities: serde_json::Map<String, Json>,
+    #[serde(borrow)]
+    entities: Entities<'a>,
     #[serde(default)]
     full_feature_names: bool,
     #[serde(default)]
     include_feature_view_version_metadata: bool,
+}
+
+/// The request's entity columns in their order (a repeated name keeps its first place
+/// and its last values, as Feast reads a JSON object).
+struct Entities<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Entities<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Columns<'a>(PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for Columns<'a> {
+            type Value = Entities<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of entity columns")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut columns: Vec<(String, &'de RawValue)> = Vec::new();
+                while let Some((name, values)) = map.next_entry::<String, &'de RawValue>()? {
+                    match columns.iter_mut().find(|(n, _)| *n == name) {
+                        Some(column) => column.1 = values,
+                        None => columns.push((name, values)),
+                    }
+                }
+                Ok(Entities(columns))
+            }
+        }
+
+        deserializer.deserialize_map(Columns(PhantomData))
+    }
+}
+
+/// The length of a JSON array, counted without keeping its items; `None` when `raw`
+/// is not an array.
+fn array_length(raw: &RawValue) -> Option<usize> {
+    struct Count;
+
+    impl<'de> Visitor<'de> for Count {
+        type Value = usize;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<usize, A::Error> {
+            let mut count = 0;
+            while items.next_element::<IgnoredAny>()?.is_some() {
+                count += 1;
+            }
+            Ok(count)
+        }
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    deserializer.deserialize_seq(Count).ok()
+}
+
+/// What one request may ask for.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// Entity rows.
+    pub max_rows: usize,
+    /// Entity rows times features.
+    pub max_cells: usize,
+}
+
+/// A request over a limit, answered with 413 whoever would have answered it.
+#[derive(Debug)]
+pub enum OverLimit {
+    Rows {
+        rows: usize,
+        max: usize,
+    },
+    Cells {
+        rows: usize,
+        features: usize,
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverLimit::Rows { rows, max } => write!(
+                f,
+                "the request has {rows} entity rows, over this server's limit of {max} \
+                 (--max-entity-rows): split it into requests of at most {max} rows"
+            ),
+            OverLimit::Cells { rows, features, max } => write!(
+                f,
+                "the request asks for {rows} entity rows x {features} features = {} values, over \
+                 this server's limit of {max} (--max-values-per-request): ask for fewer rows or \
+                 features per request",
+                rows * features
+            ),
+        }
+    }
+}
+
+/// The request in `body`, or `None` when it is not one (Feast then says why).
+pub fn parse(body: &[u8]) -> Option<OnlineRequest<'_>> {
+    serde_json::from_slice(body).ok()
+}
+
+/// Refuses a request over `limits`, natively answered or not: its entity rows are
+/// counted without parsing their values, its features are its refs or its service's.
+pub fn check_limits(
+    catalog: &Catalog,
+    request: &OnlineRequest<'_>,
+    limits: &RequestLimits,
+) -> Result<(), OverLimit> {
+    let rows = request
+        .entities
+        .0
+        .iter()
+        .filter_map(|(_, values)| array_length(values))
+        .max()
+        .unwrap_or(0);
+    if rows > limits.max_rows {
+        return Err(OverLimit::Rows {
+            rows,
+            max: limits.max_rows,
+        });
+    }
+    let features = match request
+        .feature_service
+        .as_deref()
+        .and_then(|s| catalog.services.get(s))
+    {
+        Some(projections) => projections.iter().map(|p| p.features.len()).sum(),
+        None => request.features.len(),
+    };
+    if rows.saturating_mul(features) > limits.max_cells {
+        return Err(OverLimit::Cells {
+            rows,
+            features,
+            max: limits.max_cells,
+        });
+    }
+    Ok(())
 }
 
 /// One view of a resolved request.
@@ -79,22 +227,12 @@ pub struct Resolved<'a> {
     include_metadata: bool,
 }
 
-fn entity_column(entity_type: EntityType, values: &Json) -> Option<NativeColumn> {
-    let values = values.as_array()?;
+fn entity_column(entity_type: EntityType, values: &RawValue) -> Option<NativeColumn> {
+    let text = values.get();
     Some(match entity_type {
-        EntityType::Int64 => NativeColumn::Int64(values.iter().map(Json::as_i64).collect::<Option<_>>()?),
-        EntityType::Int32 => NativeColumn::Int32(
-            values
-                .iter()
-                .map(|v| v.as_i64().and_then(|v| i32::try_from(v).ok()))
-                .collect::<Option<_>>()?,
-        ),
-        EntityType::String => NativeColumn::String(
-            values
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<_>>()?,
-        ),
+        EntityType::Int64 => NativeColumn::Int64(serde_json::from_str(text).ok()?),
+        EntityType::Int32 => NativeColumn::Int32(serde_json::from_str(text).ok()?),
+        EntityType::String => NativeColumn::String(serde_json::from_str(text).ok()?),
         EntityType::Bytes | EntityType::Other => return None,
     })
 }
@@ -159,18 +297,13 @@ fn service_views<'a>(catalog: &'a Catalog, service: &str) -> Option<Vec<ViewRead
         .collect()
 }
 
-/// The request in `body`, or `None` when it is not one (Feast then says why).
-pub fn parse(body: &[u8]) -> Option<OnlineRequest> {
-    serde_json::from_slice(body).ok()
-}
-
 /// The request as the server answers it, or `None` to leave it to Feast.
-pub fn resolve<'a>(catalog: &'a Catalog, parsed: &'a OnlineRequest) -> Option<Resolved<'a>> {
+pub fn resolve<'a>(catalog: &'a Catalog, parsed: &'a OnlineRequest<'_>) -> Option<Resolved<'a>> {
     let views = match &parsed.feature_service {
         Some(service) if !service.is_empty() => service_views(catalog, service)?,
         _ => group_refs(catalog, &parsed.features)?,
     };
-    if views.is_empty() || parsed.entities.is_empty() {
+    if views.is_empty() || parsed.entities.0.is_empty() {
         return None;
     }
     // Every request column must be a join key of a view, of one type for all of them.
@@ -182,8 +315,8 @@ pub fn resolve<'a>(catalog: &'a Catalog, parsed: &'a OnlineRequest) -> Option<Re
             }
         }
     }
-    let mut entities = Vec::with_capacity(parsed.entities.len());
-    for (name, values) in &parsed.entities {
+    let mut entities = Vec::with_capacity(parsed.entities.0.len());
+    for (name, values) in &parsed.entities.0 {
         let entity_type = *types.get(name.as_str())?;
         entities.push((name.clone(), entity_column(entity_type, values)?));
     }
@@ -204,23 +337,33 @@ pub fn resolve<'a>(catalog: &'a Catalog, parsed: &'a OnlineRequest) -> Option<Re
     })
 }
 
-/// Starts the next item of a JSON array being written.
-fn next_item(out: &mut String) {
-    if !out.ends_with('[') {
-        out.push(',');
+/// HMGETs per pipeline: a large request is read in pipelines of this many commands,
+/// one after another, so neither Redis nor this server holds one huge batch.
+const PIPELINE_KEYS: usize = 4096;
+
+/// Bytes an answer takes per value before its stored bytes are known (a value, its
+/// status and its event time in JSON).
+const ANSWER_BYTES_PER_VALUE: usize = 48;
+
+impl Resolved<'_> {
+    /// What answering the request will hold at most, beyond the stored values.
+    pub fn estimated_bytes(&self) -> usize {
+        let features: usize = self.views.iter().map(|v| v.features.len()).sum();
+        self.rows
+            .saturating_mul(features + self.entities.len())
+            .saturating_mul(ANSWER_BYTES_PER_VALUE)
     }
 }
 
 fn write_entity_values(out: &mut String, column: &NativeColumn) {
     out.push('[');
-    let rows = column.len();
-    for row in 0..rows {
+    for row in 0..column.len() {
         if row > 0 {
             out.push(',');
         }
         match column {
-            NativeColumn::Int64(v) => out.push_str(&v[row].to_string()),
-            NativeColumn::Int32(v) => out.push_str(&v[row].to_string()),
+            NativeColumn::Int64(v) => out.push_str(itoa::Buffer::new().format(v[row])),
+            NativeColumn::Int32(v) => out.push_str(itoa::Buffer::new().format(v[row])),
             NativeColumn::String(v) => json::string(out, &v[row]),
             NativeColumn::Bytes(v) => json::base64(out, &v[row]),
         }
@@ -239,16 +382,40 @@ fn repeated(out: &mut String, item: &str, rows: usize) {
     out.push(']');
 }
 
-/// A JSON array of each row's item, given per unique key.
-fn per_row(out: &mut String, items: &[String], row_to_unique: &[u32]) {
-    out.push('[');
-    for (row, &unique) in row_to_unique.iter().enumerate() {
-        if row > 0 {
-            out.push(',');
-        }
-        out.push_str(&items[unique as usize]);
+/// Items written once per unique key into one buffer, then copied per row.
+#[derive(Default)]
+struct Rendered {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Rendered {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
     }
-    out.push(']');
+
+    /// Ends the item written into `text` since the last one.
+    fn end_item(&mut self) {
+        self.ends.push(self.text.len());
+    }
+
+    fn item(&self, index: usize) -> &str {
+        let start = index.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start..self.ends[index]]
+    }
+
+    /// A JSON array of each row's item.
+    fn per_row(&self, out: &mut String, row_to_unique: &[u32]) {
+        out.push('[');
+        for (row, &unique) in row_to_unique.iter().enumerate() {
+            if row > 0 {
+                out.push(',');
+            }
+            out.push_str(self.item(unique as usize));
+        }
+        out.push(']');
+    }
 }
 
 /// What answering natively came to.
@@ -258,8 +425,47 @@ pub enum Answer {
     Unsupported,
 }
 
-/// Reads every view of the request in one batch and writes Feast's JSON answer.
-pub async fn answer(client: &RedisClient, request: &Resolved<'_>) -> Result<Answer, StoreError> {
+/// Every view's hashes for its unique keys: one batch when the request is small, else
+/// pipelines of `PIPELINE_KEYS` commands in turn.
+async fn read_all(
+    client: &RedisClient,
+    keys: &[RowKeys],
+    fields: &[Vec<Vec<u8>>],
+) -> Result<Vec<Vec<store::Hash>>, StoreError> {
+    let total: usize = keys.iter().map(|k| k.unique_keys.len()).sum();
+    if total <= PIPELINE_KEYS {
+        let reads: Vec<HashRead<'_>> = keys
+            .iter()
+            .zip(fields)
+            .map(|(rows, fields)| HashRead {
+                fields,
+                keys: &rows.unique_keys,
+            })
+            .collect();
+        return store::read_hashes(client, &reads).await;
+    }
+    let mut hashes = Vec::with_capacity(keys.len());
+    for (rows, fields) in keys.iter().zip(fields) {
+        let mut view_hashes = Vec::with_capacity(rows.unique_keys.len());
+        for start in (0..rows.unique_keys.len()).step_by(PIPELINE_KEYS) {
+            let chunk: Keys = rows.unique_keys.iter().skip(start).take(PIPELINE_KEYS).collect();
+            let read = HashRead { fields, keys: &chunk };
+            let mut replies = store::read_hashes(client, std::slice::from_ref(&read)).await?;
+            view_hashes.append(&mut replies[0]);
+        }
+        hashes.push(view_hashes);
+    }
+    Ok(hashes)
+}
+
+/// Reads every view of the request and writes Feast's JSON answer into one buffer.
+/// `reserve(bytes)` is asked for the stored bytes read before the answer is written,
+/// and refuses the answer when they do not fit.
+pub async fn answer(
+    client: &RedisClient,
+    request: &Resolved<'_>,
+    reserve: impl FnOnce(usize) -> bool,
+) -> Result<Option<Answer>, StoreError> {
     let mut keys = Vec::with_capacity(request.views.len());
     let mut fields = Vec::with_capacity(request.views.len());
     for view in &request.views {
@@ -278,95 +484,47 @@ pub async fn answer(client: &RedisClient, request: &Resolved<'_>) -> Result<Answ
         read.push(plan.timestamp_field.clone());
         fields.push(read);
     }
-    let reads: Vec<HashRead<'_>> = keys
+    let hashes = read_all(client, &keys, &fields).await?;
+    let stored: usize = hashes
         .iter()
-        .zip(&fields)
-        .map(|(rows, fields)| HashRead {
-            fields,
-            keys: &rows.unique_keys,
-        })
-        .collect();
-    let hashes = store::read_hashes(client, &reads).await?;
+        .flatten()
+        .map(|hash| hash.iter().flatten().map(<[u8]>::len).sum::<usize>())
+        .sum();
+    // Base64 and escapes make a stored byte up to two in JSON.
+    if !reserve(stored.saturating_mul(2)) {
+        return Ok(None);
+    }
 
-    let mut names = String::from("[");
-    let mut results = String::from("[");
-    let mut epoch = String::new();
-    json::timestamp(&mut epoch, Timestamp::default());
-    for (name, column) in &request.entities {
-        next_item(&mut names);
-        json::string(&mut names, name);
-        next_item(&mut results);
-        results.push_str("{\"values\":");
-        write_entity_values(&mut results, column);
-        results.push_str(",\"statuses\":");
-        repeated(&mut results, "\"PRESENT\"", request.rows);
-        results.push_str(",\"event_timestamps\":");
-        repeated(&mut results, &epoch, request.rows);
-        results.push('}');
+    let mut out = String::with_capacity(request.estimated_bytes() + stored * 2 + 256);
+    out.push_str("{\"metadata\":{\"feature_names\":[");
+    let mut first = true;
+    let mut name = |out: &mut String, text: &str| {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+        json::string(out, text);
+    };
+    for (entity, _) in &request.entities {
+        name(&mut out, entity);
     }
-    let mut metadata: Vec<(&str, i64)> = Vec::new();
-    for ((view, rows), hashes) in request.views.iter().zip(&keys).zip(&hashes) {
-        let plan = &view.view.plan;
-        let timestamps = rows
-            .unique_keys
-            .iter()
-            .zip(hashes)
-            .map(|(key, hash)| {
-                let stored = hash
-                    .last()
-                    .map(|bytes| store::stored_timestamp(&plan.view, key, bytes))
-                    .transpose()?;
-                let mut text = String::new();
-                json::timestamp(&mut text, store::response_timestamp(stored));
-                Ok(text)
-            })
-            .collect::<Result<Vec<String>, StoreError>>()?;
-        for (k, &feature) in view.features.iter().enumerate() {
-            let name = &plan.features[feature].name;
-            next_item(&mut names);
+    for view in &request.views {
+        for &feature in &view.features {
+            let feature = &view.view.plan.features[feature].name;
             if request.full_feature_names {
-                json::string(&mut names, &format!("{}__{name}", view.name));
+                name(&mut out, &format!("{}__{feature}", view.name));
             } else {
-                json::string(&mut names, name);
+                name(&mut out, feature);
             }
-            let mut rendered = Vec::with_capacity(rows.unique_keys.len());
-            for (key, hash) in rows.unique_keys.iter().zip(hashes) {
-                let value = hash
-                    .get(k)
-                    .map(|bytes| {
-                        Value::decode(bytes).map_err(|err| StoreError::CorruptValue {
-                            view: plan.view.clone(),
-                            feature: name.clone(),
-                            key: store::printable_key(key),
-                            reason: err.to_string(),
-                        })
-                    })
-                    .transpose()?;
-                let mut text = String::new();
-                if json::value(&mut text, value.as_ref()).is_err() {
-                    return Ok(Answer::Unsupported);
-                }
-                rendered.push(text);
-            }
-            next_item(&mut results);
-            results.push_str("{\"values\":");
-            per_row(&mut results, &rendered, &rows.row_to_unique);
-            results.push_str(",\"statuses\":");
-            repeated(&mut results, "\"PRESENT\"", request.rows);
-            results.push_str(",\"event_timestamps\":");
-            per_row(&mut results, &timestamps, &rows.row_to_unique);
-            results.push('}');
-        }
-        if request.include_metadata && !metadata.iter().any(|(n, _)| *n == view.metadata_name) {
-            metadata.push((view.metadata_name, view.view.version));
         }
     }
-    names.push(']');
-    results.push(']');
-    let mut out = String::with_capacity(names.len() + results.len() + 64);
-    out.push_str("{\"metadata\":{\"feature_names\":");
-    out.push_str(&names);
-    if !metadata.is_empty() {
+    out.push(']');
+    if request.include_metadata {
+        let mut metadata: Vec<(&str, i64)> = Vec::new();
+        for view in &request.views {
+            if !metadata.iter().any(|(n, _)| *n == view.metadata_name) {
+                metadata.push((view.metadata_name, view.view.version));
+            }
+        }
         out.push_str(",\"feature_view_metadata\":[");
         for (i, (name, version)) in metadata.iter().enumerate() {
             if i > 0 {
@@ -381,14 +539,117 @@ pub async fn answer(client: &RedisClient, request: &Resolved<'_>) -> Result<Answ
                 if !name.is_empty() {
                     out.push(',');
                 }
-                out.push_str(&format!("\"version\":{version}"));
+                out.push_str("\"version\":");
+                out.push_str(itoa::Buffer::new().format(*version));
             }
             out.push('}');
         }
         out.push(']');
     }
-    out.push_str("},\"results\":");
-    out.push_str(&results);
-    out.push('}');
-    Ok(Answer::Json(out))
+    out.push_str("},\"results\":[");
+
+    let mut epoch = String::new();
+    json::timestamp(&mut epoch, Timestamp::default());
+    let mut first = true;
+    for (_, column) in &request.entities {
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+        out.push_str("{\"values\":");
+        write_entity_values(&mut out, column);
+        out.push_str(",\"statuses\":");
+        repeated(&mut out, "\"PRESENT\"", request.rows);
+        out.push_str(",\"event_timestamps\":");
+        repeated(&mut out, &epoch, request.rows);
+        out.push('}');
+    }
+    let mut timestamps = Rendered::default();
+    let mut values = Rendered::default();
+    for ((view, rows), hashes) in request.views.iter().zip(&keys).zip(&hashes) {
+        let plan = &view.view.plan;
+        timestamps.clear();
+        for (key, hash) in rows.unique_keys.iter().zip(hashes) {
+            let stored = hash
+                .last()
+                .map(|bytes| store::stored_timestamp(&plan.view, key, bytes))
+                .transpose()?;
+            json::timestamp(&mut timestamps.text, store::response_timestamp(stored));
+            timestamps.end_item();
+        }
+        for (k, &feature) in view.features.iter().enumerate() {
+            let name = &plan.features[feature].name;
+            values.clear();
+            for (key, hash) in rows.unique_keys.iter().zip(hashes) {
+                let value = hash
+                    .get(k)
+                    .map(|bytes| {
+                        Value::decode(bytes).map_err(|err| StoreError::CorruptValue {
+                            view: plan.view.clone(),
+                            feature: name.clone(),
+                            key: store::printable_key(key),
+                            reason: err.to_string(),
+                        })
+                    })
+                    .transpose()?;
+                if json::value(&mut values.text, value.as_ref()).is_err() {
+                    return Ok(Some(Answer::Unsupported));
+                }
+                values.end_item();
+            }
+            out.push_str(",{\"values\":");
+            values.per_row(&mut out, &rows.row_to_unique);
+            out.push_str(",\"statuses\":");
+            repeated(&mut out, "\"PRESENT\"", request.rows);
+            out.push_str(",\"event_timestamps\":");
+            timestamps.per_row(&mut out, &rows.row_to_unique);
+            out.push('}');
+        }
+    }
+    out.push_str("]}");
+    Ok(Some(Answer::Json(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_rows_are_counted_without_keeping_them() {
+        let request = parse(br#"{"features":["a:b","a:c"],"entities":{"k":[1,2,3],"j":["x","y"]}}"#).unwrap();
+        let catalog = Catalog::default();
+        let within = RequestLimits {
+            max_rows: 3,
+            max_cells: 6,
+        };
+        assert!(check_limits(&catalog, &request, &within).is_ok());
+        let rows = RequestLimits {
+            max_rows: 2,
+            ..within
+        };
+        assert!(matches!(
+            check_limits(&catalog, &request, &rows),
+            Err(OverLimit::Rows { rows: 3, max: 2 })
+        ));
+        let cells = RequestLimits {
+            max_cells: 5,
+            ..within
+        };
+        let refused = check_limits(&catalog, &request, &cells).unwrap_err();
+        assert!(
+            refused.to_string().contains("--max-values-per-request"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn a_repeated_entity_name_keeps_its_place_and_its_last_values() {
+        let request = parse(br#"{"entities":{"a":[1],"b":[2],"a":[3,4]}}"#).unwrap();
+        let columns: Vec<(&str, &str)> = request
+            .entities
+            .0
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.get()))
+            .collect();
+        assert_eq!(columns, [("a", "[3,4]"), ("b", "[2]")]);
+    }
 }
