@@ -8,7 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, RepoConfig
+from feast import (
+    Entity,
+    FeatureService,
+    FeatureStore,
+    FeatureView,
+    Field,
+    FileSource,
+    OnDemandFeatureView,
+    RepoConfig,
+    RequestSource,
+)
 from feast.types import (
     Array,
     Bool,
@@ -161,3 +171,20 @@ def entity_rows() -> list[dict]:
     rows += [{"zipcode": ZIPCODES[3], "dob_ssn": APPLICANTS[3]}] * 2
     rows += [{"zipcode": 1, "dob_ssn": "nobody"}, {"zipcode": ZIPCODES[5], "dob_ssn": "nobody"}]
     return rows
+
+
+def on_demand_view(data_dir: Path, name: str, request_field: str, output: str, udf) -> list:
+    """A request source of one Float64 field and an on-demand view of the zipcode view and
+    it, whose one Float64 feature `output` is `udf`'s (pickled by reference: the servers
+    import its module)."""
+    request = RequestSource(
+        name=f"{request_field}_source", schema=[Field(name=request_field, dtype=Float64)]
+    )
+    view = OnDemandFeatureView(
+        name=name,
+        sources=[views(data_dir)[0], request],
+        schema=[Field(name=output, dtype=Float64)],
+        udf=udf,
+        udf_string=udf.__name__,
+    )
+    return [request, view]

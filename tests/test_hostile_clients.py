@@ -20,8 +20,6 @@ import time
 
 import pandas as pd
 import pytest
-from feast import Field, OnDemandFeatureView, RequestSource
-from feast.types import Float64
 from prometheus_client.parser import text_string_to_metric_families
 
 from feast_redis_rs import RedisOnlineStoreConfig
@@ -64,19 +62,7 @@ def repo(tmp_path_factory):
     store = loan_repo.feature_store(path, RedisOnlineStoreConfig(connection_string=redis.address))
     zipcodes = loan_repo.views(path)[0]
     store.write_to_online_store(zipcodes.name, loan_repo.frame(zipcodes))
-    delay = RequestSource(name="delay_source", schema=[Field(name="delay", dtype=Float64)])
-    store.apply(
-        [
-            delay,
-            OnDemandFeatureView(
-                name="delayed_view",
-                sources=[zipcodes, delay],
-                schema=[Field(name="delayed", dtype=Float64)],
-                udf=delayed,
-                udf_string="delayed",
-            ),
-        ]
-    )
+    store.apply(loan_repo.on_demand_view(path, "delayed_view", "delay", "delayed", delayed))
     yaml_file = write_repo_yaml(
         path,
         "ours.yaml",
@@ -89,6 +75,26 @@ def repo(tmp_path_factory):
 def serve(repo, *args: str, **kwargs):
     path, yaml_file, _ = repo
     return start_server("feast-redis-rs", path, yaml_file, "--no-access-log", *args, **kwargs)
+
+
+def hold_feasts_app(server, seconds: float) -> threading.Thread:
+    """A request that keeps Feast's app busy for `seconds`, started."""
+    blocker = threading.Thread(
+        target=server.request, args=("POST", "/get-online-features", slow_request(seconds))
+    )
+    blocker.start()
+    time.sleep(0.3)
+    return blocker
+
+
+def send_post(sock: socket.socket, body: bytes) -> None:
+    """A POST /get-online-features of `body`, sent raw."""
+    sock.sendall(
+        b"POST /get-online-features HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
 
 def answered_normally(server) -> float:
@@ -315,12 +321,7 @@ def test_a_client_that_never_reads_its_answer_is_cut_off(repo):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         host, port = server.url.removeprefix("http://").split(":")
         sock.connect((host, int(port)))
-        sock.sendall(
-            b"POST /get-online-features HTTP/1.1\r\nHost: x\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
+        send_post(sock, body)
         time.sleep(1)
         answered_normally(server)
         deadline = time.monotonic() + 20
@@ -398,12 +399,7 @@ def test_a_request_that_waits_too_long_for_feasts_app_is_shed_with_retry_after(r
         repo, "--fallback-concurrency", "1", "--fallback-queue-timeout", "0.5"
     )  # fmt: skip
     try:
-        blocker = threading.Thread(
-            target=server.request,
-            args=("POST", "/get-online-features", slow_request(2)),
-        )
-        blocker.start()
-        time.sleep(0.3)
+        blocker = hold_feasts_app(server, 2)
         host, port = server.url.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=10)
         started = time.monotonic()
@@ -428,21 +424,11 @@ def test_a_queued_request_whose_client_left_gives_up_its_place(repo):
         "--fallback-queue-timeout", "10", "--metrics",
     )  # fmt: skip
     try:
-        blocker = threading.Thread(
-            target=server.request,
-            args=("POST", "/get-online-features", slow_request(1.5)),
-        )
-        blocker.start()
-        time.sleep(0.3)
+        blocker = hold_feasts_app(server, 1.5)
         # Queued behind the blocker, then gone.
         body = json.dumps(slow_request(0)).encode()
         leaver = connect(server)
-        leaver.sendall(
-            b"POST /get-online-features HTTP/1.1\r\nHost: x\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
+        send_post(leaver, body)
         time.sleep(0.3)
         leaver.close()
         time.sleep(0.3)

@@ -13,8 +13,8 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-from feast import FeatureView, Field, FileSource, OnDemandFeatureView, RequestSource
-from feast.types import Float64, Int64, String
+from feast import FeatureView, Field, FileSource
+from feast.types import Int64, String
 
 from feast_redis_rs import RedisOnlineStoreConfig
 
@@ -65,18 +65,7 @@ def scaled_wages(features_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def on_demand_objects(repo) -> list:
-    factor = RequestSource(name="factor_source", schema=[Field(name="factor", dtype=Float64)])
-    zipcodes = loan_repo.views(repo)[0]
-    return [
-        factor,
-        OnDemandFeatureView(
-            name="scaled_view",
-            sources=[zipcodes, factor],
-            schema=[Field(name="scaled", dtype=Float64)],
-            udf=scaled_wages,
-            udf_string="scaled_wages",
-        ),
-    ]
+    return loan_repo.on_demand_view(repo, "scaled_view", "factor", "scaled", scaled_wages)
 
 
 def fallbacks(server) -> int:
