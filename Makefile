@@ -186,12 +186,31 @@ wheel: $(DEPS_STAMP)
 test-wheel: wheel redis-server
 	$(BIN)/pytest -p no:cacheprovider packaging_tests
 
+# The overload bench holds a request rate with oha (crates.io), pinned, built against
+# the system's OpenSSL (its rustls default needs cmake for aws-lc).
+OHA := $(TOOLS)/oha/bin/oha
+.PHONY: openssl-dev
+openssl-dev:
+	@if ! pkg-config --exists openssl 2>/dev/null; then \
+		echo "OpenSSL's headers not found: installing Debian's libssl-dev and pkg-config"; \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends libssl-dev pkg-config; \
+	fi
+$(OHA): | openssl-dev
+	CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/tools cargo install --quiet --locked oha@1.16.0 \
+		--no-default-features --features native-tls --root $(TOOLS)/oha
+
+.PHONY: oha
+oha: $(OHA)
+
 # Release build with the bench extra (matplotlib); `make test` rebuilds in debug after.
 .PHONY: bench
-bench: $(DEPS_STAMP) redis-server wrk
+bench: $(DEPS_STAMP) redis-server wrk oha
 	$(BIN)/maturin develop --release --extras bench
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/overload.py
 	$(BIN)/python bench/ray_engine.py
 
 # The demo: data made by the generator, features applied and materialized into the

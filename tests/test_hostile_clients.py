@@ -394,6 +394,36 @@ def test_fallback_floods_are_shed_fast_and_native_requests_go_on(repo):
         server.stop()
 
 
+def test_reads_past_the_concurrency_limit_are_shed_at_once(repo):
+    _, _, redis = repo
+    server = serve(repo, "--max-concurrent-reads", "1", "--metrics")
+    held = threading.Thread(target=server.post, args=("/get-online-features", NATIVE_REQUEST))
+    try:
+        answered_normally(server)
+        # Redis holds every command: this read keeps the one place.
+        redis.client().execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        held.start()
+        time.sleep(0.3)
+        host, port = server.url.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        started = time.monotonic()
+        connection.request(
+            "POST", "/get-online-features", json.dumps(NATIVE_REQUEST),
+            {"Content-Type": "application/json"},
+        )  # fmt: skip
+        response = connection.getresponse()
+        assert response.status == 503
+        assert time.monotonic() - started < 0.5
+        assert response.getheader("Retry-After") == "1"
+        assert "--max-concurrent-reads" in feast_error(response.read())
+        held.join(timeout=30)
+        answered_normally(server)
+        assert metric(server, "feast_redis_rs_requests_refused_total", limit="overloaded") == 1
+    finally:
+        redis.client().execute_command("CLIENT", "UNPAUSE")
+        server.stop()
+
+
 def test_a_request_that_waits_too_long_for_feasts_app_is_shed_with_retry_after(repo):
     server = serve(
         repo, "--fallback-concurrency", "1", "--fallback-queue-timeout", "0.5"

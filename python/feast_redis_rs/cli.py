@@ -63,6 +63,9 @@ _LIMITS = [
      "Online requests for more entity rows x features are refused with 413."),
     ("--max-buffered-mb", "max_buffered_mb", int,
      "MiB of request bodies and answers all requests in flight may hold; past it, 503."),
+    ("--max-concurrent-reads", "max_concurrent_reads", int,
+     "Online requests read natively at once; past it, 503 with Retry-After (load "
+     "shedding: those answered keep their latency)."),
     ("--fallback-concurrency", "fallback_concurrency", int,
      "Requests Feast's app works on at once."),
     ("--fallback-queue", "fallback_queue", int,

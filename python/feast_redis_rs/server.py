@@ -63,6 +63,8 @@ class ServerOptions:
     """Requests for more entity rows x features are refused with 413."""
     max_buffered_mb: int = 1024
     """Bodies and answers of all requests in flight, together; past it, 503."""
+    max_concurrent_reads: int = 64
+    """Online requests read natively at once; past it, 503 (load shedding)."""
     workers: int = 2
     """Threads answering requests."""
     worker_connections: int = 1000

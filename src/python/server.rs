@@ -55,6 +55,8 @@ struct PyServerOptions {
     #[pyo3(attribute)]
     max_buffered_mb: usize,
     #[pyo3(attribute)]
+    max_concurrent_reads: usize,
+    #[pyo3(attribute)]
     workers: usize,
     #[pyo3(attribute)]
     worker_connections: usize,
@@ -102,6 +104,7 @@ impl PyServerOptions {
             ("--max-entity-rows", self.max_entity_rows),
             ("--max-values-per-request", self.max_values_per_request),
             ("--worker-connections", self.worker_connections),
+            ("--max-concurrent-reads", self.max_concurrent_reads),
             ("--fallback-concurrency", self.fallback_concurrency),
             ("--workers", self.workers),
         ] {
@@ -136,6 +139,7 @@ impl PyServerOptions {
                 max_cells: self.max_values_per_request,
             },
             max_buffered_bytes,
+            max_concurrent_reads: self.max_concurrent_reads,
             workers: self.workers,
             max_connections: self.worker_connections,
             timeouts: Timeouts {

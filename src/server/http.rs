@@ -73,6 +73,9 @@ pub struct ServerOptions {
     pub limits: RequestLimits,
     /// Bytes of bodies and answers all requests in flight may hold together.
     pub max_buffered_bytes: usize,
+    /// Online requests read natively at once; past this, 503 at once (load shedding:
+    /// the ones answered keep their latency).
+    pub max_concurrent_reads: usize,
     pub workers: usize,
     /// Open client connections.
     pub max_connections: usize,
@@ -152,6 +155,7 @@ pub struct Server {
     metrics: Metrics,
     log: Log,
     fallback: Box<dyn Fallback>,
+    read_places: Semaphore,
     fallback_places: Arc<Semaphore>,
     fallback_waiting: AtomicUsize,
     next_fallback: AtomicU64,
@@ -347,6 +351,7 @@ impl Server {
             metrics: Metrics::new(routes),
             log: Log::to_stderr(),
             fallback,
+            read_places: Semaphore::new(options.max_concurrent_reads.max(1)),
             fallback_places: Arc::new(Semaphore::new(options.fallback.concurrency.max(1))),
             fallback_waiting: AtomicUsize::new(0),
             next_fallback: AtomicU64::new(0),
@@ -706,7 +711,18 @@ impl Server {
                     Ok(read) => read,
                     Err(response) => return response,
                 };
-                match self.online(&body, reservation).await {
+                // A place is taken once the body is in: a slow client holds none.
+                let native = match self.read_places.try_acquire() {
+                    Ok(_place) => self.online(&body, reservation).await,
+                    Err(_) => {
+                        self.metrics.refused(Refused::Overloaded);
+                        return shed(&format!(
+                            "the server is reading {} requests already (--max-concurrent-reads): retry shortly",
+                            self.options.max_concurrent_reads
+                        ));
+                    }
+                };
+                match native {
                     Some(response) => response,
                     None => self.fall_back(parts, body, peer, scheme).await,
                 }

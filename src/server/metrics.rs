@@ -36,17 +36,19 @@ pub enum Refused {
     TooManyRows,
     TooManyCells,
     MemoryBudget,
+    Overloaded,
     FallbackQueueFull,
     FallbackQueueTimeout,
 }
 
 impl Refused {
-    const ALL: [Refused; 7] = [
+    const ALL: [Refused; 8] = [
         Refused::BodyTooLarge,
         Refused::BodyTimeout,
         Refused::TooManyRows,
         Refused::TooManyCells,
         Refused::MemoryBudget,
+        Refused::Overloaded,
         Refused::FallbackQueueFull,
         Refused::FallbackQueueTimeout,
     ];
@@ -58,6 +60,7 @@ impl Refused {
             Refused::TooManyRows => "too_many_rows",
             Refused::TooManyCells => "too_many_cells",
             Refused::MemoryBudget => "memory_budget",
+            Refused::Overloaded => "overloaded",
             Refused::FallbackQueueFull => "fallback_queue_full",
             Refused::FallbackQueueTimeout => "fallback_queue_timeout",
         }
