@@ -16,16 +16,13 @@ import platform
 import subprocess
 import sys
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from serve import body, start, stop, write_yaml  # noqa: E402  (bench/serve.py)
+from serve import body, served_repo, start, stop  # noqa: E402  (bench/serve.py)
 
-from bench import EVENT_TIME, feature_store, make_data  # noqa: E402  (bench/bench.py)
-from feast_redis_rs import RedisOnlineStoreConfig  # noqa: E402
 from tests.redis_servers import start_redis  # noqa: E402
 
 OHA = Path(os.environ.get("OHA", ROOT / ".tools" / "oha" / "bin" / "oha"))
@@ -122,23 +119,7 @@ def main() -> None:
         redis = start_redis(tmp_path / "redis")
         pin(redis.process.pid)
         try:
-            data_dir = tmp_path / "data"
-            data_dir.mkdir()
-            zips, applicants = make_data(data_dir, zipcodes, applicants_n)
-            repo = tmp_path / "repo"
-            store = feature_store(
-                repo,
-                RedisOnlineStoreConfig(connection_string=redis.address),
-                data_dir,
-                batch_engine={"type": "feast_redis_rs.RedisComputeEngine"},
-            )
-            store.materialize(EVENT_TIME - timedelta(days=1), EVENT_TIME + timedelta(days=1))
-            write_yaml(repo, "stock.yaml", {"type": "redis", "connection_string": redis.address})
-            write_yaml(
-                repo,
-                "ours.yaml",
-                {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis.address},
-            )
+            repo, zips, applicants = served_repo(tmp_path, redis.address, zipcodes, applicants_n)
             for rows in args.rows:
                 request = body(zips, applicants, rows, 0)
                 # One server at a time: the other would take CPU from the one measured.

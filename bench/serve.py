@@ -128,6 +128,32 @@ def body(zips, applicants, rows: int, offset: int) -> bytes:
     ).encode()
 
 
+def served_repo(
+    workdir: Path, redis_address: str, zipcodes: int, applicants: int
+) -> tuple[Path, list, list]:
+    """The bench's loan-shaped data materialized into the Redis at `redis_address`, and a
+    repo under `workdir` with `stock.yaml` (Feast's store) and `ours.yaml` (this one).
+    Returns the repo, its zipcodes and its applicants."""
+    data_dir = workdir / "data"
+    data_dir.mkdir()
+    zips, applicant_ids = make_data(data_dir, zipcodes, applicants)
+    repo = workdir / "repo"
+    store = feature_store(
+        repo,
+        RedisOnlineStoreConfig(connection_string=redis_address),
+        data_dir,
+        batch_engine={"type": "feast_redis_rs.RedisComputeEngine"},
+    )
+    store.materialize(EVENT_TIME - timedelta(days=1), EVENT_TIME + timedelta(days=1))
+    write_yaml(repo, "stock.yaml", {"type": "redis", "connection_string": redis_address})
+    write_yaml(
+        repo,
+        "ours.yaml",
+        {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis_address},
+    )
+    return repo, zips, applicant_ids
+
+
 def start(command: str, repo: Path, yaml_name: str, log: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
@@ -240,23 +266,7 @@ def main() -> None:
         server = start_redis(tmp_path / "redis")
         processes = []
         try:
-            data_dir = tmp_path / "data"
-            data_dir.mkdir()
-            zips, applicants = make_data(data_dir, zipcodes, applicants_n)
-            repo = tmp_path / "repo"
-            store = feature_store(
-                repo,
-                RedisOnlineStoreConfig(connection_string=server.address),
-                data_dir,
-                batch_engine={"type": "feast_redis_rs.RedisComputeEngine"},
-            )
-            store.materialize(EVENT_TIME - timedelta(days=1), EVENT_TIME + timedelta(days=1))
-            write_yaml(repo, "stock.yaml", {"type": "redis", "connection_string": server.address})
-            write_yaml(
-                repo,
-                "ours.yaml",
-                {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": server.address},
-            )
+            repo, zips, applicants = served_repo(tmp_path, server.address, zipcodes, applicants_n)
             ports = {}
             for index, (name, (command, yaml_name)) in enumerate(SERVERS.items()):
                 process, port = start(command, repo, yaml_name, tmp_path / f"server-{index}.log")

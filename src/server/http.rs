@@ -828,13 +828,12 @@ impl Server {
         if !reservation.grow(resolved.estimated_bytes()) {
             return Some(over_budget());
         }
-        let mut answer_reservation = reservation;
-        let answered = online::answer(&self.client, &resolved, |bytes| answer_reservation.grow(bytes)).await;
+        let answered = online::answer(&self.client, &resolved, |bytes| reservation.grow(bytes)).await;
         match answered {
             Ok(Some(Answer::Json(json))) => Some(respond(
                 StatusCode::OK,
                 "application/json",
-                answer_reservation.hold(json.into_bytes()),
+                reservation.hold(json.into_bytes()),
             )),
             Ok(Some(Answer::Unsupported)) => None,
             Ok(None) => Some(over_budget()),
