@@ -394,31 +394,77 @@ def test_fallback_floods_are_shed_fast_and_native_requests_go_on(repo):
         server.stop()
 
 
-def test_reads_past_the_concurrency_limit_are_shed_at_once(repo):
+def post_native(server) -> tuple[int, str, str | None, float]:
+    """Status, body, Retry-After and seconds taken of one native read."""
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    started = time.monotonic()
+    connection.request(
+        "POST", "/get-online-features", json.dumps(NATIVE_REQUEST),
+        {"Content-Type": "application/json"},
+    )  # fmt: skip
+    response = connection.getresponse()
+    body = response.read().decode()
+    return response.status, body, response.getheader("Retry-After"), time.monotonic() - started
+
+
+def test_reads_past_the_queue_are_shed_at_once_and_overload_sheds_the_waiting(repo):
     _, _, redis = repo
     server = serve(repo, "--max-concurrent-reads", "1", "--metrics")
     held = threading.Thread(target=server.post, args=("/get-online-features", NATIVE_REQUEST))
+    waiting: list[tuple] = []
+    waiter = threading.Thread(target=lambda: waiting.append(post_native(server)))
     try:
         answered_normally(server)
         # Redis holds every command: this read keeps the one place.
-        redis.client().execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        redis.client().execute_command("CLIENT", "PAUSE", "2000", "ALL")
         held.start()
         time.sleep(0.3)
-        host, port = server.url.removeprefix("http://").split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=10)
-        started = time.monotonic()
-        connection.request(
-            "POST", "/get-online-features", json.dumps(NATIVE_REQUEST),
-            {"Content-Type": "application/json"},
-        )  # fmt: skip
-        response = connection.getresponse()
-        assert response.status == 503
-        assert time.monotonic() - started < 0.5
-        assert response.getheader("Retry-After") == "1"
-        assert "--max-concurrent-reads" in feast_error(response.read())
+        waiter.start()  # the one place in the queue
+        time.sleep(0.2)
+        status, body, retry_after, seconds = post_native(server)
+        assert (status, retry_after) == (503, "1")
+        assert seconds < 0.5
+        assert "--max-concurrent-reads" in feast_error(body)
+        # More than the queue holds is overload: the waiting read is shed, soon.
+        waiter.join(timeout=5)
+        status, body, retry_after, seconds = waiting[0]
+        assert (status, retry_after) == (503, "1")
+        assert seconds < 0.5 + 0.5, "shed once overload began, not after the quiet wait"
+        assert "--read-queue-timeout" in feast_error(body)
         held.join(timeout=30)
         answered_normally(server)
-        assert metric(server, "feast_redis_rs_requests_refused_total", limit="overloaded") == 1
+        assert metric(server, "feast_redis_rs_requests_refused_total", limit="overloaded") == 2
+    finally:
+        redis.client().execute_command("CLIENT", "UNPAUSE")
+        server.stop()
+
+
+def test_a_read_waiting_for_a_place_is_answered_in_turn_or_shed_after_a_second(repo):
+    _, _, redis = repo
+    server = serve(repo, "--max-concurrent-reads", "1")
+    try:
+        answered_normally(server)
+        # The place is held for 0.5 s: the next read waits, then is answered.
+        redis.client().execute_command("CLIENT", "PAUSE", "500", "ALL")
+        held = threading.Thread(target=server.post, args=("/get-online-features", NATIVE_REQUEST))
+        held.start()
+        time.sleep(0.1)
+        status, _, _, seconds = post_native(server)
+        assert status == 200
+        assert 0.2 < seconds < 1.0
+        held.join(timeout=30)
+        # Held for 2.5 s: the waiting read is shed after a second.
+        redis.client().execute_command("CLIENT", "PAUSE", "2500", "ALL")
+        held = threading.Thread(target=server.post, args=("/get-online-features", NATIVE_REQUEST))
+        held.start()
+        time.sleep(0.1)
+        status, body, retry_after, seconds = post_native(server)
+        assert (status, retry_after) == (503, "1")
+        assert 0.9 < seconds < 1.6
+        assert "waited" in feast_error(body)
+        held.join(timeout=30)
+        answered_normally(server)
     finally:
         redis.client().execute_command("CLIENT", "UNPAUSE")
         server.stop()

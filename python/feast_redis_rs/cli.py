@@ -64,8 +64,13 @@ _LIMITS = [
     ("--max-buffered-mb", "max_buffered_mb", int,
      "MiB of request bodies and answers all requests in flight may hold; past it, 503."),
     ("--max-concurrent-reads", "max_concurrent_reads", int,
-     "Online requests read natively at once; past it, 503 with Retry-After (load "
-     "shedding: those answered keep their latency)."),
+     "Online requests read natively at once at most (fewer while reads queue on the "
+     "CPU or Redis: the number adapts), and waiting for a place at most; one more "
+     "is refused with 503 and Retry-After, and begins overload."),
+    ("--read-queue-timeout", "read_queue_timeout", float,
+     "Under overload, seconds an online request may wait for a place (the newest "
+     "waiting is served first); then 503 with Retry-After. Otherwise it waits its "
+     "turn for up to a second."),
     ("--fallback-concurrency", "fallback_concurrency", int,
      "Requests Feast's app works on at once."),
     ("--fallback-queue", "fallback_queue", int,

@@ -64,7 +64,11 @@ class ServerOptions:
     max_buffered_mb: int = 1024
     """Bodies and answers of all requests in flight, together; past it, 503."""
     max_concurrent_reads: int = 64
-    """Online requests read natively at once; past it, 503 (load shedding)."""
+    """Online requests read natively at once at most (the number adapts to the load
+    under it), and waiting at most; past it, 503 and overload."""
+    read_queue_timeout: float = 0.001
+    """Under overload, seconds an online request may wait to be read; then 503 (load
+    shedding: what is answered keeps its latency)."""
     workers: int = 2
     """Threads answering requests."""
     worker_connections: int = 1000

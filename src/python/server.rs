@@ -57,6 +57,8 @@ struct PyServerOptions {
     #[pyo3(attribute)]
     max_concurrent_reads: usize,
     #[pyo3(attribute)]
+    read_queue_timeout: f64,
+    #[pyo3(attribute)]
     workers: usize,
     #[pyo3(attribute)]
     worker_connections: usize,
@@ -140,6 +142,7 @@ impl PyServerOptions {
             },
             max_buffered_bytes,
             max_concurrent_reads: self.max_concurrent_reads,
+            read_queue_timeout: seconds("--read-queue-timeout", self.read_queue_timeout)?,
             workers: self.workers,
             max_connections: self.worker_connections,
             timeouts: Timeouts {

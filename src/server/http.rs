@@ -30,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::admission::{Admission, Shed};
 use super::budget::{MemoryBudget, Reservation};
 use super::connection::{Closed, ConnState, Connections, TimedIo, Timeouts};
 use super::log::Log;
@@ -73,9 +74,12 @@ pub struct ServerOptions {
     pub limits: RequestLimits,
     /// Bytes of bodies and answers all requests in flight may hold together.
     pub max_buffered_bytes: usize,
-    /// Online requests read natively at once; past this, 503 at once (load shedding:
-    /// the ones answered keep their latency).
+    /// Online requests read natively at once at most (the limit adapts under it), and
+    /// waiting for a place at most; past that, 503 at once.
     pub max_concurrent_reads: usize,
+    /// Under sustained overload, how long a read may wait for a place before a 503
+    /// (load shedding: the ones answered keep their latency).
+    pub read_queue_timeout: Duration,
     pub workers: usize,
     /// Open client connections.
     pub max_connections: usize,
@@ -155,7 +159,7 @@ pub struct Server {
     metrics: Metrics,
     log: Log,
     fallback: Box<dyn Fallback>,
-    read_places: Semaphore,
+    reads: Admission,
     fallback_places: Arc<Semaphore>,
     fallback_waiting: AtomicUsize,
     next_fallback: AtomicU64,
@@ -351,7 +355,11 @@ impl Server {
             metrics: Metrics::new(routes),
             log: Log::to_stderr(),
             fallback,
-            read_places: Semaphore::new(options.max_concurrent_reads.max(1)),
+            reads: Admission::new(
+                options.max_concurrent_reads,
+                options.workers,
+                options.read_queue_timeout,
+            ),
             fallback_places: Arc::new(Semaphore::new(options.fallback.concurrency.max(1))),
             fallback_waiting: AtomicUsize::new(0),
             next_fallback: AtomicU64::new(0),
@@ -667,9 +675,12 @@ impl Server {
     }
 
     fn render_metrics(&self) -> Answered {
+        let (reads_in_service, read_limit) = self.reads.in_service();
         let gauges = Gauges {
             connections_open: self.connections.len(),
             log_lines_dropped: self.log.dropped(),
+            reads_in_service,
+            read_limit,
         };
         respond(
             StatusCode::OK,
@@ -712,14 +723,20 @@ impl Server {
                     Err(response) => return response,
                 };
                 // A place is taken once the body is in: a slow client holds none.
-                let native = match self.read_places.try_acquire() {
+                let native = match self.reads.enter().await {
                     Ok(_place) => self.online(&body, reservation).await,
-                    Err(_) => {
+                    Err(why) => {
                         self.metrics.refused(Refused::Overloaded);
-                        return shed(&format!(
-                            "the server is reading {} requests already (--max-concurrent-reads): retry shortly",
-                            self.options.max_concurrent_reads
-                        ));
+                        return shed(&match why {
+                            Shed::QueueFull => format!(
+                                "the server has {} requests waiting to be read already (--max-concurrent-reads): retry shortly",
+                                self.options.max_concurrent_reads
+                            ),
+                            Shed::Waited(waited) => format!(
+                                "the request waited {:.1} ms for a read in service to end (--max-concurrent-reads; under overload --read-queue-timeout): retry shortly",
+                                waited.as_secs_f64() * 1e3
+                            ),
+                        });
                     }
                 };
                 match native {

@@ -71,6 +71,8 @@ impl Refused {
 pub struct Gauges {
     pub connections_open: usize,
     pub log_lines_dropped: u64,
+    pub reads_in_service: usize,
+    pub read_limit: usize,
 }
 
 pub struct Metrics {
@@ -289,6 +291,20 @@ impl Metrics {
             "gauge",
             "Client connections open.",
             gauges.connections_open,
+        );
+        single(
+            &mut out,
+            "reads_in_service",
+            "gauge",
+            "Online requests being read natively.",
+            gauges.reads_in_service,
+        );
+        single(
+            &mut out,
+            "read_limit",
+            "gauge",
+            "Online requests that may be read natively at once now (adapts to the load, up to --max-concurrent-reads).",
+            gauges.read_limit,
         );
         out
     }

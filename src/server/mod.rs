@@ -3,6 +3,7 @@
 //! are parsed, read from Redis and answered as JSON without Python, and whatever this
 //! server does not answer itself goes to Feast's own app through a `Fallback`.
 
+mod admission;
 mod budget;
 mod connection;
 mod http;
