@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 export PYO3_PYTHON := $(abspath $(PYTHON))
 
 DEPS_STAMP := $(VENV)/.deps-installed
-PY_SOURCES := python tests packaging_tests bench loan_demo feature_repo examples infra run.py credit_model.py streamlit_app.py
+PY_SOURCES := python tests tools packaging_tests bench loan_demo feature_repo examples infra run.py credit_model.py streamlit_app.py
 DEMO_DATA := data/loan_table.parquet data/zipcode_table.parquet data/credit_history.parquet
 
 .PHONY: help
@@ -29,6 +29,7 @@ help:
 	@echo "make wheel       the release artifacts in dist/: a manylinux_2_17 abi3 wheel and the sdist"
 	@echo "make test-wheel  install both into fresh virtualenvs (the wheel without Rust) and run Feast"
 	@echo "make soak        the soak test for 10 minutes (make test runs it for 20 s)"
+	@echo "make test-feast-versions  the compatibility suites under every Feast from 0.60 to 0.67"
 	@echo "make lint        ruff, cargo fmt --check, cargo clippy -D warnings, stubtest of _native.pyi"
 	@echo "make lint-infra  cfn-lint, the cfn-guard policy rules and shellcheck on infra/"
 	@echo "make data        the demo's parquet files in data/ (infra/deploy.sh uploads them)"
@@ -160,6 +161,19 @@ lint-infra: infra-tools
 
 .PHONY: test
 test: lint test-rust test-python
+
+# Every supported Feast release, each in a virtualenv of its own (kept in FEAST_VENVS,
+# outside the clone if you like): the compatibility suites against that release's own
+# Redis store and `feast serve` (tools/feast_versions.py). FEAST_VERSIONS picks some:
+# `oldest`, `newest`, `0.63.0`... (CI runs the oldest; `make test` is the newest).
+export FEAST_VENVS ?= $(CURDIR)/.feast-venvs
+FEAST_VERSIONS ?= all
+VERSIONS_WHEEL := $(CARGO_TARGET_DIR)/feast-versions-wheel
+.PHONY: test-feast-versions
+test-feast-versions: build-dev redis-server chromium java
+	rm -rf $(VERSIONS_WHEEL)
+	$(BIN)/maturin build --out $(VERSIONS_WHEEL)
+	$(PYTHON) tools/feast_versions.py --wheel $(VERSIONS_WHEEL)/*.whl --versions $(FEAST_VERSIONS)
 
 # The soak of `make test` for ten minutes instead of 20 seconds.
 .PHONY: soak

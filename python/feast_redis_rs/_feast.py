@@ -1,11 +1,14 @@
-"""Everything this package takes from Feast's private API, in one place: a Feast upgrade
-that renames or reshapes one of these is fixed here (as orjson keeps CPython's details
-in one module).
+"""Everything this package takes from Feast's private API, and everything that differs
+between the Feast releases it supports, in one place: a Feast upgrade that renames or
+reshapes one of these is fixed here (as orjson keeps CPython's details in one module).
+
+Each supported release (``SUPPORTED``) is matched byte for byte: what differs between
+them is chosen once, at import, from ``feast.__version__``.
 
 Beside these, the package overrides hooks of Feast's classes that carry a leading
 underscore: ``RedisOnlineStore._get_client`` (Feast's ``precompute_feature_service``
 scans entities through it), ``OnlineStore._read_features_per_fv[_async]`` (the proto
-path of ``get_online_features``), ``LocalComputeEngine._materialize_one``,
+path of ``get_online_features``, from Feast 0.64), ``LocalComputeEngine._materialize_one``,
 ``RayComputeEngine._materialize_one`` and ``SparkComputeEngine._materialize_one`` (with
 its ``_get_feature_view_spark_session``); and ``ray_engine`` and ``spark_engine`` swap
 the class of the write nodes Feast's ``RayFeatureBuilder`` and ``SparkFeatureBuilder``
@@ -14,10 +17,16 @@ build.
 
 from __future__ import annotations
 
+import inspect
+import re
+import threading
+import warnings
+from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import feast
 import pyarrow as pa
-from feast import metrics, utils
+from feast import utils
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -29,6 +38,56 @@ if TYPE_CHECKING:
     from feast.infra.compute_engines.local.compute import LocalComputeEngine
     from feast.infra.offline_stores.offline_store import OfflineStore
     from feast.infra.registry.base_registry import BaseRegistry
+    from feast.online_response import OnlineResponse
+
+SUPPORTED = ((0, 60), (0, 67))
+"""The oldest and the newest Feast minor release tested (``make test-feast-versions``)."""
+
+
+def _release(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None:
+        raise ImportError(f"feast-redis-rs cannot read Feast's version {version!r}")
+    return int(match[1]), int(match[2])
+
+
+FEAST = _release(feast.__version__)
+_SUPPORTED_TEXT = "Feast {}.{} to {}.{}".format(*SUPPORTED[0], *SUPPORTED[1])
+if FEAST < SUPPORTED[0]:
+    raise ImportError(
+        f"feast-redis-rs supports {_SUPPORTED_TEXT}; Feast {feast.__version__} is "
+        f"installed: pip install 'feast[redis]>={SUPPORTED[0][0]}.{SUPPORTED[0][1]},"
+        f"<{SUPPORTED[1][0]}.{SUPPORTED[1][1] + 1}'"
+    )
+if FEAST > SUPPORTED[1]:
+    warnings.warn(
+        f"feast-redis-rs is tested with {_SUPPORTED_TEXT}; Feast {feast.__version__} is "
+        "newer: it runs, but what this Feast stores may differ from what the store "
+        "writes until a feast-redis-rs release tests it",
+        stacklevel=2,
+    )
+
+if FEAST >= (0, 67):
+    from feast.infra.online_stores.redis import RedisClient
+else:
+
+    class RedisClient(str, Enum):  # type: ignore[no-redef]
+        """Feast 0.67's ``client`` choice of the Redis store, which its config accepts
+        (and this store ignores) on every release."""
+
+        redis = "redis"
+        glide = "glide"
+
+
+VERSIONED_VIEWS = FEAST >= (0, 63)
+"""Views stored under ``{name}_v{N}`` with ``enable_online_feature_view_versioning``."""
+VERSIONED_READS_CHECKED = FEAST >= (0, 62)
+"""Feast refuses versioned reads (``fv@v2``) on stores that do not support them."""
+VERSION_METADATA = FEAST >= (0, 62)
+"""``get_online_features`` takes ``include_feature_view_version_metadata``."""
+IN_BATCH_ORDERING = FEAST >= (0, 66)
+"""A written row must also be newer than earlier rows of its batch for the same entity
+(before, each row was checked against what was stored before the batch only)."""
 
 
 class RequestContext(NamedTuple):
@@ -46,6 +105,48 @@ class RequestContext(NamedTuple):
     entityless_case: bool
 
 
+_contexts: dict[tuple, tuple] = {}
+_contexts_registry: list[Any] = [None]
+_contexts_lock = threading.Lock()
+
+
+def _context_before_0_64(
+    registry: BaseRegistry,
+    project: str,
+    features: list[str] | FeatureService,
+    full_feature_names: bool,
+) -> tuple:
+    """Feast's resolution before 0.64, which did not cache it: cached here as 0.64 does,
+    until Feast's registry cache refreshes (so plans keyed on ``grouped_refs`` hold)."""
+    from feast import FeatureService
+
+    key = (
+        ("__fs__", features.name) if isinstance(features, FeatureService) else tuple(features),
+        project,
+        full_feature_names,
+    )
+    created = getattr(registry, "cached_registry_proto_created", None)
+    is_cache_valid = getattr(registry, "is_cache_valid", None)
+    cacheable = created is not None and callable(is_cache_valid) and is_cache_valid()
+    if cacheable:
+        with _contexts_lock:
+            if _contexts_registry[0] != created:
+                _contexts.clear()
+                _contexts_registry[0] = created
+            elif key in _contexts:
+                return _contexts[key]
+    context = list(
+        utils._get_online_request_context(registry, project, features, full_feature_names)
+    )
+    context[6] = frozenset(context[6])
+    resolved = tuple(context)
+    if cacheable:
+        with _contexts_lock:
+            if _contexts_registry[0] == created:
+                _contexts[key] = resolved
+    return resolved
+
+
 def request_context(
     registry: BaseRegistry,
     project: str,
@@ -54,9 +155,13 @@ def request_context(
 ) -> RequestContext:
     """Feast's resolution of ``features``; its ``grouped_refs`` stay the same object
     until Feast's registry cache refreshes."""
-    return RequestContext._make(
-        utils._get_cached_request_context(registry, project, features, full_feature_names)
-    )
+    if FEAST >= (0, 64):
+        resolved = utils._get_cached_request_context(
+            registry, project, features, full_feature_names
+        )
+    else:
+        resolved = _context_before_0_64(registry, project, features, full_feature_names)
+    return RequestContext._make(resolved)
 
 
 def table_entity_values(
@@ -71,18 +176,88 @@ def table_entity_values(
 
 def feature_status_metrics_on() -> bool:
     """Whether Feast records its online feature-status metrics (its metrics server runs
-    with them); when not, a read skips counting them."""
+    with them; Feast 0.63 on); when not, a read skips counting them."""
+    if FEAST < (0, 63):
+        return False
+    from feast import metrics
+
     return bool(metrics._config.online_features)
 
 
+def store_read_metrics_on() -> bool:
+    """Whether Feast times its online store reads (Feast 0.62 on)."""
+    if FEAST < (0, 62):
+        return False
+    from feast import metrics
+
+    return bool(metrics._config.online_features)
+
+
+def record_store_read(seconds: float) -> None:
+    """What Feast's own ``get_online_features`` records around its read."""
+    from feast.metrics import track_online_store_read
+
+    track_online_store_read(seconds)
+
+
+def record_feature_statuses(counts: list[tuple[str, int, int]]) -> None:
+    """Feast's feature-status metrics, as its own response building records them; a
+    metrics failure never fails a read."""
+    from feast.metrics import track_feature_statuses
+
+    try:
+        for name, present, not_found in counts:
+            track_feature_statuses(name, present, not_found)
+    except Exception:
+        pass
+
+
 def feature_types(grouped_refs: list) -> dict[str, ValueType]:
-    """The ValueType of each requested feature, by plain and prefixed name."""
+    """The ValueType of each requested feature, by plain and prefixed name, as Feast's
+    ``OnlineResponse`` takes them (from 0.62; before, it takes none)."""
+    if FEAST < (0, 62):
+        return {}
     return OnlineStore._build_feature_types(grouped_refs)
 
 
+def versioned_name(table: FeatureView, config: RepoConfig) -> str:
+    """The name a view's fields and ``_ts`` are stored under."""
+    if not VERSIONED_VIEWS:
+        return table.name
+    from feast.infra.online_stores.helpers import compute_versioned_name
+
+    return compute_versioned_name(table, config.registry.enable_online_feature_view_versioning)
+
+
+def stock_get_online_features(
+    store: OnlineStore,
+    config: RepoConfig,
+    features: list[str] | FeatureService,
+    entity_rows: Any,
+    registry: BaseRegistry,
+    project: str,
+    full_feature_names: bool,
+    include_feature_view_version_metadata: bool,
+) -> OnlineResponse:
+    """Feast's own ``get_online_features`` flow, reading through ``store``: the base
+    store's (Feast 0.63's Redis store overrides it with redis-py calls of its own; its
+    answers are the base flow's)."""
+    arguments = [config, features, entity_rows, registry, project, full_feature_names]
+    if VERSION_METADATA:
+        arguments.append(include_feature_view_version_metadata)
+    elif include_feature_view_version_metadata:
+        raise ValueError(
+            f"include_feature_view_version_metadata needs Feast 0.62 or later; "
+            f"Feast {feast.__version__} is installed"
+        )
+    return OnlineStore.get_online_features(store, *arguments)
+
+
 def check_versioned_read_support(store: OnlineStore, grouped_refs: list) -> None:
-    """Feast's refusal of versioned reads where the store does not support them."""
-    store._check_versioned_read_support(grouped_refs)
+    """Feast's refusal of versioned reads where the store does not support them (none
+    before 0.62)."""
+    if VERSIONED_READS_CHECKED:
+        store._check_versioned_read_support(grouped_refs)
 
 
 def populate_result_rows(
@@ -109,6 +284,13 @@ def local_backend(engine: LocalComputeEngine, context: ExecutionContext) -> Any:
     return engine._get_backend(context)
 
 
+def file_source_credentials(source: Any) -> Any:
+    """The credentials a ``FileSource`` reads its files with (Feast 0.66 on: before,
+    none)."""
+    resolve = getattr(source, "resolve_credentials", None)
+    return resolve() if resolve is not None else None
+
+
 def online_store_of(store: FeatureStore) -> OnlineStore:
     """The online store object a FeatureStore reads through."""
     return store._get_provider().online_store
@@ -122,7 +304,10 @@ def feature_view_from_proto(serialized: bytes) -> FeatureView:
 
     proto = FeatureViewProto()
     proto.ParseFromString(serialized)
-    return FeatureView.from_proto(proto, skip_udf=True)
+    if "skip_udf" in inspect.signature(FeatureView.from_proto).parameters:
+        return FeatureView.from_proto(proto, skip_udf=True)
+    # Before Feast 0.63 a view comes with its UDF, if it has one (deserialized by dill).
+    return FeatureView.from_proto(proto)
 
 
 def offline_store_of(repo_config: RepoConfig) -> OfflineStore:

@@ -107,7 +107,7 @@ class ParquetScan:
             and isinstance(source, FileSource)
             and isinstance(source.file_format, (ParquetFormat, type(None)))
             and not source.file_options.s3_endpoint_override
-            and not source.resolve_credentials()
+            and not _feast.file_source_credentials(source)
             and info.join_keys
             and info.feature_cols
             and start

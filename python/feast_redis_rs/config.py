@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any, Literal
 
-from feast.infra.online_stores.redis import RedisClient, RedisType
+from feast.infra.online_stores.redis import RedisType
 from feast.repo_config import FeastConfigBaseModel
 from pydantic import (
     ConfigDict,
@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from feast_redis_rs import _native
+from feast_redis_rs import _feast, _native
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PASSWORD = re.compile(r"(password\s*=)[^,]*")
@@ -41,7 +41,7 @@ class RedisOnlineStoreConfig(FeastConfigBaseModel):
     redis_type: RedisType = RedisType.redis
     """``redis`` (one server), ``redis_cluster`` or ``redis_sentinel``"""
 
-    client: RedisClient = RedisClient.redis
+    client: _feast.RedisClient = _feast.RedisClient.redis
     """Accepted for compatibility with Feast's config; every command goes through this
     store's Rust client whatever it says."""
 

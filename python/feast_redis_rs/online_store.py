@@ -12,7 +12,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from operator import itemgetter
 from typing import Any
@@ -23,7 +23,6 @@ from feast import Entity, FeatureService, FeatureView, RepoConfig
 from feast.infra.online_stores.redis import RedisOnlineStore as StockRedisOnlineStore
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.infra.supported_async_methods import SupportedAsyncMethods
-from feast.metrics import track_feature_statuses, track_online_store_read
 from feast.online_response import OnlineResponse
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import RepeatedValue
@@ -117,18 +116,17 @@ class RedisOnlineStore(StockRedisOnlineStore):
         """
         client = self._get_client(config.online_store)
         plan = self._plans.view(config, table)
-        rows_left = iter(data)
-        while chunk := list(itertools.islice(rows_left, config.online_store.write_batch_size)):
-            rows = [
-                (
-                    entity_key.SerializeToString(),
-                    list(values),
-                    [value.SerializeToString() for value in values.values()],
-                    event_time_micros(event_time),
-                )
-                for entity_key, values, event_time, _ in chunk
-            ]
-            client.write(plan, rows)
+        rows = (
+            (
+                entity_key.SerializeToString(),
+                list(values),
+                [value.SerializeToString() for value in values.values()],
+                event_time_micros(event_time),
+            )
+            for entity_key, values, event_time, _ in data
+        )
+        for chunk in _write_chunks(rows, config.online_store.write_batch_size):
+            client.write(plan, chunk)
             if progress:
                 progress(len(chunk))
 
@@ -159,22 +157,19 @@ class RedisOnlineStore(StockRedisOnlineStore):
         _check_event_times(table, data)
         client = self._get_client(config.online_store)
         plan = self._plans.view(config, table)
-        batch_size = config.online_store.write_batch_size
-        batches = data.to_batches(batch_size) if isinstance(data, pa.Table) else [data]
-        for batch in batches:
-            for start in range(0, batch.num_rows, batch_size):
-                chunk = batch.slice(start, batch_size)
-                if client.write_arrow(plan, chunk) is None:
-                    logger.info(
-                        "write_arrow: a column of %s is not of the Arrow type its dtype maps "
-                        "to (e.g. int64 held as float64): converting it as Feast does",
-                        table.name,
-                    )
-                    join_keys = {c.name: c.dtype.to_value_type() for c in table.entity_columns}
-                    rows = _feast.arrow_to_rows(chunk, table, join_keys)
-                    self.online_write_batch(config, table, rows, None)
-                if progress:
-                    progress(chunk.num_rows)
+        join_keys = {c.name: c.dtype.to_value_type() for c in table.entity_columns}
+        size = config.online_store.write_batch_size
+        for chunk in _arrow_chunks(data, list(join_keys), size):
+            if client.write_arrow(plan, chunk) is None:
+                logger.info(
+                    "write_arrow: a column of %s is not of the Arrow type its dtype maps "
+                    "to (e.g. int64 held as float64): converting it as Feast does",
+                    table.name,
+                )
+                rows = _feast.arrow_to_rows(chunk, table, join_keys)
+                self.online_write_batch(config, table, rows, None)
+            if progress:
+                progress(chunk.num_rows)
 
     async def online_write_batch_async(
         self,
@@ -263,7 +258,8 @@ class RedisOnlineStore(StockRedisOnlineStore):
         )
         if response is not None:
             return response
-        return super().get_online_features(
+        return _feast.stock_get_online_features(
+            self,
             config,
             features,
             entity_rows,
@@ -324,18 +320,19 @@ class RedisOnlineStore(StockRedisOnlineStore):
         route = plan.route(context.join_keys, context.entity_name_to_join_key_map, tuple(columns))
         if route is None:
             return None
-        metrics_on = _feast.feature_status_metrics_on()
-        started = time.monotonic() if metrics_on else 0.0
+        statuses_on = _feast.feature_status_metrics_on()
+        timed = _feast.store_read_metrics_on()
+        started = time.monotonic() if timed else 0.0
         answer = client.read_columnar(
             [view.plan for view in plan.views],
             [[columns[name] for name in sources] for sources in route.view_sources],
         )
         if answer is None:
             return None
-        if metrics_on:
-            # What Feast's own get_online_features records around its read.
-            track_online_store_read(time.monotonic() - started)
-            _track_feature_statuses(plan.feature_counts(rows.pop()))
+        if timed:
+            _feast.record_store_read(time.monotonic() - started)
+        if statuses_on:
+            _feast.record_feature_statuses(plan.feature_counts(rows.pop()))
         join_key_values = {name: columns[name] for name in route.join_key_columns}
         return ArrowOnlineResponse(
             entity_columns=join_key_values,
@@ -395,7 +392,7 @@ class RedisOnlineStore(StockRedisOnlineStore):
             entry.version = version
         online_features_response.MergeFromString(client.read_response(plans, columns))
         if _feast.feature_status_metrics_on():
-            _track_feature_statuses(feature_counts(plan, view_values))
+            _feast.record_feature_statuses(feature_counts(plan, view_values))
 
     async def _read_features_per_fv_async(
         self,
@@ -473,6 +470,64 @@ class RedisOnlineStore(StockRedisOnlineStore):
         return client.delete_entities(self._plans.entities(config, list(join_keys)))
 
 
+def _chunk_lengths(group_sizes: Iterable[int], size: int) -> Iterator[int]:
+    """Chunks of about ``size`` rows that never split a group (a group larger than
+    ``size`` is a chunk of its own)."""
+    chunk = 0
+    for group in group_sizes:
+        if chunk and chunk + group > size:
+            yield chunk
+            chunk = 0
+        chunk += group
+    if chunk:
+        yield chunk
+
+
+def _write_chunks(rows: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
+    """``rows`` (serialized entity key first) in chunks of ``size``. Before Feast 0.66
+    each row of a batch is checked against what was stored before the whole batch, so
+    an entity's rows are written together, in order, in one chunk."""
+    if _feast.IN_BATCH_ORDERING:
+        rows = iter(rows)
+        while chunk := list(itertools.islice(rows, size)):
+            yield chunk
+        return
+    by_entity: dict[bytes, list[tuple]] = {}
+    for row in rows:
+        by_entity.setdefault(row[0], []).append(row)
+    grouped = list(itertools.chain.from_iterable(by_entity.values()))
+    start = 0
+    for length in _chunk_lengths(map(len, by_entity.values()), size):
+        yield grouped[start : start + length]
+        start += length
+
+
+def _arrow_chunks(
+    data: pa.Table | pa.RecordBatch, join_keys: list[str], size: int
+) -> Iterator[pa.Table | pa.RecordBatch]:
+    """``data`` in chunks of ``size`` rows, an entity's rows in one chunk before Feast
+    0.66 (as ``_write_chunks``)."""
+    by_entity: dict[tuple, list[int]] = {}
+    if not _feast.IN_BATCH_ORDERING:
+        keys = zip(*(data.column(name).to_pylist() for name in join_keys), strict=True)
+        for index, key in enumerate(keys):
+            by_entity.setdefault(key, []).append(index)
+    if _feast.IN_BATCH_ORDERING or len(by_entity) == data.num_rows:
+        # The rows as they come (also when no entity repeats before 0.66).
+        batches = data.to_batches(size) if isinstance(data, pa.Table) else [data]
+        for batch in batches:
+            for start in range(0, batch.num_rows, size):
+                yield batch.slice(start, size)
+        return
+    grouped = data.take(list(itertools.chain.from_iterable(by_entity.values())))
+    if isinstance(grouped, pa.Table):
+        grouped = grouped.combine_chunks().to_batches()[0] if grouped.num_rows else grouped
+    start = 0
+    for length in _chunk_lengths(map(len, by_entity.values()), size):
+        yield grouped.slice(start, length)
+        start += length
+
+
 def _check_event_times(view: FeatureView, data: pa.Table | pa.RecordBatch) -> None:
     """Refuses event times that neither path can write right: numbers (Feast's
     conversion reads any integer as nanoseconds since the epoch, so epoch seconds would
@@ -514,16 +569,6 @@ def _entity_columns(
     if isinstance(entity_rows, Mapping) and all(isinstance(v, list) for v in entity_rows.values()):
         return dict(entity_rows)
     return None
-
-
-def _track_feature_statuses(counts: list[tuple[str, int, int]]) -> None:
-    """Feast's feature-status metrics, as its own response building records them; a
-    metrics failure never fails a read."""
-    try:
-        for name, present, not_found in counts:
-            track_feature_statuses(name, present, not_found)
-    except Exception:
-        pass
 
 
 async def _in_executor(function: Callable[..., Any], *args: Any) -> Any:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feast import FeatureView, RepoConfig
-from feast.infra.online_stores.helpers import compute_versioned_name
 from feast.value_type import ValueType
 
 from feast_redis_rs import _feast, _native
@@ -38,10 +37,8 @@ class ViewSpec:
     """The event-time column of Arrow batches written with the plan."""
     key_ttl_seconds: int | None
     skip_dedup: bool
-
-
-def versioned_name(table: FeatureView, config: RepoConfig) -> str:
-    return compute_versioned_name(table, config.registry.enable_online_feature_view_versioning)
+    in_batch_ordering: bool
+    """Feast 0.66's rule: a row must also be newer than earlier rows of its batch."""
 
 
 def feature_names(table: FeatureView, requested_features: list[str] | None) -> list[str]:
@@ -59,12 +56,13 @@ def _spec(
     return ViewSpec(
         project=config.project,
         entity_key_serialization_version=config.entity_key_serialization_version,
-        view=versioned_name(table, config) if table else "",
+        view=_feast.versioned_name(table, config) if table else "",
         join_keys=join_keys,
         features=[(name, dtypes.get(name, ValueType.UNKNOWN.name)) for name in features],
         timestamp_column=source.timestamp_field if source else None,
         key_ttl_seconds=config.online_store.key_ttl_seconds or None,
         skip_dedup=config.online_store.skip_dedup,
+        in_batch_ordering=_feast.IN_BATCH_ORDERING,
     )
 
 
@@ -258,7 +256,7 @@ class Plans:
                     join_keys=[name for name, _ in _join_keys(table)],
                 )
             )
-            columns = [*features, f"_ts:{versioned_name(table, config)}"]
+            columns = [*features, f"_ts:{_feast.versioned_name(table, config)}"]
             if full_feature_names:
                 prefix = table.projection.name_to_use()
                 columns = [f"{prefix}__{name}" for name in columns]

@@ -26,6 +26,8 @@ struct PyViewSpec {
     key_ttl_seconds: Option<i64>,
     #[pyo3(attribute)]
     skip_dedup: bool,
+    #[pyo3(attribute)]
+    in_batch_ordering: bool,
 }
 
 #[pyclass(frozen, module = "feast_redis_rs._native")]
@@ -44,6 +46,7 @@ impl ViewPlan {
             timestamp_column: spec.timestamp_column,
             key_ttl_seconds: spec.key_ttl_seconds,
             skip_dedup: spec.skip_dedup,
+            in_batch_ordering: spec.in_batch_ordering,
         })?;
         Ok(Self(Arc::new(plan)))
     }

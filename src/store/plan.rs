@@ -28,6 +28,9 @@ pub struct ViewSpec {
     /// EXPIRE on every key written; `None` or 0 for none.
     pub key_ttl_seconds: Option<i64>,
     pub skip_dedup: bool,
+    /// A written row must also be newer than earlier rows of its batch for the same key
+    /// (Feast 0.66 on); else each is checked against what was stored before the batch.
+    pub in_batch_ordering: bool,
 }
 
 /// A join key's declared type, among those whose plain values become keys without
@@ -77,6 +80,7 @@ pub struct ViewPlan {
     pub timestamp_column: Option<String>,
     pub key_ttl_seconds: Option<i64>,
     pub skip_dedup: bool,
+    pub in_batch_ordering: bool,
 }
 
 impl ViewPlan {
@@ -113,6 +117,7 @@ impl ViewPlan {
             timestamp_column: spec.timestamp_column,
             key_ttl_seconds: spec.key_ttl_seconds.filter(|&ttl| ttl > 0),
             skip_dedup: spec.skip_dedup,
+            in_batch_ordering: spec.in_batch_ordering,
         })
     }
 
@@ -313,6 +318,7 @@ mod tests {
             timestamp_column: None,
             key_ttl_seconds: Some(0),
             skip_dedup: false,
+            in_batch_ordering: true,
         }
     }
 

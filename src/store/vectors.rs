@@ -197,6 +197,7 @@ mod tests {
             timestamp_column: None,
             key_ttl_seconds: None,
             skip_dedup: false,
+            in_batch_ordering: true,
         })
         .unwrap()
     }

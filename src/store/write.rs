@@ -254,14 +254,24 @@ local function decode(stored)
   return seconds, nanos
 end
 
-local field, ttl, a, verdicts = ARGV[1], tonumber(ARGV[2]), 3, {}
+local field, ttl, against_before, a, verdicts = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1', 4, {}
+local before = {}
 for k = 1, #KEYS do
   local key, ts = KEYS[k], ARGV[a]
   local count = tonumber(ARGV[a + 3])
   local first = a + 4
   local last = first + count - 1
   local verdict = 1
-  local stored = redis.call('HGET', key, field)
+  local stored
+  if against_before then
+    stored = before[key]
+    if stored == nil then
+      stored = redis.call('HGET', key, field)
+      before[key] = stored
+    end
+  else
+    stored = redis.call('HGET', key, field)
+  end
   if stored then
     if stored == ts and ts ~= '' then
       verdict = 0
@@ -342,8 +352,10 @@ fn newest_wins() -> &'static Script {
 }
 
 /// Writes `rows` with Feast's rule: unless `skip_dedup`, a row is skipped when its event
-/// time is not newer than the stored `_ts:{view}` of its key and than every earlier row
-/// of `rows` with the same key. The stored check runs on the server, atomically with the
+/// time is not newer than the stored `_ts:{view}` of its key and (`in_batch_ordering`,
+/// Feast 0.66 on) than every earlier row of `rows` with the same key; before 0.66 each
+/// row is checked against what was stored before the batch only, and those that pass
+/// are written in order. The stored check runs on the server, atomically with the
 /// write (`NEWEST_WINS`); where the server refuses scripts it is a read before the write,
 /// as in stock Feast. Each written row sets its fields and `_ts:{view}`, and the TTL
 /// when one is set. Callers bound memory by passing rows in chunks.
@@ -361,7 +373,11 @@ async fn write_rows(
         rows: newest,
         skipped: skipped_in_batch,
         key_repeats,
-    } = newest_in_batch(rows);
+    } = if plan.in_batch_ordering {
+        newest_in_batch(rows)
+    } else {
+        grouped_by_key(rows)
+    };
     if !client.scripting_refused() {
         match write_newest_atomically(client, plan, &newest, key_repeats).await {
             Err(StoreError::Client(ClientError::ScriptingRefused(_))) => {}
@@ -414,6 +430,25 @@ fn newest_in_batch<'r, 'a>(rows: &'r [WriteRow<'a>]) -> Newest<'r, 'a> {
     }
 }
 
+/// Every row of a batch, those of one key together (in the batch's order), so that
+/// one script call checks them all against what was stored before it.
+fn grouped_by_key<'r, 'a>(rows: &'r [WriteRow<'a>]) -> Newest<'r, 'a> {
+    let mut first_seen: hashbrown::HashMap<&[u8], usize> = hashbrown::HashMap::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        first_seen.entry(row.key.as_slice()).or_insert(index);
+    }
+    let key_repeats = first_seen.len() < rows.len();
+    let mut grouped: Vec<&WriteRow<'a>> = rows.iter().collect();
+    if key_repeats {
+        grouped.sort_by_key(|row| first_seen[row.key.as_slice()]);
+    }
+    Newest {
+        rows: grouped,
+        skipped: 0,
+        key_repeats,
+    }
+}
+
 /// `ts` as stored, encoded into `buffer` (reused from row to row).
 fn encoded_timestamp(ts: Timestamp, buffer: &mut Vec<u8>) -> &[u8] {
     buffer.clear();
@@ -427,7 +462,9 @@ fn newest_wins_batch(script: &Script, plan: &ViewPlan, ttl: &str, groups: &[&[&W
     let mut event_time = Vec::new();
     for group in groups {
         let mut call = script.call(group.iter().map(|row| row.key.as_slice()));
-        call.arg(&plan.timestamp_field).arg(ttl);
+        call.arg(&plan.timestamp_field)
+            .arg(ttl)
+            .arg(if plan.in_batch_ordering { "0" } else { "1" });
         for row in *group {
             call.arg(encoded_timestamp(row.event_time, &mut event_time))
                 .arg(itoa::Buffer::new().format(row.event_time.seconds))
@@ -456,9 +493,11 @@ async fn write_newest_atomically(
     let mut calls: Vec<&[&WriteRow<'_>]> = Vec::new();
     let (mut start, mut field_args) = (0, 0);
     for (index, row) in rows.iter().enumerate() {
-        let full = index - start == rows_per_call
+        // Checked against what was stored before the batch, a key's rows share a call.
+        let same_key = !plan.in_batch_ordering && index > start && rows[index - 1].key == row.key;
+        let full = index - start >= rows_per_call
             || (index > start && field_args + 2 * row.fields.len() > FIELD_ARGS_PER_CALL);
-        if full {
+        if full && !same_key {
             calls.push(&rows[start..index]);
             (start, field_args) = (index, 0);
         }
