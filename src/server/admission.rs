@@ -3,11 +3,12 @@
 //! Reads in service share what is slowest (the server's CPU, Redis' CPU, the network):
 //! past the point where one of them is busy, every read added makes all of them slower;
 //! below it, more reads at once only add throughput. The number in service adapts
-//! between the two from how long reads take. A read's time unqueued is measured now
-//! and then by letting only `least` reads in for `PROBE_READS` reads (as Envoy's
-//! adaptive concurrency does); every `WINDOW` after that the mean time in service is
-//! compared with it: well above it, the limit shrinks; near it, the limit grows while it
-//! is what holds reads back.
+//! between the two from how long reads take. A read's time unqueued is the mean of
+//! `PROBE_READS` reads that ran with at most `least` in service; when none has been
+//! seen for `PROBE_EVERY` while reads wait, only `least` are let in until it is
+//! measured (as Envoy's adaptive concurrency does). Every `WINDOW` the mean time in
+//! service is compared with it: well above it, the limit shrinks; near it, the limit
+//! grows while it is what holds reads back.
 //!
 //! Reads past the limit wait, first come first served, up to `QUIET_WAIT`, behind at
 //! most `most` others: a burst, or a crowd of clients each waiting for its answer
@@ -84,17 +85,21 @@ struct State {
     adjusted: Instant,
     served: Served,
     limit_reached: bool,
-    /// The mean time in service of reads let in alone, last measured.
+    /// The mean time in service of reads that ran alone (at most `least` in service),
+    /// last measured, and when; the reads since.
     unqueued: Option<f64>,
-    /// While measuring it: the limit to return to.
+    measured: Option<Instant>,
+    alone: Served,
+    /// While reads are held at `least` to measure it: the limit to return to.
     probing: Option<usize>,
-    next_probe: Instant,
 }
 
 /// A read's place in service, given back when dropped.
 pub struct Place<'a> {
     admission: &'a Admission,
     since: Instant,
+    /// It began with at most `least` reads in service.
+    alone: bool,
 }
 
 impl Drop for Place<'_> {
@@ -103,8 +108,13 @@ impl Drop for Place<'_> {
         let admission = self.admission;
         let mut state = admission.lock();
         state.in_service -= 1;
+        let service = now.duration_since(self.since);
         state.served.reads += 1;
-        state.served.service += now.duration_since(self.since);
+        state.served.service += service;
+        if self.alone {
+            state.alone.reads += 1;
+            state.alone.service += service;
+        }
         state.adjust(now, admission.most, admission.least);
         state.grant_waiting();
     }
@@ -172,23 +182,31 @@ impl State {
         self.overload_window = now;
     }
 
-    /// After a read ended: ends a measurement of the unqueued time when it has its
-    /// reads, starts one when due; otherwise, once per window, shrinks the limit when
-    /// reads queued and grows it when they did not and it held reads back.
+    /// After a read ended: takes the unqueued time when enough reads ran alone (ending
+    /// a measurement), starts a measurement when it is stale and reads wait; otherwise,
+    /// once per window, shrinks the limit when reads queued and grows it when they did
+    /// not and it held reads back.
     fn adjust(&mut self, now: Instant, most: usize, least: usize) {
-        if let Some(limit) = self.probing {
-            if self.served.reads >= PROBE_READS {
-                self.unqueued = Some(self.served.mean());
+        if self.alone.reads >= PROBE_READS {
+            self.unqueued = Some(self.alone.mean());
+            self.measured = Some(now);
+            self.alone = Served::default();
+            if let Some(limit) = self.probing.take() {
                 self.limit = limit;
-                self.probing = None;
-                self.next_probe = now + PROBE_EVERY;
                 self.restart_window(now);
+                return;
             }
+        }
+        if self.probing.is_some() {
             return;
         }
-        if now >= self.next_probe {
+        let stale = self
+            .measured
+            .is_none_or(|at| now.duration_since(at) >= PROBE_EVERY);
+        if stale && self.waiters > 0 {
             self.probing = Some(self.limit);
             self.limit = least;
+            self.alone = Served::default();
             self.restart_window(now);
             return;
         }
@@ -216,15 +234,14 @@ impl State {
 
 impl Admission {
     /// At most `most` reads in service and `most` waiting; the limit in service starts
-    /// at `least` (it grows as soon as reads are held back and do not queue) and never
-    /// goes under it.
+    /// at `most` and never goes under `least`.
     pub fn new(most: usize, least: usize, overload_wait: Duration) -> Self {
         let most = most.max(1);
         let least = least.clamp(1, most);
         let now = Instant::now();
         Self {
             state: Mutex::new(State {
-                limit: least,
+                limit: most,
                 in_service: 0,
                 waiting: VecDeque::new(),
                 waiters: 0,
@@ -235,8 +252,9 @@ impl Admission {
                 served: Served::default(),
                 limit_reached: false,
                 unqueued: None,
+                measured: None,
+                alone: Served::default(),
                 probing: None,
-                next_probe: now,
             }),
             most,
             least,
@@ -265,6 +283,7 @@ impl Admission {
                 return Ok(Place {
                     admission: self,
                     since: arrived,
+                    alone: state.in_service <= self.least,
                 });
             }
             state.limit_reached = true;
@@ -299,6 +318,7 @@ impl Admission {
             return Ok(Place {
                 admission: self,
                 since: Instant::now(),
+                alone: state.in_service <= self.least,
             });
         }
         let waited = arrived.elapsed();
@@ -416,12 +436,45 @@ mod tests {
         }
     }
 
+    /// Reads one after another for `during`, each held `each` times the reads in service.
+    async fn serve_shared(admission: &Admission, each: Duration, during: Duration) {
+        let until = Instant::now() + during;
+        while Instant::now() < until {
+            let _place = admission.enter().await.unwrap();
+            let sharing = admission.in_service().0 as u32;
+            tokio::time::sleep(each * sharing).await;
+        }
+    }
+
     #[tokio::test]
-    async fn the_limit_grows_while_it_holds_back_reads_that_do_not_queue_and_shrinks_when_they_do() {
+    async fn the_limit_shrinks_when_reads_queue_and_grows_back_while_it_holds_back_reads_that_do_not() {
         let admission = Admission::new(16, 2, OVERLOAD_WAIT);
-        assert_eq!(admission.in_service().1, 2, "it starts at its floor");
+        assert_eq!(admission.in_service().1, 16, "it starts at its ceiling");
         // Long enough that a timer's jitter on a busy machine does not look like queueing.
         let each = Duration::from_millis(5);
+        // Reads alone: the unqueued time.
+        serve_for(&admission, each, 2 * PROBE_READS * each).await;
+        assert_eq!(
+            admission.in_service().1,
+            16,
+            "unqueued reads leave the limit alone"
+        );
+        // Eight at once, sharing what serves them: each takes as many times longer as
+        // there are reads in service (they queue on something).
+        let shared = || serve_shared(&admission, each, 20 * WINDOW);
+        tokio::join!(
+            shared(),
+            shared(),
+            shared(),
+            shared(),
+            shared(),
+            shared(),
+            shared(),
+            shared()
+        );
+        let limit = admission.in_service().1;
+        assert!(limit < 8, "the limit falls under the crowd sharing the server: {limit}");
+        // Fast again, four at once, held back by the limit: it grows.
         tokio::join!(
             serve_for(&admission, each, 8 * WINDOW),
             serve_for(&admission, each, 8 * WINDOW),
@@ -429,8 +482,5 @@ mod tests {
             serve_for(&admission, each, 8 * WINDOW),
         );
         assert!(admission.in_service().1 >= 4, "{:?}", admission.in_service());
-        // Reads now taking ten times as long: they queue on something.
-        serve_for(&admission, Duration::from_millis(50), 20 * WINDOW).await;
-        assert_eq!(admission.in_service().1, 2, "the limit falls back to its floor");
     }
 }
