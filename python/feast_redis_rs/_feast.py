@@ -174,40 +174,34 @@ def table_entity_values(
     return utils._get_table_entity_values(table, entity_name_to_join_key_map, join_key_values)
 
 
+# Feast's metrics module (0.61 on), imported once: reads ask it about every request.
+_metrics: Any = None
+if FEAST >= (0, 61):
+    from feast import metrics as _metrics
+
+
 def feature_status_metrics_on() -> bool:
     """Whether Feast records its online feature-status metrics (its metrics server runs
     with them; Feast 0.63 on); when not, a read skips counting them."""
-    if FEAST < (0, 63):
-        return False
-    from feast import metrics
-
-    return bool(metrics._config.online_features)
+    return FEAST >= (0, 63) and bool(_metrics._config.online_features)
 
 
 def store_read_metrics_on() -> bool:
     """Whether Feast times its online store reads (Feast 0.62 on)."""
-    if FEAST < (0, 62):
-        return False
-    from feast import metrics
-
-    return bool(metrics._config.online_features)
+    return FEAST >= (0, 62) and bool(_metrics._config.online_features)
 
 
 def record_store_read(seconds: float) -> None:
     """What Feast's own ``get_online_features`` records around its read."""
-    from feast.metrics import track_online_store_read
-
-    track_online_store_read(seconds)
+    _metrics.track_online_store_read(seconds)
 
 
 def record_feature_statuses(counts: list[tuple[str, int, int]]) -> None:
     """Feast's feature-status metrics, as its own response building records them; a
     metrics failure never fails a read."""
-    from feast.metrics import track_feature_statuses
-
     try:
         for name, present, not_found in counts:
-            track_feature_statuses(name, present, not_found)
+            _metrics.track_feature_statuses(name, present, not_found)
     except Exception:
         pass
 
