@@ -473,7 +473,10 @@ mod tests {
             shared()
         );
         let limit = admission.in_service().1;
-        assert!(limit < 8, "the limit falls under the crowd sharing the server: {limit}");
+        assert!(
+            limit < 8,
+            "the limit falls under the crowd sharing the server: {limit}"
+        );
         // Fast again, four at once, held back by the limit: it grows.
         tokio::join!(
             serve_for(&admission, each, 8 * WINDOW),
