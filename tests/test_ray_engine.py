@@ -9,14 +9,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import feast
 import pytest
 import ray
 
-from feast_redis_rs import RedisRayComputeEngine
+from feast_redis_rs import RedisRayComputeEngine, _feast
 
 from . import engine_runs
 
-OURS = {"type": "feast_redis_rs.RedisRayComputeEngine", "write_concurrency": 2}
+# Two write tasks at once (Feast's option for it before 0.63: max_workers).
+OURS = {
+    "type": "feast_redis_rs.RedisRayComputeEngine",
+    "write_concurrency" if _feast.FEAST >= (0, 63) else "max_workers": 2,
+}
 FEASTS = {"type": "ray.engine"}
 
 
@@ -69,3 +74,17 @@ def test_a_worker_keeps_one_connection_for_the_job(local_ray, started_deployment
     of which opens one connection for the job."""
     deployment = started_deployments("standalone")
     assert engine_runs.connections_opened_materializing(deployment, OURS, tmp_path) <= 2
+
+
+def test_a_feast_and_ray_pair_that_cannot_run_is_named():
+    """Feast before 0.67 names Ray Data's shuffle strategy in a way Ray 2.59 refuses: the
+    engine says so with both versions and what to install, before Ray's own error."""
+    assert _feast.ray_refusal(ray.__version__) is None, "the installed pair runs"
+    if _feast.FEAST >= (0, 67):
+        assert _feast.ray_refusal("2.60.0") is None
+        return
+    assert _feast.ray_refusal("2.58.1") is None
+    refusal = _feast.ray_refusal("2.59.0")
+    assert refusal is not None
+    assert f"Feast {feast.__version__}" in refusal and "Ray 2.59.0 is installed" in refusal
+    assert "ray[data]>=2.58,<2.59" in refusal

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "tools" / "feast_versions.json"
 VERSIONS = ["0.60.0", "0.61.0", "0.62.0", "0.63.0", "0.64.0", "0.65.0", "0.66.0", "0.67.0"]
@@ -42,10 +44,29 @@ SUITES = [
     "tests/test_demo.py::test_run_py_scores_over_http_from_feast_redis_rs_serve",
 ]
 
-# What a release needs that its own requirements leave open, as its users' lockfiles
-# hold it: Feast 0.60 to 0.63's feature server passes MessageToDict's float_precision,
-# which protobuf 7 removed.
-CONSTRAINTS = {version: ["protobuf<7"] for version in VERSIONS[:4]}
+# What a release's users run beside it where this project's own pins would not do, by
+# distribution name: Feast 0.60 to 0.63's feature server passes MessageToDict's
+# float_precision, which protobuf 7 removed; Feast 0.60 to 0.66's Ray engine names Ray
+# Data's shuffle strategy in a way Ray 2.59 and later refuse.
+ERA_REQUIREMENTS = {
+    version: {
+        **({"protobuf": "protobuf<7"} if minor < 64 else {}),
+        **({"ray": "ray[data]>=2.58,<2.59"} if minor < 67 else {}),
+    }
+    for version, minor in ((v, int(v.split(".")[1])) for v in VERSIONS)
+}
+
+
+def requirements(version: str, wheel: Path) -> list[str]:
+    """What the virtualenv of ``version`` installs: that Feast, this project's wheel with
+    its demo dependencies, and its test dependencies with the release's era pins in place
+    of its own."""
+    era = ERA_REQUIREMENTS[version]
+    tests = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["test"]
+    kept = [r for r in tests if re.match(r"[A-Za-z0-9_.-]+", r)[0].lower() not in era]
+    return [f"feast[redis]=={version}", f"{wheel}[demo]", *kept, *era.values()]
 
 
 def venv_for(version: str, wheel: Path) -> Path:
@@ -54,8 +75,9 @@ def venv_for(version: str, wheel: Path) -> Path:
     venv = venvs / f"feast-{version}"
     python = venv / "bin" / "python"
     pyproject = (ROOT / "pyproject.toml").read_bytes()
-    constraints = CONSTRAINTS.get(version, [])
-    wanted = hashlib.sha256(version.encode() + pyproject + repr(constraints).encode()).hexdigest()
+    wanted = hashlib.sha256(
+        version.encode() + pyproject + repr(ERA_REQUIREMENTS[version]).encode()
+    ).hexdigest()
     stamp = venv / ".installed"
     if not (stamp.exists() and stamp.read_text() == wanted):
         print(f"--- virtualenv for Feast {version}: {venv}", flush=True)
@@ -64,10 +86,9 @@ def venv_for(version: str, wheel: Path) -> Path:
             [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True
         )
         subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet",
-             f"feast[redis]=={version}", f"{wheel}[test,demo]", *constraints],
+            [str(python), "-m", "pip", "install", "--quiet", *requirements(version, wheel)],
             check=True,
-        )  # fmt: skip
+        )
         stamp.write_text(wanted)
     # The tree's build, whatever the virtualenv held before.
     subprocess.run(

@@ -304,6 +304,33 @@ def feature_view_from_proto(serialized: bytes) -> FeatureView:
     return FeatureView.from_proto(proto)
 
 
+def ray_refusal(ray_version: str) -> str | None:
+    """Why Feast's Ray engine cannot start on Ray ``ray_version``, or None: before 0.67
+    it sets Ray Data's shuffle strategy as the name ``"sort"``, which Ray 2.59 and later
+    refuse (Feast 0.67 sets the enum)."""
+    if FEAST >= (0, 67) or _release(ray_version) < (2, 59):
+        return None
+    return (
+        f"Feast {feast.__version__}'s Ray engine sets Ray Data's shuffle strategy as a "
+        f"name that Ray 2.59 and later refuse; Ray {ray_version} is installed: "
+        "pip install 'ray[data]>=2.58,<2.59', or upgrade to Feast 0.67"
+    )
+
+
+def ray_write_concurrency(config: Any) -> int | None:
+    """How many write tasks Feast's Ray write step runs at once under ``config`` (a
+    ``RayComputeEngineConfig``, or None): ``write_concurrency`` (Feast 0.63 on), else
+    ``max_workers``, else one; before 0.63 ``max_workers``, unset meaning as many as Ray
+    schedules (None), and 12 without a config."""
+    if config is None:
+        return 1 if FEAST >= (0, 63) else 12
+    if FEAST >= (0, 63) and config.write_concurrency is not None:
+        return int(config.write_concurrency)
+    if config.max_workers is not None:
+        return int(config.max_workers)
+    return 1 if FEAST >= (0, 63) else None
+
+
 def offline_store_of(repo_config: RepoConfig) -> OfflineStore:
     """The offline store a provider of ``repo_config`` writes through."""
     from feast.infra.passthrough_provider import PassthroughProvider

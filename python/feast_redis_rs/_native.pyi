@@ -114,6 +114,7 @@ class FeatureServer:
         ],
         cancel: Callable[[int], None],
         routes: list[str],
+        version_metadata: bool,
     ) -> FeatureServer: ...
     def update(
         self,

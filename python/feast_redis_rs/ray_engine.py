@@ -4,8 +4,8 @@ write step sends rows to Redis from Arrow in Rust, from the workers.
 A plain feature view with a local parquet source (as ``RedisComputeEngine`` streams it) is
 read in two passes: the driver reads the key and time columns and finds each entity's
 latest row in the window (and in the last ttl, as Feast's Ray filter keeps); then Ray tasks
-on its pooled workers (at most ``write_concurrency`` at once, else ``max_workers``, else 1,
-as for Feast's writes), each given a row group and the positions of its latest rows, read
+on its pooled workers (as many at once as Feast's write step runs: ``write_concurrency``,
+else ``max_workers``, else 1), each given a row group and the positions of its latest rows, read
 that row group a batch of ``write_batch_size`` rows at a time and write the chosen rows. A
 worker holds a batch and its positions, whatever the view's size, and each entity is
 written once.
@@ -28,7 +28,7 @@ In ``feature_store.yaml``::
     batch_engine:
       type: feast_redis_rs.RedisRayComputeEngine
       ray_address: ray://head:10001     # unset: a local Ray
-      write_concurrency: 8
+      write_concurrency: 8              # Feast 0.63 on; before it, max_workers
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from feast.infra.compute_engines.ray.job import RayMaterializationJob
 from feast.infra.compute_engines.ray.nodes import RayWriteNode
 from feast.infra.registry.base_registry import BaseRegistry
 
-from feast_redis_rs import _distributed
+from feast_redis_rs import _distributed, _feast
 from feast_redis_rs.compute_engine import ParquetScan, Piece, streamable_scan
 from feast_redis_rs.online_store import RedisOnlineStore
 
@@ -106,22 +106,13 @@ class _ArrowRayWriteNode(RayWriteNode):
             _write_block,
             fn_args=(artifacts, self.keep_rows),
             batch_format="pyarrow",
-            concurrency=_write_concurrency(self.config),
+            concurrency=_feast.ray_write_concurrency(self.config),
         ).materialize()
         return DAGValue(
             data=written,
             format=DAGFormat.RAY,
             metadata={"written": True, "feature_view": self.feature_view.name},
         )
-
-
-def _write_concurrency(config: RayComputeEngineConfig | None) -> int:
-    # As Feast's write node resolves it.
-    if config is not None and config.write_concurrency is not None:
-        return config.write_concurrency
-    if config is not None and config.max_workers is not None:
-        return config.max_workers
-    return 1
 
 
 def _stream_to_redis(
@@ -156,12 +147,16 @@ def _stream_to_redis(
     # In Ray's object store once, for every task.
     scan_ref, artifacts_ref = ray.put(scan), ray.put(artifacts)
     pending: list[ray.ObjectRef] = []
+    # Unset (Feast before 0.63 without max_workers): as many as Ray has CPUs for.
+    in_flight = _feast.ray_write_concurrency(config) or max(
+        1, int(ray.cluster_resources().get("CPU", 1))
+    )
     for piece, start, in_scan in zip(pieces, starts, per_piece, strict=True):
         in_piece = in_scan - start
         # A task per _ROWS_PER_TASK latest rows, so that one row group holding most of
         # them is still written by every worker (each reads its row group up to its rows).
         for first in range(0, len(in_piece), _ROWS_PER_TASK):
-            if len(pending) == _write_concurrency(config):
+            if len(pending) == in_flight:
                 done, pending = ray.wait(pending, num_returns=1)
                 ray.get(done)
             positions = in_piece[first : first + _ROWS_PER_TASK]
@@ -185,6 +180,12 @@ class _ArrowRayFeatureBuilder(RayFeatureBuilder):
 
 class RedisRayComputeEngine(RayComputeEngine):
     """Feast's Ray compute engine, with online writes from Arrow in Rust on the workers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        refusal = _feast.ray_refusal(ray.__version__)
+        if refusal is not None:
+            raise RuntimeError(refusal)
+        super().__init__(*args, **kwargs)
 
     def _materialize_one(
         self,

@@ -349,7 +349,9 @@ def serve(
     plans = Plans()
     app = FeastApp(store)
     app.start()
-    server = _native.FeatureServer(options, client, app.dispatch, app.cancel, app.routes())
+    server = _native.FeatureServer(
+        options, client, app.dispatch, app.cancel, app.routes(), _feast.VERSION_METADATA
+    )
     stop_refreshing = threading.Event()
 
     def catalog() -> tuple[list[ServedView], list[tuple[str, list[ServedProjection]]]]:

@@ -95,7 +95,7 @@ fn seconds(name: &str, seconds: f64) -> PyResult<Duration> {
 }
 
 impl PyServerOptions {
-    fn into_options(self, routes: Vec<String>) -> PyResult<ServerOptions> {
+    fn into_options(self, routes: Vec<String>, version_metadata: bool) -> PyResult<ServerOptions> {
         let tls = match (self.tls_cert_path, self.tls_key_path) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -159,6 +159,7 @@ impl PyServerOptions {
             },
             shutdown_timeout: seconds("--shutdown-timeout", self.shutdown_timeout)?,
             routes,
+            version_metadata,
         })
     }
 }
@@ -290,7 +291,8 @@ impl FeatureServer {
     /// A server reading through `client`, answering what it does not serve itself with
     /// `dispatch(id, method, path, headers, body, client, scheme, reply)` (and telling
     /// `cancel(id)` when that request's client went away); `routes` are the path
-    /// templates of Feast's app, for the metrics.
+    /// templates of Feast's app, for the metrics; `version_metadata`: whether Feast's
+    /// app answers `include_feature_view_version_metadata` (Feast 0.62 on).
     #[new]
     fn new(
         options: PyServerOptions,
@@ -298,8 +300,9 @@ impl FeatureServer {
         dispatch: Py<PyAny>,
         cancel: Py<PyAny>,
         routes: Vec<String>,
+        version_metadata: bool,
     ) -> PyResult<Self> {
-        let options = options.into_options(routes)?;
+        let options = options.into_options(routes, version_metadata)?;
         let fallback = PythonFallback::start(dispatch, cancel)?;
         let server = Server::new(options, client.shared(), Box::new(fallback));
         Ok(Self(Arc::new(server)))

@@ -297,8 +297,13 @@ fn service_views<'a>(catalog: &'a Catalog, service: &str) -> Option<Vec<ViewRead
         .collect()
 }
 
-/// The request as the server answers it, or `None` to leave it to Feast.
-pub fn resolve<'a>(catalog: &'a Catalog, parsed: &'a OnlineRequest<'_>) -> Option<Resolved<'a>> {
+/// The request as the server answers it, or `None` to leave it to Feast;
+/// `version_metadata`: whether Feast answers `include_feature_view_version_metadata`.
+pub fn resolve<'a>(
+    catalog: &'a Catalog,
+    parsed: &'a OnlineRequest<'_>,
+    version_metadata: bool,
+) -> Option<Resolved<'a>> {
     let views = match &parsed.feature_service {
         Some(service) if !service.is_empty() => service_views(catalog, service)?,
         _ => group_refs(catalog, &parsed.features)?,
@@ -333,7 +338,7 @@ pub fn resolve<'a>(catalog: &'a Catalog, parsed: &'a OnlineRequest<'_>) -> Optio
         entities,
         rows,
         full_feature_names: parsed.full_feature_names,
-        include_metadata: parsed.include_feature_view_version_metadata,
+        include_metadata: version_metadata && parsed.include_feature_view_version_metadata,
     })
 }
 
