@@ -85,6 +85,11 @@ VERSIONED_READS_CHECKED = FEAST >= (0, 62)
 """Feast refuses versioned reads (``fv@v2``) on stores that do not support them."""
 VERSION_METADATA = FEAST >= (0, 62)
 """``get_online_features`` takes ``include_feature_view_version_metadata``."""
+SERVED_VERSION_METADATA = FEAST >= (0, 67)
+"""``feast serve`` answers ``feature_view_metadata`` when asked (0.62 to 0.66 read the
+request's flag but leave the metadata out of their JSON)."""
+SERVED_NULL_STATUS = (0, 62) <= FEAST < (0, 64)
+"""``feast serve``'s answers end with ``"status": null`` (0.62 and 0.63's response model)."""
 IN_BATCH_ORDERING = FEAST >= (0, 66)
 """A written row must also be newer than earlier rows of its batch for the same entity
 (before, each row was checked against what was stored before the batch only)."""

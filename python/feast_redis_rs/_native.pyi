@@ -115,6 +115,7 @@ class FeatureServer:
         cancel: Callable[[int], None],
         routes: list[str],
         version_metadata: bool,
+        null_status: bool,
     ) -> FeatureServer: ...
     def update(
         self,

@@ -350,7 +350,13 @@ def serve(
     app = FeastApp(store)
     app.start()
     server = _native.FeatureServer(
-        options, client, app.dispatch, app.cancel, app.routes(), _feast.VERSION_METADATA
+        options,
+        client,
+        app.dispatch,
+        app.cancel,
+        app.routes(),
+        _feast.SERVED_VERSION_METADATA,
+        _feast.SERVED_NULL_STATUS,
     )
     stop_refreshing = threading.Event()
 

@@ -14,8 +14,9 @@ use pyo3::types::PyBytes;
 use super::plan::ViewPlan;
 use super::store::RedisStoreClient;
 use crate::server::{
-    Catalog, Fallback, FallbackLimits, FallbackReply, FallbackRequest, FallbackResponse, MetricsExposure,
-    RequestLimits, ServedProjection, ServedView, Server, ServerError, ServerOptions, Timeouts,
+    AnswerShape, Catalog, Fallback, FallbackLimits, FallbackReply, FallbackRequest, FallbackResponse,
+    MetricsExposure, RequestLimits, ServedProjection, ServedView, Server, ServerError, ServerOptions,
+    Timeouts,
 };
 
 impl From<ServerError> for PyErr {
@@ -95,7 +96,7 @@ fn seconds(name: &str, seconds: f64) -> PyResult<Duration> {
 }
 
 impl PyServerOptions {
-    fn into_options(self, routes: Vec<String>, version_metadata: bool) -> PyResult<ServerOptions> {
+    fn into_options(self, routes: Vec<String>, answer_shape: AnswerShape) -> PyResult<ServerOptions> {
         let tls = match (self.tls_cert_path, self.tls_key_path) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -159,7 +160,7 @@ impl PyServerOptions {
             },
             shutdown_timeout: seconds("--shutdown-timeout", self.shutdown_timeout)?,
             routes,
-            version_metadata,
+            answer_shape,
         })
     }
 }
@@ -291,8 +292,8 @@ impl FeatureServer {
     /// A server reading through `client`, answering what it does not serve itself with
     /// `dispatch(id, method, path, headers, body, client, scheme, reply)` (and telling
     /// `cancel(id)` when that request's client went away); `routes` are the path
-    /// templates of Feast's app, for the metrics; `version_metadata`: whether Feast's
-    /// app answers `include_feature_view_version_metadata` (Feast 0.62 on).
+    /// templates of Feast's app, for the metrics; `version_metadata` and `null_status`:
+    /// how the installed Feast's `feast serve` shapes its answers (`AnswerShape`).
     #[new]
     fn new(
         options: PyServerOptions,
@@ -301,8 +302,13 @@ impl FeatureServer {
         cancel: Py<PyAny>,
         routes: Vec<String>,
         version_metadata: bool,
+        null_status: bool,
     ) -> PyResult<Self> {
-        let options = options.into_options(routes, version_metadata)?;
+        let shape = AnswerShape {
+            version_metadata,
+            null_status,
+        };
+        let options = options.into_options(routes, shape)?;
         let fallback = PythonFallback::start(dispatch, cancel)?;
         let server = Server::new(options, client.shared(), Box::new(fallback));
         Ok(Self(Arc::new(server)))

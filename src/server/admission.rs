@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 /// How long a read may wait for a place when the server is not overloaded.
 const QUIET_WAIT: Duration = Duration::from_secs(1);
@@ -50,6 +50,9 @@ pub enum Shed {
 
 pub struct Admission {
     state: Mutex<State>,
+    /// Wakes the waiting reads when overload begins: from then on they wait
+    /// `overload_wait` at most (a waiting read sleeps until its turn or its deadline).
+    overload_began: Notify,
     /// Reads in service at most, and reads waiting at most.
     most: usize,
     /// Fewest reads in service the limit shrinks to.
@@ -163,13 +166,16 @@ impl State {
         }
     }
 
-    /// A read was shed: a full queue begins overload, any shedding prolongs it.
-    fn shed(&mut self, now: Instant, why: Shed) {
+    /// A read was shed: a full queue begins overload (true when it began now), any
+    /// shedding prolongs it.
+    fn shed(&mut self, now: Instant, why: Shed) -> bool {
+        self.shed_in_window = true;
         if matches!(why, Shed::QueueFull) && !self.overloaded {
             self.overloaded = true;
             self.overload_window = now;
+            return true;
         }
-        self.shed_in_window = true;
+        false
     }
 
     /// Ends overload after a window in which nothing was shed.
@@ -256,6 +262,7 @@ impl Admission {
                 alone: Served::default(),
                 probing: None,
             }),
+            overload_began: Notify::new(),
             most,
             least,
             overload_wait,
@@ -288,7 +295,10 @@ impl Admission {
             }
             state.limit_reached = true;
             if state.waiters >= self.most {
-                state.shed(arrived, Shed::QueueFull);
+                if state.shed(arrived, Shed::QueueFull) {
+                    drop(state);
+                    self.overload_began.notify_waiters();
+                }
                 return Err(Shed::QueueFull);
             }
             let (grant, granted) = oneshot::channel();
@@ -301,15 +311,32 @@ impl Admission {
             granted,
             placed: false,
         };
-        // Waits in slices of `overload_wait`: overload may begin while it waits.
+        // Until its turn, or its deadline: `QUIET_WAIT`, or `overload_wait` while the
+        // server is overloaded (overload may begin, or end, while it waits).
         let given = loop {
-            if let Ok(given) = tokio::time::timeout(self.overload_wait, &mut ticket.granted).await {
-                break given.is_ok();
-            }
-            let mut state = self.lock();
-            state.roll_overload_window(Instant::now());
-            if state.overloaded || arrived.elapsed() >= QUIET_WAIT {
+            let onset = self.overload_began.notified();
+            tokio::pin!(onset);
+            // Registered before the state is read: an onset after it wakes this read.
+            onset.as_mut().enable();
+            let overloaded = {
+                let mut state = self.lock();
+                state.roll_overload_window(Instant::now());
+                state.overloaded
+            };
+            let deadline = arrived
+                + if overloaded {
+                    self.overload_wait
+                } else {
+                    QUIET_WAIT
+                };
+            if Instant::now() >= deadline {
                 break false;
+            }
+            tokio::select! {
+                biased;
+                given = &mut ticket.granted => break given.is_ok(),
+                () = tokio::time::sleep_until(deadline.into()) => {}
+                () = &mut onset, if !overloaded => {}
             }
         };
         let mut state = self.lock();

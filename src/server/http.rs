@@ -89,9 +89,8 @@ pub struct ServerOptions {
     pub shutdown_timeout: Duration,
     /// Feast's app's path templates, each a series of its own in the metrics.
     pub routes: Vec<String>,
-    /// Feast's app answers `include_feature_view_version_metadata` (Feast 0.62 on;
-    /// before, it ignores the field).
-    pub version_metadata: bool,
+    /// How the installed Feast's `feast serve` shapes its answers.
+    pub answer_shape: online::AnswerShape,
 }
 
 /// A request for Feast's own app.
@@ -840,7 +839,7 @@ impl Server {
             });
             return Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, &over.to_string()));
         }
-        let resolved = online::resolve(&catalog, &parsed, self.options.version_metadata)?;
+        let resolved = online::resolve(&catalog, &parsed, self.options.answer_shape)?;
         let over_budget = || {
             self.metrics.refused(Refused::MemoryBudget);
             shed("the server is holding as many answer bytes as it may (--max-buffered-mb): retry shortly")

@@ -17,4 +17,4 @@ pub use http::{
     Fallback, FallbackLimits, FallbackReply, FallbackRequest, FallbackResponse, MetricsExposure, Server,
     ServerError, ServerOptions,
 };
-pub use online::{Catalog, RequestLimits, ServedProjection, ServedView};
+pub use online::{AnswerShape, Catalog, RequestLimits, ServedProjection, ServedView};

@@ -218,6 +218,16 @@ struct ViewRead<'a> {
     columns: Vec<&'a str>,
 }
 
+/// How `feast serve` of the installed Feast shapes its JSON where releases differ.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnswerShape {
+    /// `feature_view_metadata` answered when asked for (Feast 0.67 on; 0.62 to 0.66
+    /// read it but leave it out of their JSON).
+    pub version_metadata: bool,
+    /// A `"status":null` after the results (0.62 and 0.63's response model).
+    pub null_status: bool,
+}
+
 /// A request the server answers itself.
 pub struct Resolved<'a> {
     views: Vec<ViewRead<'a>>,
@@ -225,6 +235,7 @@ pub struct Resolved<'a> {
     rows: usize,
     full_feature_names: bool,
     include_metadata: bool,
+    null_status: bool,
 }
 
 fn entity_column(entity_type: EntityType, values: &RawValue) -> Option<NativeColumn> {
@@ -297,12 +308,11 @@ fn service_views<'a>(catalog: &'a Catalog, service: &str) -> Option<Vec<ViewRead
         .collect()
 }
 
-/// The request as the server answers it, or `None` to leave it to Feast;
-/// `version_metadata`: whether Feast answers `include_feature_view_version_metadata`.
+/// The request as the server answers it, in `shape`, or `None` to leave it to Feast.
 pub fn resolve<'a>(
     catalog: &'a Catalog,
     parsed: &'a OnlineRequest<'_>,
-    version_metadata: bool,
+    shape: AnswerShape,
 ) -> Option<Resolved<'a>> {
     let views = match &parsed.feature_service {
         Some(service) if !service.is_empty() => service_views(catalog, service)?,
@@ -338,7 +348,8 @@ pub fn resolve<'a>(
         entities,
         rows,
         full_feature_names: parsed.full_feature_names,
-        include_metadata: version_metadata && parsed.include_feature_view_version_metadata,
+        include_metadata: shape.version_metadata && parsed.include_feature_view_version_metadata,
+        null_status: shape.null_status,
     })
 }
 
@@ -610,7 +621,11 @@ pub async fn answer(
             out.push('}');
         }
     }
-    out.push_str("]}");
+    out.push(']');
+    if request.null_status {
+        out.push_str(",\"status\":null");
+    }
+    out.push('}');
     Ok(Some(Answer::Json(out)))
 }
 
