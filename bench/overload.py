@@ -128,7 +128,8 @@ def main() -> None:
                 # One server at a time: the other would take CPU from the one measured.
                 for index, (name, (command, yaml_name)) in enumerate(SERVERS.items()):
                     log = tmp_path / f"server-{index}-{rows}.log"
-                    process, port = start(command, repo, yaml_name, log)
+                    # One worker each (stock's default): each has one core.
+                    process, port = start(command, repo, yaml_name, log, ("-w", "1"))
                     pin(process.pid)
                     try:
                         results.setdefault(f"{rows} row(s)", {})[name] = measure(

@@ -154,11 +154,13 @@ def served_repo(
     return repo, zips, applicant_ids
 
 
-def start(command: str, repo: Path, yaml_name: str, log: Path) -> tuple[subprocess.Popen, int]:
+def start(
+    command: str, repo: Path, yaml_name: str, log: Path, options: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
         [str(BIN / command), "-c", str(repo), "-f", str(repo / yaml_name), "serve",
-         "-p", str(port), "--no-access-log"],
+         "-p", str(port), "--no-access-log", *options],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 90

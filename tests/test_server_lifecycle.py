@@ -295,3 +295,18 @@ def test_materialize_endpoints_write_what_stock_feast_serve_writes(tmp_path, red
     finally:
         ours.stop()
         stock.stop()
+
+
+@pytest.mark.parametrize("cores, workers", [("0", 1), ("0,1", 2)])
+def test_workers_minus_one_is_one_per_core_the_server_may_run_on(tmp_path, redis, cores, workers):
+    """`-w -1` counts the cores of the server's CPU affinity (a cpuset, `taskset`), not
+    the machine's: more threads than cores cost throughput."""
+    _, yaml_file = served_repo(tmp_path, redis.address)
+    server = start_server(
+        "feast-redis-rs", tmp_path, yaml_file, "--no-access-log", "-w", "-1",
+        prefix=("taskset", "-c", cores),
+    )  # fmt: skip
+    try:
+        assert f"with {workers} worker threads" in server.log.read_text()
+    finally:
+        server.stop()

@@ -133,7 +133,7 @@ def _limit_options(command):
     type=int,
     default=_DEFAULTS.workers,
     show_default=True,
-    help="Threads answering requests (threads of one process; -1: one per core).",
+    help="Threads answering requests (threads of one process; -1: one per core it may run on).",
 )
 @click.option(
     "--max-requests",
@@ -178,7 +178,7 @@ def serve_command(
     if bool(tls_key_path) != bool(tls_cert_path):
         raise click.BadParameter("pass both --cert and --key to serve HTTPS")
     if workers == -1:
-        workers = os.cpu_count() or 1
+        workers = len(os.sched_getaffinity(0))
     if workers < 1:
         raise click.BadParameter("--workers must be 1 or more (or -1: one per core)")
     logging.basicConfig(level=logging.INFO)

@@ -387,7 +387,10 @@ def serve(
 
     def ready(host: str, port: int) -> None:
         scheme = "https" if options.tls_cert_path else "http"
-        logger.info("feast-redis-rs serve: listening on %s://%s:%d", scheme, host, port)
+        logger.info(
+            "feast-redis-rs serve: listening on %s://%s:%d with %d worker threads",
+            scheme, host, port, options.workers,
+        )  # fmt: skip
         if on_ready is not None:
             on_ready(host, port)
 
