@@ -52,7 +52,7 @@ def oha(port: int, request: bytes, seconds: int, connections: int, rate: float |
     """One oha run: closed-loop when `rate` is None, else open-loop at `rate` req/s."""
     command = [
         "taskset", "-c", CLIENT_CPU, str(OHA), "--worker-threads", "1",
-        "-z", f"{seconds}s", "-c", str(connections), "--no-tui",
+        "-z", f"{seconds}s", "-w", "-c", str(connections), "--no-tui",
         "--output-format", "json", "--stats-success-breakdown", "-t", "30s",
         "-m", "POST", "-H", "Content-Type: application/json", "-d", request.decode(),
         f"http://127.0.0.1:{port}/get-online-features",

@@ -18,6 +18,11 @@
 //! waiting longer than `overload_wait` is shed (Facebook's adaptive LIFO with CoDel's
 //! short queue timeout). What is answered under overload keeps its latency, and what
 //! is refused is refused fast.
+//!
+//! Refusing costs CPU too. Under overload the limit also shrinks while the server's
+//! workers never rest: a worker that is always busy reads the requests waiting in its
+//! sockets later and later, a queue no limit here sees, and the clients' latency grows
+//! without bound while every read here looks fast.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -30,7 +35,11 @@ const QUIET_WAIT: Duration = Duration::from_secs(1);
 /// Overload lasts until a window this long in which no read was shed.
 const OVERLOAD_WINDOW: Duration = Duration::from_millis(100);
 /// How often the limit is adjusted, from the reads that ended meanwhile.
-const WINDOW: Duration = Duration::from_millis(50);
+const WINDOW: Duration = Duration::from_millis(10);
+/// Under overload, workers busy this share of a window are saturated: the limit
+/// shrinks; it grows back only under `RESTED`.
+const SATURATED: f64 = 0.95;
+const RESTED: f64 = 0.9;
 /// A window's mean time in service this many times the unqueued one (and `SLACK`
 /// above it) means reads queue on something: the limit shrinks.
 const QUEUED: f64 = 2.0;
@@ -95,6 +104,8 @@ struct State {
     alone: Served,
     /// While reads are held at `least` to measure it: the limit to return to.
     probing: Option<usize>,
+    /// The workers' busy time when the limit's window began.
+    busy_at_window: Option<Duration>,
 }
 
 /// A read's place in service, given back when dropped.
@@ -190,11 +201,18 @@ impl State {
 
     /// After a read ended: takes the unqueued time when enough reads ran alone (ending
     /// a measurement), starts a measurement when it is stale and reads wait; otherwise,
-    /// once per window, shrinks the limit when reads queued and grows it when they did
-    /// not and it held reads back.
+    /// once per window, shrinks the limit when reads queued (towards the limit under
+    /// which they would not, by at most half) or, under overload, when the workers
+    /// were saturated, and grows it when neither and it held reads back.
     fn adjust(&mut self, now: Instant, most: usize, least: usize) {
         if self.alone.reads >= PROBE_READS {
-            self.unqueued = Some(self.alone.mean());
+            // Under overload a read alone still shares the workers with the requests
+            // being refused: what it measures is an upper bound.
+            let measured = self.alone.mean();
+            self.unqueued = Some(match self.unqueued {
+                Some(before) if self.overloaded => before.min(measured),
+                _ => measured,
+            });
             self.measured = Some(now);
             self.alone = Served::default();
             if let Some(limit) = self.probing.take() {
@@ -219,12 +237,23 @@ impl State {
         if now.duration_since(self.adjusted) < WINDOW {
             return;
         }
+        let window = now.duration_since(self.adjusted);
+        let busy_share = match (workers_busy(), self.busy_at_window) {
+            (Some((busy, workers)), Some(before)) => {
+                busy.saturating_sub(before).as_secs_f64() / (window.as_secs_f64() * workers)
+            }
+            _ => 0.0,
+        };
         if let Some(unqueued) = self.unqueued {
             let mean = self.served.mean();
+            let unqueued_bound = (unqueued * QUEUED).max(unqueued + SLACK.as_secs_f64());
             let held_back = self.limit_reached || self.waiters > 0;
-            if mean > (unqueued * QUEUED).max(unqueued + SLACK.as_secs_f64()) {
+            if mean > unqueued_bound {
+                let unqueued_limit = (self.limit as f64 * unqueued_bound / mean) as usize;
+                self.limit = unqueued_limit.max(self.limit / 2).max(least);
+            } else if self.overloaded && busy_share >= SATURATED {
                 self.limit = (self.limit * 3 / 4).max(least);
-            } else if held_back {
+            } else if held_back && !(self.overloaded && busy_share >= RESTED) {
                 self.limit = (self.limit + 1 + self.limit / 8).min(most);
             }
         }
@@ -233,9 +262,20 @@ impl State {
 
     fn restart_window(&mut self, now: Instant) {
         self.adjusted = now;
+        self.busy_at_window = workers_busy().map(|(busy, _)| busy);
         self.served = Served::default();
         self.limit_reached = false;
     }
+}
+
+/// The time the runtime's workers have been busy, all together, and how many there are.
+fn workers_busy() -> Option<(Duration, f64)> {
+    let metrics = tokio::runtime::Handle::try_current().ok()?.metrics();
+    let workers = metrics.num_workers();
+    let busy = (0..workers)
+        .map(|worker| metrics.worker_total_busy_duration(worker))
+        .sum();
+    Some((busy, workers as f64))
 }
 
 impl Admission {
@@ -261,6 +301,7 @@ impl Admission {
                 measured: None,
                 alone: Served::default(),
                 probing: None,
+                busy_at_window: None,
             }),
             overload_began: Notify::new(),
             most,
@@ -357,6 +398,8 @@ impl Admission {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     const OVERLOAD_WAIT: Duration = Duration::from_millis(5);
@@ -471,6 +514,57 @@ mod tests {
             let sharing = admission.in_service().0 as u32;
             tokio::time::sleep(each * sharing).await;
         }
+    }
+
+    /// Reads one after another for `during`, each keeping a worker busy for `each` (on
+    /// a worker: the test's own thread is not one).
+    async fn serve_busy(admission: &Arc<Admission>, each: Duration, during: Duration) {
+        let admission = Arc::clone(admission);
+        tokio::spawn(async move {
+            let until = Instant::now() + during;
+            while Instant::now() < until {
+                let _place = admission.enter().await.unwrap();
+                std::thread::sleep(each);
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Holds every place and fills the queue, then asks once more: overload.
+    async fn overload(admission: &Admission, most: usize) {
+        let mut held = Vec::new();
+        for _ in 0..most {
+            held.push(admission.enter().await.unwrap());
+        }
+        let waiting = futures_util::future::join_all((0..most).map(|_| admission.enter()));
+        tokio::pin!(waiting);
+        assert!(tokio::time::timeout(Duration::from_millis(1), &mut waiting)
+            .await
+            .is_err());
+        assert_eq!(admission.enter().await.err(), Some(Shed::QueueFull));
+        drop(held);
+        for read in waiting.await {
+            let _ = read;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn under_overload_the_limit_shrinks_while_the_workers_never_rest() {
+        let admission = Arc::new(Admission::new(4, 1, OVERLOAD_WAIT));
+        let each = Duration::from_millis(1);
+        serve_busy(&admission, each, 2 * PROBE_READS * each).await;
+        serve_busy(&admission, each, 5 * WINDOW).await;
+        assert_eq!(
+            admission.in_service().1,
+            4,
+            "reads at their unqueued time leave the limit alone, however busy the worker"
+        );
+        overload(&admission, 4).await;
+        // The same reads, now under overload: the worker never rests, the limit shrinks.
+        serve_busy(&admission, each, 5 * WINDOW).await;
+        assert!(admission.in_service().1 < 4, "{:?}", admission.in_service());
     }
 
     #[tokio::test]
