@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import socket
 import ssl
@@ -14,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from feast import FeatureView, Field, FileSource
@@ -306,6 +308,56 @@ def test_workers_minus_one_is_one_per_core_the_server_may_run_on(tmp_path, redis
         "feast-redis-rs", tmp_path, yaml_file, "--no-access-log", "-w", "-1",
         prefix=("taskset", "-c", cores),
     )  # fmt: skip
+    try:
+        assert f"with {workers} worker threads" in server.log.read_text()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cpu_cgroup(tmp_path):
+    """A cgroup of its own under the CPU controller (v1's, or v2's when it has one):
+    `limit(cpus)` sets its CPU quota, `prefix` runs a command in it."""
+    v2 = Path("/sys/fs/cgroup/unified")
+    if not (v2 / "cgroup.controllers").exists():
+        v2 = Path("/sys/fs/cgroup")
+    controllers = v2 / "cgroup.controllers"
+    if controllers.exists() and "cpu" in controllers.read_text().split():
+        root, version = v2, 2
+    else:
+        root, version = Path("/sys/fs/cgroup/cpu"), 1
+    group = root / f"feast-redis-rs-test-{os.getpid()}-{tmp_path.name}"
+    try:
+        group.mkdir()
+    except OSError as error:
+        pytest.skip(f"cannot make a cgroup at {group}: {error}")
+
+    def limit(cpus: float) -> None:
+        period = 100_000
+        if version == 2:
+            (group / "cpu.max").write_text(f"{int(cpus * period)} {period}")
+        else:
+            (group / "cpu.cfs_period_us").write_text(str(period))
+            (group / "cpu.cfs_quota_us").write_text(str(int(cpus * period)))
+
+    prefix = ("sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh")
+    try:
+        yield limit, prefix
+    finally:
+        group.rmdir()
+
+
+@pytest.mark.parametrize("cpus, quota_cores", [(1.0, 1), (0.5, 1), (1.5, 2)])
+def test_workers_by_default_are_as_many_as_the_cgroups_cpu_quota_allows(
+    tmp_path, redis, cpu_cgroup, cpus, quota_cores
+):
+    """A container's CPU limit is a cgroup's quota: by default the server starts one
+    worker per core of it (rounded up), not one per core of the machine."""
+    workers = min(quota_cores, len(os.sched_getaffinity(0)))
+    limit, prefix = cpu_cgroup
+    limit(cpus)
+    _, yaml_file = served_repo(tmp_path, redis.address)
+    server = start_server("feast-redis-rs", tmp_path, yaml_file, "--no-access-log", prefix=prefix)
     try:
         assert f"with {workers} worker threads" in server.log.read_text()
     finally:

@@ -14,6 +14,7 @@ from feast import FeatureStore
 from feast.repo_config import FeastConfigError
 
 from feast_redis_rs import BUILD_PROFILE, __version__
+from feast_redis_rs.cores import cores_available
 from feast_redis_rs.server import STOCK_METRICS_PORT, ServerOptions, serve
 
 
@@ -131,9 +132,10 @@ def _limit_options(command):
     "--workers",
     "-w",
     type=int,
-    default=_DEFAULTS.workers,
+    default=-1,
     show_default=True,
-    help="Threads answering requests (threads of one process; -1: one per core it may run on).",
+    help="Threads answering requests (threads of one process; -1: one per core it may use, "
+    "as its CPU affinity and its cgroup's CPU quota allow).",
 )
 @click.option(
     "--max-requests",
@@ -178,9 +180,9 @@ def serve_command(
     if bool(tls_key_path) != bool(tls_cert_path):
         raise click.BadParameter("pass both --cert and --key to serve HTTPS")
     if workers == -1:
-        workers = len(os.sched_getaffinity(0))
+        workers = cores_available()
     if workers < 1:
-        raise click.BadParameter("--workers must be 1 or more (or -1: one per core)")
+        raise click.BadParameter("--workers must be 1 or more (or -1: one per core it may use)")
     logging.basicConfig(level=logging.INFO)
     repo, yaml = ctx.obj["repo"], ctx.obj["yaml"]
     try:

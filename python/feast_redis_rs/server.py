@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote
@@ -34,6 +34,7 @@ from feast.permissions.server.utils import (
 
 from feast_redis_rs import _feast, _native
 from feast_redis_rs.config import _PASSWORD, RedisOnlineStoreConfig
+from feast_redis_rs.cores import cores_available
 from feast_redis_rs.online_store import RedisOnlineStore
 from feast_redis_rs.plans import Plans
 
@@ -69,8 +70,8 @@ class ServerOptions:
     read_queue_timeout: float = 0.001
     """Under overload, seconds an online request may wait to be read; then 503 (load
     shedding: what is answered keeps its latency)."""
-    workers: int = 2
-    """Threads answering requests."""
+    workers: int = field(default_factory=cores_available)
+    """Threads answering requests: by default one per core the process may use."""
     worker_connections: int = 1000
     """Open client connections; past it the oldest idle one is closed to make room."""
     keep_alive_timeout: float = 30.0
