@@ -40,10 +40,9 @@ def cgroup_cpu_quota() -> float | None:
         if mount is None:
             continue
         mount_point, mount_root = mount
-        relative = Path(path).relative_to(mount_root) if path.startswith(mount_root) else None
-        if relative is None:
+        if not path.startswith(mount_root):
             continue
-        directory = mount_point / relative
+        directory = mount_point / Path(path).relative_to(mount_root)
         while True:
             quota = _quota(directory, version)
             if quota is not None:
@@ -61,9 +60,9 @@ def _cgroup_mount(mounts: list[str], version: int) -> tuple[Path, str] | None:
         fields, _, after = mount.partition(" - ")
         fs_type, _, super_options = [*after.split(" "), "", "", ""][:3]
         mount_fields = fields.split(" ")
-        if version == 2 and fs_type == "cgroup2":
-            return Path(mount_fields[4]), mount_fields[3]
-        if version == 1 and fs_type == "cgroup" and "cpu" in super_options.split(","):
+        v2 = version == 2 and fs_type == "cgroup2"
+        v1 = version == 1 and fs_type == "cgroup" and "cpu" in super_options.split(",")
+        if v1 or v2:
             return Path(mount_fields[4]), mount_fields[3]
     return None
 

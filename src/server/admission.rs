@@ -234,11 +234,12 @@ impl State {
             self.restart_window(now);
             return;
         }
-        if now.duration_since(self.adjusted) < WINDOW {
+        let window = now.duration_since(self.adjusted);
+        if window < WINDOW {
             return;
         }
-        let window = now.duration_since(self.adjusted);
-        let busy_share = match (workers_busy(), self.busy_at_window) {
+        let busy = workers_busy();
+        let busy_share = match (busy, self.busy_at_window) {
             (Some((busy, workers)), Some(before)) => {
                 busy.saturating_sub(before).as_secs_f64() / (window.as_secs_f64() * workers)
             }
@@ -257,12 +258,17 @@ impl State {
                 self.limit = (self.limit + 1 + self.limit / 8).min(most);
             }
         }
-        self.restart_window(now);
+        self.restart_window_with(now, busy);
     }
 
     fn restart_window(&mut self, now: Instant) {
+        self.restart_window_with(now, workers_busy());
+    }
+
+    /// Starts the limit's window at `now`, when the workers had been `busy`.
+    fn restart_window_with(&mut self, now: Instant, busy: Option<(Duration, f64)>) {
         self.adjusted = now;
-        self.busy_at_window = workers_busy().map(|(busy, _)| busy);
+        self.busy_at_window = busy.map(|(busy, _)| busy);
         self.served = Served::default();
         self.limit_reached = false;
     }
