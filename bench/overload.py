@@ -129,7 +129,9 @@ def main() -> None:
                 for index, (name, (command, yaml_name)) in enumerate(SERVERS.items()):
                     log = tmp_path / f"server-{index}-{rows}.log"
                     # One worker each (stock's default): each has one core.
-                    process, port = start(command, repo, yaml_name, log, ("-w", "1"))
+                    process, port = start(
+                        command, repo, yaml_name, log, ("--no-access-log", "-w", "1")
+                    )
                     pin(process.pid)
                     try:
                         results.setdefault(f"{rows} row(s)", {})[name] = measure(

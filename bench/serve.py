@@ -2,8 +2,11 @@
 `feast-redis-rs serve`, on one repo (the loan-shaped data of bench.py), one Redis, in one
 run. Latency: one keep-alive client sending the same requests to each server in
 alternating blocks (a plain socket, so the client costs little). Throughput: `wrk` with
-16 connections and 1-row requests. Writes bench/results_server.json, prints a table
-of ratios against stock `feast serve`, and its chart bench/results_server.png.
+16 connections and 1-row requests; for `feast-redis-rs serve` also `/health` (no Redis:
+the server's own HTTP capacity, of which a 1-row read's share is what Redis round trips
+leave), and 1-row reads with its access log on. Writes bench/results_server.json,
+prints a table of ratios against stock `feast serve`, and its chart
+bench/results_server.png.
 """
 
 from __future__ import annotations
@@ -155,12 +158,16 @@ def served_repo(
 
 
 def start(
-    command: str, repo: Path, yaml_name: str, log: Path, options: tuple[str, ...] = ()
+    command: str,
+    repo: Path,
+    yaml_name: str,
+    log: Path,
+    options: tuple[str, ...] = ("--no-access-log",),
 ) -> tuple[subprocess.Popen, int]:
     port = free_port()
     process = subprocess.Popen(
         [str(BIN / command), "-c", str(repo), "-f", str(repo / yaml_name), "serve",
-         "-p", str(port), "--no-access-log", *options],
+         "-p", str(port), *options],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 90
@@ -211,12 +218,17 @@ wrk.body = [[%s]]
 """
 
 
-def measure_throughput(port: int, request: bytes, seconds: int, workdir: Path) -> dict:
-    script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT % request.decode())
+def measure_throughput(port: int, request: bytes | None, seconds: int, workdir: Path) -> dict:
+    """wrk -c16 posting `request` to /get-online-features, or getting /health."""
+    if request is None:
+        target = ["/health"]
+    else:
+        script = workdir / "post.lua"
+        script.write_text(WRK_SCRIPT % request.decode())
+        target = ["/get-online-features", "-s", str(script)]
     result = subprocess.run(
-        ["wrk", "-t2", "-c16", f"-d{seconds}s", "-s", str(script),
-         f"http://127.0.0.1:{port}/get-online-features"],
+        ["wrk", "-t2", "-c16", f"-d{seconds}s", *target[1:],
+         f"http://127.0.0.1:{port}{target[0]}"],
         capture_output=True, text=True, timeout=seconds + 60, check=True,
     )  # fmt: skip
     out = result.stdout
@@ -287,6 +299,18 @@ def main() -> None:
                 name: measure_throughput(port, one_row, seconds, tmp_path)
                 for name, port in ports.items()
             }
+            native = ports["feast-redis-rs serve"]
+            logged, logged_port = start(
+                "feast-redis-rs", repo, "ours.yaml", tmp_path / "logged.log", options=()
+            )
+            processes.append(logged)
+            native_server = {
+                "health_rps": measure_throughput(native, None, seconds, tmp_path)["rps"],
+                "read_rps": throughput["feast-redis-rs serve"]["rps"],
+                "read_rps_access_log": measure_throughput(logged_port, one_row, seconds, tmp_path)[
+                    "rps"
+                ],
+            }
         finally:
             for process in processes:
                 stop(process)
@@ -297,6 +321,7 @@ def main() -> None:
         "machine": f"{machine}, Python {platform.python_version()}",
         "latency": latency,
         "throughput_16_connections_1_row": throughput,
+        "native_server": native_server,
     }
     (ROOT / "bench" / "results_server.json").write_text(json.dumps(results, indent=2))
     chart(results, ROOT / "bench" / "results_server.png")
@@ -314,6 +339,13 @@ def main() -> None:
     )
     ratio = throughput["feast-redis-rs serve"]["rps"] / throughput[stock]["rps"]
     print(f"| throughput | {cells} | {ratio:.1f}x |")
+    n = native_server
+    print(
+        f"\nfeast-redis-rs serve, wrk -t2 -c16: /health {n['health_rps']:.0f} req/s; 1-row reads "
+        f"{n['read_rps']:.0f} req/s, {n['read_rps'] / n['health_rps']:.3f} of /health; with the "
+        f"access log {n['read_rps_access_log']:.0f} req/s "
+        f"({1 - n['read_rps_access_log'] / n['read_rps']:+.1%} cost)"
+    )
     print(f"\nWrote {ROOT / 'bench' / 'results_server.json'}")
 
 

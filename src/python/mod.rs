@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    crate::configure_allocator();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // Latency depends on it several times over: the demo and `--version` say which.
     let profile = if cfg!(debug_assertions) {

@@ -5,14 +5,14 @@
 //! per command in the caller's order.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
 
 use super::cluster::{key_slot, SlotMap};
-use super::connection::{Connector, NodeAddr, Pool, ReplyObserver, Role, Timeouts};
+use super::connection::{ConnectionGroup, Connector, NodeAddr, Pool, ReplyObserver, Role, Timeouts};
 use super::error::ClientError;
 use super::resp::{Command, Pipeline, Reply};
 use super::settings::{ClientConfig, ConnectionSettings, Topology};
@@ -246,6 +246,25 @@ impl RedisClient {
             Deployment::Cluster { .. } => self.execute_cluster(batch).await,
             _ => self.execute_on_master(batch, observe).await,
         }
+    }
+
+    /// Closes the connections `group`'s threads shared; for a group whose runtime has
+    /// stopped.
+    pub fn forget_group(&self, group: ConnectionGroup) {
+        self.pool.forget_group(group);
+        if let Deployment::Sentinel { sentinel_pool, .. } = &self.deployment {
+            sentinel_pool.forget_group(group);
+        }
+    }
+
+    /// The pipelines sent on connections shared by a group's threads, and the writes
+    /// that carried them: what auto-pipelining saved.
+    pub fn pipelining(&self) -> (u64, u64) {
+        let counts = &self.pool.pipelining;
+        (
+            counts.pipelines.load(Ordering::Relaxed),
+            counts.writes.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether this is a Redis Cluster, where one command's keys must share a slot.

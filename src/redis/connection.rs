@@ -3,7 +3,9 @@
 //! request at a time: the request is written whole, then its replies are parsed as they
 //! arrive, so decoding overlaps Redis' execution of the rest of the pipeline. A caller
 //! with nothing else to do (`spin_wait`) waits for replies by spinning rather than
-//! sleeping, while no other thread waits on Redis.
+//! sleeping, while no other thread waits on Redis. The worker threads of a runtime that
+//! serves many requests at once (the server's) join a `ConnectionGroup` instead: their
+//! requests share one connection per node and its writes (see `multiplex`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::error::ClientError;
+use super::multiplex::{Multiplexed, PipeliningCounts};
 use super::resp::{self, Command, Pipeline, Reply};
 use super::settings::{ConnectionSettings, Secret};
 use super::tls;
@@ -89,7 +92,7 @@ pub struct Timeouts {
     pub command: Duration,
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {
+pub(super) trait Io: AsyncRead + AsyncWrite + Send + Unpin {
     /// The socket under the stream, and whether its bytes are the stream's (not TLS
     /// records): a spinning wait reads those straight from the socket.
     fn socket(&self) -> (socket2::SockRef<'_>, bool);
@@ -116,6 +119,9 @@ impl Io for tokio_rustls::client::TlsStream<TcpStream> {
 
 thread_local! {
     static SPIN_WAIT: Cell<bool> = const { Cell::new(false) };
+    /// The connection group this thread's requests share connections with (`NO_GROUP`:
+    /// the thread's own connections).
+    static GROUP: Cell<u64> = const { Cell::new(NO_GROUP) };
     static WAITER_ID: u64 = NEXT_WAITER_ID.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -129,6 +135,27 @@ const SPIN_BUDGET: Duration = Duration::from_micros(200);
 const SHARED_WAITS_WINDOW: Duration = Duration::from_millis(100);
 
 static NEXT_WAITER_ID: AtomicU64 = AtomicU64::new(1);
+const NO_GROUP: u64 = 0;
+static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
+
+/// The worker threads of one multi-threaded runtime whose requests share a connection
+/// per node (auto-pipelining). Each worker calls `join` as it starts
+/// (`on_thread_start`); the group's connections run on that runtime, and are closed by
+/// `RedisClient::forget_group` once it is shut down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectionGroup(u64);
+
+impl ConnectionGroup {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(NEXT_GROUP.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Makes the calling thread's requests use the group's connections.
+    pub fn join(self) {
+        GROUP.with(|group| group.set(self.0));
+    }
+}
 /// The thread that last entered `spin_wait`.
 static LAST_WAITER: AtomicU64 = AtomicU64::new(NO_WAITER);
 const NO_WAITER: u64 = 0;
@@ -253,13 +280,15 @@ impl Failure {
     }
 }
 
+pub(super) type BoxedIo = Box<dyn Io>;
+
 /// Room kept free in the read buffer before each read: most replies arrive in one read.
-const READ_CHUNK: usize = 64 * 1024;
+pub(super) const READ_CHUNK: usize = 64 * 1024;
 
 /// An open, authenticated connection with nothing in flight between requests.
 pub struct Connection {
-    io: Box<dyn Io>,
-    received: BytesMut,
+    pub(super) io: BoxedIo,
+    pub(super) received: BytesMut,
     /// Where a spinning wait reads bytes from a plain socket.
     scratch: Vec<u8>,
     /// How long the last request waited for the first bytes of its replies.
@@ -500,11 +529,62 @@ const MAX_IDLE_PER_NODE: usize = 32;
 
 type NodeConnections = HashMap<NodeAddr, Vec<Connection>>;
 
-/// A pool's idle connections, by calling thread. Connections belong to the process that
-/// opened them: after a fork (gunicorn workers of `feast serve`) the child opens its own.
+/// A pool's idle connections, by calling thread, and its shared ones, by connection
+/// group and node. Connections belong to the process that opened them: after a fork
+/// (gunicorn workers of `feast serve`) the child opens its own.
 struct Connections {
     pid: u32,
     by_thread: HashMap<ThreadId, NodeConnections>,
+    by_group: HashMap<(u64, NodeAddr), Arc<GroupSlot>>,
+}
+
+/// A group's connection to one node, opened by one request at a time: the others wait
+/// for it, and share its failure rather than each trying (and timing out) in turn.
+#[derive(Default)]
+struct GroupSlot {
+    /// The group's requests to the node in flight: one alone takes an idle connection
+    /// of `alone` and reads its replies itself (no hand-over between tasks, so no
+    /// latency added); those that overlap another share `connection`.
+    requests: AtomicUsize,
+    /// Not per thread: a request's task moves between the runtime's workers.
+    alone: Mutex<Vec<Connection>>,
+    connection: Mutex<Option<Arc<Multiplexed>>>,
+    /// The last attempt's failure, held while connecting.
+    connecting: tokio::sync::Mutex<Option<ClientError>>,
+    attempts: AtomicU64,
+}
+
+/// A request counted in its group slot's `requests` while it lives.
+struct GroupRequest(Arc<GroupSlot>);
+
+impl GroupRequest {
+    /// Counts a request in; returns it and whether it overlaps another.
+    fn enter(slot: Arc<GroupSlot>) -> (Self, bool) {
+        let overlaps = slot.requests.fetch_add(1, Ordering::AcqRel) > 0;
+        (Self(slot), overlaps)
+    }
+}
+
+impl Drop for GroupRequest {
+    fn drop(&mut self) {
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl GroupSlot {
+    fn open(&self) -> Option<Arc<Multiplexed>> {
+        let connection = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        connection.as_ref().filter(|c| c.is_open()).cloned()
+    }
+
+    fn close(&self) {
+        let idle = std::mem::take(&mut *self.alone.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(idle);
+        let taken = self.connection.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(connection) = taken {
+            connection.close();
+        }
+    }
 }
 
 type SharedConnections = Arc<Mutex<Connections>>;
@@ -560,6 +640,7 @@ fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connectio
         guard.pid = pid;
         // The parent's sockets: the child must not read the parent's replies from them.
         std::mem::forget(std::mem::take(&mut guard.by_thread));
+        std::mem::forget(std::mem::take(&mut guard.by_group));
     }
     guard
 }
@@ -573,6 +654,7 @@ pub struct Pool {
     connector: Connector,
     role: Role,
     connections: SharedConnections,
+    pub(super) pipelining: Arc<PipeliningCounts>,
 }
 
 impl Pool {
@@ -583,7 +665,9 @@ impl Pool {
             connections: Arc::new(Mutex::new(Connections {
                 pid: process_id(),
                 by_thread: HashMap::new(),
+                by_group: HashMap::new(),
             })),
+            pipelining: Arc::default(),
         }
     }
 
@@ -630,11 +714,122 @@ impl Pool {
         }
     }
 
-    /// Closes this thread's idle connections to `addr`.
+    /// Closes this thread's idle connections to `addr`, and its group's shared one.
     pub fn forget(&self, addr: &NodeAddr) {
-        if let Some(nodes) = lock(&self.connections).by_thread.get_mut(&thread::current().id()) {
+        let group = GROUP.with(Cell::get);
+        let mut connections = lock(&self.connections);
+        if let Some(nodes) = connections.by_thread.get_mut(&thread::current().id()) {
             nodes.remove(addr);
         }
+        let slot = connections.by_group.get(&(group, addr.clone())).cloned();
+        drop(connections);
+        if let Some(slot) = slot {
+            slot.close();
+        }
+    }
+
+    /// Closes `group`'s connections (once its runtime has stopped).
+    pub fn forget_group(&self, group: ConnectionGroup) {
+        let mut connections = lock(&self.connections);
+        let mut slots = Vec::new();
+        connections.by_group.retain(|(owner, _), slot| {
+            if *owner == group.0 {
+                slots.push(Arc::clone(slot));
+            }
+            *owner != group.0
+        });
+        drop(connections);
+        for slot in slots {
+            slot.close();
+        }
+    }
+
+    fn group_slot(&self, group: u64, addr: &NodeAddr) -> Arc<GroupSlot> {
+        let mut connections = lock(&self.connections);
+        if let Some(slot) = connections.by_group.get(&(group, addr.clone())) {
+            return Arc::clone(slot);
+        }
+        Arc::clone(connections.by_group.entry((group, addr.clone())).or_default())
+    }
+
+    /// The group's open connection to `addr`, opened if there is none.
+    async fn group_connection(
+        &self,
+        slot: &GroupSlot,
+        addr: &NodeAddr,
+    ) -> Result<Arc<Multiplexed>, ClientError> {
+        if let Some(connection) = slot.open() {
+            return Ok(connection);
+        }
+        let attempts_seen = slot.attempts.load(Ordering::Acquire);
+        let mut last_failure = slot.connecting.lock().await;
+        if let Some(connection) = slot.open() {
+            return Ok(connection);
+        }
+        if slot.attempts.load(Ordering::Acquire) != attempts_seen {
+            if let Some(err) = &*last_failure {
+                return Err(err.clone());
+            }
+        }
+        let connected = self.connector.connect(addr, self.role).await;
+        slot.attempts.fetch_add(1, Ordering::Release);
+        match connected {
+            Ok(connection) => {
+                *last_failure = None;
+                let connection = Multiplexed::start(
+                    connection,
+                    addr.clone(),
+                    self.connector.timeouts.command,
+                    Arc::clone(&self.pipelining),
+                );
+                *slot.connection.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&connection));
+                Ok(connection)
+            }
+            Err(err) => {
+                *last_failure = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// `send_observed` on the group's shared connection to `addr`: the replies are
+    /// shown to `observe` once all are in.
+    async fn send_shared(
+        &self,
+        slot: &GroupSlot,
+        addr: &NodeAddr,
+        pipeline: &Pipeline,
+        observe: &mut ReplyObserver<'_>,
+    ) -> Result<Vec<Reply>, ClientError> {
+        let (connection, answer) = loop {
+            let connection = self.group_connection(slot, addr).await?;
+            if let Some(answer) = connection.send(pipeline).await {
+                break (connection, answer);
+            }
+        };
+        let timeout = self.connector.timeouts.command;
+        let replies = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(answer)) => answer?,
+            Ok(Err(_)) => {
+                return Err(ClientError::Io {
+                    addr: addr.to_string(),
+                    reason: "the connection's reader stopped".into(),
+                })
+            }
+            Err(_) => {
+                // Redis may be stuck, or the network path gone: later requests take a
+                // new connection; this one's replies are still read, a while.
+                connection.close();
+                return Err(ClientError::Timeout {
+                    addr: addr.to_string(),
+                    timeout,
+                });
+            }
+        };
+        for (index, reply) in replies.iter().enumerate() {
+            observe(index, reply);
+        }
+        Ok(replies)
     }
 
     /// Sends `pipeline` to `addr` and returns one reply per command, server errors
@@ -653,7 +848,21 @@ impl Pool {
         if pipeline.is_empty() {
             return Ok(Vec::new());
         }
-        let mut connection = match self.take_idle(addr) {
+        let group = GROUP.with(Cell::get);
+        let alone = if group != NO_GROUP {
+            let (request, overlaps) = GroupRequest::enter(self.group_slot(group, addr));
+            if overlaps {
+                return self.send_shared(&request.0, addr, pipeline, observe).await;
+            }
+            Some(request)
+        } else {
+            None
+        };
+        let idle = match &alone {
+            Some(request) => request.0.alone.lock().unwrap_or_else(|e| e.into_inner()).pop(),
+            None => self.take_idle(addr),
+        };
+        let mut connection = match idle {
             Some(connection) => connection,
             None => self.connector.connect(addr, self.role).await?,
         };
@@ -669,7 +878,15 @@ impl Pool {
         match result {
             Ok(replies) => {
                 if connection.is_clean() {
-                    self.give_back(addr, connection);
+                    match &alone {
+                        Some(request) => {
+                            let mut idle = request.0.alone.lock().unwrap_or_else(|e| e.into_inner());
+                            if idle.len() < MAX_IDLE_PER_NODE {
+                                idle.push(connection);
+                            }
+                        }
+                        None => self.give_back(addr, connection),
+                    }
                 }
                 Ok(replies)
             }

@@ -5,6 +5,7 @@ mod client;
 mod cluster;
 mod connection;
 mod error;
+mod multiplex;
 mod resp;
 mod script;
 mod settings;
@@ -12,7 +13,7 @@ mod tls;
 
 pub use client::{Batch, RedisClient, RetryPolicy};
 pub use cluster::key_slot;
-pub use connection::{note_process_id, spin_wait, NodeAddr, ReplyObserver, Timeouts};
+pub use connection::{note_process_id, spin_wait, ConnectionGroup, NodeAddr, ReplyObserver, Timeouts};
 pub use error::ClientError;
 pub use resp::{Command, Reply, Strings};
 pub use script::Script;

@@ -426,23 +426,34 @@ pub fn parse_replies(
         return Ok(buf.len() + 1);
     }
     let bytes = buf.split().freeze();
-    let mut complete = 0;
-    let mut needed = 0;
+    let mut at = 0;
+    let needed = parse_from(&bytes, &mut at, limit, strings_flat, out)?;
+    buf.extend_from_slice(&bytes[at..]);
+    Ok(needed)
+}
+
+/// `parse_replies` on bytes already taken from the read buffer, from `*at` (moved past
+/// the replies taken): the replies of several requests are parsed from one read
+/// without moving the bytes between them. Returns the length the bytes from `*at` must
+/// reach before the next reply can be taken (0 once `limit` were).
+pub fn parse_from(
+    bytes: &Bytes,
+    at: &mut usize,
+    limit: usize,
+    strings_flat: bool,
+    out: &mut Vec<Reply>,
+) -> Result<usize, ProtocolError> {
     for _ in 0..limit {
-        let mut at = complete;
-        match parse(&bytes, &mut at, 0, strings_flat)? {
+        let mut end = *at;
+        match parse(bytes, &mut end, 0, strings_flat)? {
             Some(reply) => {
                 out.push(reply);
-                complete = at;
+                *at = end;
             }
-            None => {
-                needed = at - complete;
-                break;
-            }
+            None => return Ok(end - *at),
         }
     }
-    buf.extend_from_slice(&bytes[complete..]);
-    Ok(needed)
+    Ok(0)
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ use super::connection::{Closed, ConnState, Connections, TimedIo, Timeouts};
 use super::log::Log;
 use super::metrics::{Gauges, Metrics, Refused};
 use super::online::{self, Answer, Catalog, RequestLimits};
-use crate::redis::RedisClient;
+use crate::redis::{ConnectionGroup, RedisClient};
 
 /// Where `/metrics` is served, if at all.
 #[derive(Clone, Debug)]
@@ -415,15 +415,18 @@ impl Server {
             Some((cert, key)) => Some(load_tls(cert, key)?),
             None => None,
         };
+        let redis_connections = ConnectionGroup::new();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.options.workers.max(1))
             .thread_name("feast-redis-rs-server")
+            .on_thread_start(move || redis_connections.join())
             .enable_all()
             .build()
             .map_err(|err| ServerError::Runtime(err.to_string()))?;
         let left = runtime.block_on(self.serve(tls, ready));
         // Connections still open past the grace are dropped with their tasks.
         runtime.shutdown_background();
+        self.client.forget_group(redis_connections);
         left
     }
 
@@ -678,11 +681,14 @@ impl Server {
 
     fn render_metrics(&self) -> Answered {
         let (reads_in_service, read_limit) = self.reads.in_service();
+        let (redis_pipelines, redis_writes) = self.client.pipelining();
         let gauges = Gauges {
             connections_open: self.connections.len(),
             log_lines_dropped: self.log.dropped(),
             reads_in_service,
             read_limit,
+            redis_pipelines,
+            redis_writes,
         };
         respond(
             StatusCode::OK,

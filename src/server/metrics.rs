@@ -73,6 +73,10 @@ pub struct Gauges {
     pub log_lines_dropped: u64,
     pub reads_in_service: usize,
     pub read_limit: usize,
+    /// Pipelines sent to Redis on the server's shared connections, and the writes that
+    /// carried them.
+    pub redis_pipelines: u64,
+    pub redis_writes: u64,
 }
 
 pub struct Metrics {
@@ -305,6 +309,20 @@ impl Metrics {
             "gauge",
             "Online requests that may be read natively at once now (adapts to the load, up to --max-concurrent-reads).",
             gauges.read_limit,
+        );
+        single(
+            &mut out,
+            "redis_pipelines_total",
+            "counter",
+            "Pipelines (a request's commands to one node) sent to Redis.",
+            gauges.redis_pipelines,
+        );
+        single(
+            &mut out,
+            "redis_writes_total",
+            "counter",
+            "Writes to Redis that carried them: pipelines of concurrent requests share a write.",
+            gauges.redis_writes,
         );
         out
     }

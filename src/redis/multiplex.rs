@@ -1,0 +1,372 @@
+//! A connection shared by every request of a multi-threaded runtime (the server's) to
+//! one node: auto-pipelining. A request adds its reply count to a queue and its bytes
+//! to the connection, in one step under one lock, so bytes and queue are in the same
+//! order. On an idle connection (nothing unanswered, nothing being written) the request
+//! writes its bytes itself, at once. On a busy one it appends them to the bytes waiting
+//! for the writer task, which writes everything that queued since its last write in one
+//! write, after the requests the runtime is about to run have queued theirs: they share
+//! the write, and Redis' read. A reader task parses replies in order and hands each
+//! request its own. A failure of the connection fails the requests in it; a request
+//! dropped or timed out leaves its replies to be read and discarded.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+
+use super::connection::{BoxedIo, Connection, NodeAddr, READ_CHUNK};
+use super::error::ClientError;
+use super::resp::{self, Pipeline, Reply};
+
+/// How much auto-pipelining saved: pipelines sent, and the writes that carried them.
+#[derive(Default)]
+pub struct PipeliningCounts {
+    pub pipelines: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+pub(super) type Answer = Result<Vec<Reply>, ClientError>;
+
+/// A request whose replies are still to come.
+struct Awaiting {
+    expected: usize,
+    strings_flat: bool,
+    reply_to: oneshot::Sender<Answer>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The pipelines queued since the writer last took them.
+    outgoing: BytesMut,
+    /// Whether the writer is writing what it took: no request may write meanwhile.
+    writing: bool,
+    /// Every request whose replies are still to come, in the order of its bytes.
+    awaiting: VecDeque<Awaiting>,
+    /// Set once the connection takes no more requests: it failed, a request on it timed
+    /// out, or its node was forgotten.
+    closed: bool,
+    /// Why it failed: the requests still in it fail with this.
+    failure: Option<ClientError>,
+}
+
+pub(super) struct Multiplexed {
+    addr: NodeAddr,
+    state: Mutex<State>,
+    /// Taken only while `state` says whose turn it is to write: a request on an idle
+    /// connection (with `state` locked), or the writer.
+    io: Mutex<WriteHalf<BoxedIo>>,
+    /// Requests queued whose replies are not all handed out yet.
+    unanswered: AtomicUsize,
+    /// Wakes the writer: bytes queued, or the connection closed.
+    wake_writer: Notify,
+    /// Wakes the reader once the connection is closed.
+    wake_reader: Notify,
+    counts: Arc<PipeliningCounts>,
+}
+
+impl Multiplexed {
+    /// Starts the writer and reader of `connection` (freshly handshaken: nothing in
+    /// flight) on the current runtime. A closed connection's reader waits for the
+    /// replies still to come `drain_timeout` at most.
+    pub(super) fn start(
+        connection: Connection,
+        addr: NodeAddr,
+        drain_timeout: Duration,
+        counts: Arc<PipeliningCounts>,
+    ) -> Arc<Self> {
+        let (reader, writer) = tokio::io::split(connection.io);
+        let shared = Arc::new(Self {
+            addr,
+            state: Mutex::default(),
+            io: Mutex::new(writer),
+            unanswered: AtomicUsize::new(0),
+            wake_writer: Notify::new(),
+            wake_reader: Notify::new(),
+            counts,
+        });
+        tokio::spawn(write_requests(Arc::clone(&shared)));
+        tokio::spawn(read_replies(
+            Arc::clone(&shared),
+            reader,
+            connection.received,
+            drain_timeout,
+        ));
+        shared
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        !self.lock().closed
+    }
+
+    fn write_half(&self) -> MutexGuard<'_, WriteHalf<BoxedIo>> {
+        self.io.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `pipeline`: written at once on an idle connection, else queued for the
+    /// writer's next write. `None` once the connection is closed.
+    pub(super) async fn send(&self, pipeline: &Pipeline) -> Option<oneshot::Receiver<Answer>> {
+        std::future::poll_fn(|cx| Poll::Ready(self.send_polled(cx, pipeline))).await
+    }
+
+    fn send_polled(&self, cx: &mut Context<'_>, pipeline: &Pipeline) -> Option<oneshot::Receiver<Answer>> {
+        let (reply_to, receiver) = oneshot::channel();
+        let bytes = pipeline.bytes();
+        let mut failed = None;
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return None;
+            }
+            let idle =
+                !state.writing && state.outgoing.is_empty() && self.unanswered.load(Ordering::Acquire) == 0;
+            state.awaiting.push_back(Awaiting {
+                expected: pipeline.len(),
+                strings_flat: pipeline.strings_flat(),
+                reply_to,
+            });
+            self.unanswered.fetch_add(1, Ordering::AcqRel);
+            self.counts.pipelines.fetch_add(1, Ordering::Relaxed);
+            let mut written = 0;
+            if idle {
+                self.counts.writes.fetch_add(1, Ordering::Relaxed);
+                match write_some(&mut self.write_half(), cx, bytes, &mut written) {
+                    Poll::Ready(Err(err)) => failed = Some(err),
+                    Poll::Ready(Ok(())) => return Some(receiver),
+                    // What the socket did not take yet, the writer writes (and flushes).
+                    Poll::Pending => {}
+                }
+            }
+            if failed.is_none() {
+                state.outgoing.extend_from_slice(&bytes[written..]);
+            }
+        }
+        match failed {
+            Some(err) => self.fail(self.lost(err)),
+            None => self.wake_writer.notify_one(),
+        }
+        Some(receiver)
+    }
+
+    /// Takes no more requests; those in flight still get their replies (within the
+    /// drain timeout).
+    pub(super) fn close(&self) {
+        self.lock().closed = true;
+        self.wake_writer.notify_one();
+        self.wake_reader.notify_one();
+    }
+
+    /// Fails every request in flight with `err` and closes the connection.
+    fn fail(&self, err: ClientError) {
+        let awaiting = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.failure.get_or_insert(err.clone());
+            std::mem::take(&mut state.awaiting)
+        };
+        self.unanswered.fetch_sub(awaiting.len(), Ordering::AcqRel);
+        for request in awaiting {
+            let _ = request.reply_to.send(Err(err.clone()));
+        }
+        self.wake_writer.notify_one();
+        self.wake_reader.notify_one();
+    }
+
+    fn lost(&self, reason: impl ToString) -> ClientError {
+        ClientError::Io {
+            addr: self.addr.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Writes `bytes` from `*written` on and flushes them, as far as the socket takes them
+/// now; `*written` moves past what it took.
+fn write_some(
+    io: &mut WriteHalf<BoxedIo>,
+    cx: &mut Context<'_>,
+    bytes: &[u8],
+    written: &mut usize,
+) -> Poll<std::io::Result<()>> {
+    while *written < bytes.len() {
+        match Pin::new(&mut *io).poll_write(cx, &bytes[*written..]) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(taken)) => *written += taken,
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Pin::new(&mut *io).poll_flush(cx)
+}
+
+async fn write_requests(shared: Arc<Multiplexed>) {
+    let mut sending = BytesMut::new();
+    loop {
+        shared.wake_writer.notified().await;
+        // To the back of the runtime's queue: the requests it is about to run (or whose
+        // sockets it is about to read) queue theirs for this same write.
+        tokio::task::yield_now().await;
+        let closed = {
+            let mut state = shared.lock();
+            std::mem::swap(&mut state.outgoing, &mut sending);
+            state.writing = true;
+            state.closed
+        };
+        if !sending.is_empty() {
+            shared.counts.writes.fetch_add(1, Ordering::Relaxed);
+        }
+        // Also flushes what a request's own write left unflushed (TLS).
+        let mut written = 0;
+        let result =
+            std::future::poll_fn(|cx| write_some(&mut shared.write_half(), cx, &sending, &mut written)).await;
+        shared.lock().writing = false;
+        if let Err(err) = result {
+            shared.fail(shared.lost(err));
+            return;
+        }
+        sending.clear();
+        if closed {
+            return;
+        }
+    }
+}
+
+/// Fails what is still in flight if the reader ends without a reply for it (its task
+/// dropped with the runtime, or a panic).
+struct FailOnExit<'a>(&'a Multiplexed);
+
+impl Drop for FailOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.fail(self.0.lost("the connection's reader stopped"));
+    }
+}
+
+async fn read_replies(
+    shared: Arc<Multiplexed>,
+    mut io: ReadHalf<BoxedIo>,
+    mut received: BytesMut,
+    drain_timeout: Duration,
+) {
+    let _fail_on_exit = FailOnExit(&shared);
+    // The request whose replies are being parsed, with those parsed so far.
+    let mut current: Option<(Awaiting, Vec<Reply>)> = None;
+    let mut parse_at = 1;
+    let mut drain_until = None;
+    loop {
+        if received.len() >= parse_at {
+            match hand_out(&shared, &mut received, &mut current) {
+                Ok(needed) => parse_at = needed,
+                Err(err) => {
+                    fail_current(&shared, &mut current, &err);
+                    shared.fail(err);
+                    return;
+                }
+            }
+        }
+        {
+            let state = shared.lock();
+            if let Some(err) = &state.failure {
+                let err = err.clone();
+                drop(state);
+                fail_current(&shared, &mut current, &err);
+                return;
+            }
+            if state.closed {
+                if current.is_none() && state.awaiting.is_empty() {
+                    return;
+                }
+                drain_until.get_or_insert_with(|| Instant::now() + drain_timeout);
+            }
+        }
+        received.reserve(READ_CHUNK);
+        tokio::select! {
+            read = io.read_buf(&mut received) => match read {
+                Ok(0) => {
+                    let err = shared.lost("Redis closed the connection");
+                    fail_current(&shared, &mut current, &err);
+                    shared.fail(err);
+                    return;
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    let err = shared.lost(err);
+                    fail_current(&shared, &mut current, &err);
+                    shared.fail(err);
+                    return;
+                }
+            },
+            _ = shared.wake_reader.notified() => {}
+            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => {
+                let err = ClientError::Timeout { addr: shared.addr.to_string(), timeout: drain_timeout };
+                fail_current(&shared, &mut current, &err);
+                shared.fail(err);
+                return;
+            }
+        }
+    }
+}
+
+fn fail_current(shared: &Multiplexed, current: &mut Option<(Awaiting, Vec<Reply>)>, err: &ClientError) {
+    if let Some((request, _)) = current.take() {
+        shared.unanswered.fetch_sub(1, Ordering::AcqRel);
+        let _ = request.reply_to.send(Err(err.clone()));
+    }
+}
+
+/// Parses what `received` holds into the replies of the requests in flight, in order,
+/// handing each request its replies once all are in. Returns the length `received`
+/// must reach before more can be parsed.
+fn hand_out(
+    shared: &Multiplexed,
+    received: &mut BytesMut,
+    current: &mut Option<(Awaiting, Vec<Reply>)>,
+) -> Result<usize, ClientError> {
+    let bytes = received.split().freeze();
+    let mut at = 0;
+    let protocol = |reply: String| ClientError::Protocol {
+        addr: shared.addr.to_string(),
+        command: "pipeline",
+        reply,
+    };
+    let needed = loop {
+        if at == bytes.len() && current.is_none() {
+            break 1;
+        }
+        let (request, replies) = match current {
+            Some(current) => current,
+            None => match shared.lock().awaiting.pop_front() {
+                Some(request) => {
+                    let replies = Vec::with_capacity(request.expected);
+                    current.insert((request, replies))
+                }
+                None => return Err(protocol("a reply to no request".into())),
+            },
+        };
+        let needed = resp::parse_from(
+            &bytes,
+            &mut at,
+            request.expected - replies.len(),
+            request.strings_flat,
+            replies,
+        )
+        .map_err(|err| protocol(err.to_string()))?;
+        if replies.len() < request.expected {
+            break needed;
+        }
+        let (request, replies) = current.take().expect("matched above");
+        shared.unanswered.fetch_sub(1, Ordering::AcqRel);
+        let _ = request.reply_to.send(Ok(replies));
+    };
+    received.extend_from_slice(&bytes[at..]);
+    Ok(needed)
+}
