@@ -370,3 +370,142 @@ fn hand_out(
     received.extend_from_slice(&bytes[at..]);
     Ok(needed)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    use super::super::connection::{ConnectionGroup, Connector, Pool, Role, Timeouts};
+    use super::super::resp::Command;
+    use super::super::settings::{ConnectionSettings, Topology};
+    use super::*;
+
+    /// The commands complete at the front of `buf` (RESP arrays of bulk strings), taken
+    /// from it.
+    fn take_commands(buf: &mut Vec<u8>) -> Vec<Vec<Vec<u8>>> {
+        fn line(buf: &[u8], at: &mut usize) -> Option<usize> {
+            let end = buf[*at..].windows(2).position(|w| w == b"\r\n")? + *at;
+            let number = std::str::from_utf8(&buf[*at + 1..end]).ok()?.parse().ok()?;
+            *at = end + 2;
+            Some(number)
+        }
+        let mut commands = Vec::new();
+        let mut taken = 0;
+        'commands: loop {
+            let mut at = taken;
+            let Some(count) = line(buf, &mut at) else { break };
+            let mut args = Vec::with_capacity(count);
+            for _ in 0..count {
+                let Some(len) = line(buf, &mut at) else {
+                    break 'commands;
+                };
+                if buf.len() < at + len + 2 {
+                    break 'commands;
+                }
+                args.push(buf[at..at + len].to_vec());
+                at += len + 2;
+            }
+            commands.push(args);
+            taken = at;
+        }
+        buf.drain(..taken);
+        commands
+    }
+
+    /// Answers each command with its last argument as a bulk string, the replies' bytes
+    /// written a few at a time so that they arrive split anywhere.
+    fn echo_server(listener: TcpListener) {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            thread::spawn(move || {
+                socket.set_nodelay(true).unwrap();
+                let mut received = Vec::new();
+                let mut chunk = [0; 4096];
+                let mut step = 1;
+                loop {
+                    let read = match socket.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => read,
+                    };
+                    received.extend_from_slice(&chunk[..read]);
+                    let mut replies = Vec::new();
+                    for command in take_commands(&mut received) {
+                        let last = command.last().unwrap();
+                        replies.extend_from_slice(format!("${}\r\n", last.len()).as_bytes());
+                        replies.extend_from_slice(last);
+                        replies.extend_from_slice(b"\r\n");
+                    }
+                    for piece in replies.chunks(step) {
+                        if socket.write_all(piece).is_err() {
+                            return;
+                        }
+                    }
+                    step = step % 7 + 1;
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn requests_in_flight_together_each_get_their_own_replies_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        thread::spawn(move || echo_server(listener));
+        let settings = ConnectionSettings::parse(&format!("127.0.0.1:{port}"), Topology::Standalone).unwrap();
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            command: Duration::from_secs(5),
+        };
+        let pool = Arc::new(Pool::new(
+            Connector::new(&settings, timeouts).unwrap(),
+            Role::Data,
+        ));
+        let group = ConnectionGroup::new();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .on_thread_start(move || group.join())
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = NodeAddr::new("127.0.0.1", port);
+        let requests = (0..64).map(|request| {
+            let pool = Arc::clone(&pool);
+            let addr = addr.clone();
+            runtime.spawn(async move {
+                for round in 0..20 {
+                    let mut pipeline = Pipeline::new();
+                    let commands = 1 + (request + round) % 5;
+                    for command in 0..commands {
+                        pipeline.push(Command::new("ECHO").arg(format!("{request}-{round}-{command}")));
+                    }
+                    let replies = pool.send(&addr, &pipeline).await.unwrap();
+                    let texts: Vec<String> = replies
+                        .iter()
+                        .map(|reply| String::from_utf8(reply.text().unwrap().to_vec()).unwrap())
+                        .collect();
+                    let expected: Vec<String> = (0..commands)
+                        .map(|command| format!("{request}-{round}-{command}"))
+                        .collect();
+                    assert_eq!(texts, expected);
+                }
+            })
+        });
+        let handles: Vec<_> = requests.collect();
+        runtime.block_on(async {
+            for handle in handles {
+                handle.await.unwrap();
+            }
+        });
+        let (pipelines, writes) = (
+            pool.pipelining.pipelines.load(Ordering::Relaxed),
+            pool.pipelining.writes.load(Ordering::Relaxed),
+        );
+        assert!(
+            pipelines > 0 && writes < pipelines,
+            "{pipelines} pipelines, {writes} writes"
+        );
+        pool.forget_group(group);
+    }
+}
