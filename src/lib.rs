@@ -17,12 +17,19 @@ mod python;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's `abandoned_page_purge` (its option 12 in v2): a thread that exits returns
-/// the free pages of its heap at once, so a thread per call leaves no memory behind.
+/// mimalloc v2's options by their number in its `mimalloc.h` (libmimalloc-sys does not
+/// name these): `abandoned_page_purge`, so that a thread that exits returns its heap's
+/// free pages at once, and `purge_delay`, so that freed memory goes back to the system
+/// when it is freed, not 10 ms later at the allocator's next call on that thread (which
+/// may never come: a thread per call, a worker going idle).
 const MI_OPTION_ABANDONED_PAGE_PURGE: libmimalloc_sys::mi_option_t = 12;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Sets the allocator's options; called first when the extension is loaded.
 pub fn configure_allocator() {
-    // SAFETY: mi_option_set_enabled only stores an option's value.
-    unsafe { libmimalloc_sys::mi_option_set_enabled(MI_OPTION_ABANDONED_PAGE_PURGE, true) };
+    // SAFETY: setting an option only stores its value.
+    unsafe {
+        libmimalloc_sys::mi_option_set_enabled(MI_OPTION_ABANDONED_PAGE_PURGE, true);
+        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+    }
 }

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::error::ClientError;
-use super::multiplex::{Multiplexed, PipeliningCounts};
+use super::multiplex::{Multiplexed, PipeliningCounts, READER_STOPPED};
 use super::resp::{self, Command, Pipeline, Reply};
 use super::settings::{ConnectionSettings, Secret};
 use super::tls;
@@ -535,7 +535,7 @@ type NodeConnections = HashMap<NodeAddr, Vec<Connection>>;
 struct Connections {
     pid: u32,
     by_thread: HashMap<ThreadId, NodeConnections>,
-    by_group: HashMap<(u64, NodeAddr), Arc<GroupSlot>>,
+    by_group: HashMap<u64, HashMap<NodeAddr, Arc<GroupSlot>>>,
 }
 
 /// A group's connection to one node, opened by one request at a time: the others wait
@@ -578,8 +578,7 @@ impl GroupSlot {
     }
 
     fn close(&self) {
-        let idle = std::mem::take(&mut *self.alone.lock().unwrap_or_else(|e| e.into_inner()));
-        drop(idle);
+        self.alone.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let taken = self.connection.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(connection) = taken {
             connection.close();
@@ -721,7 +720,11 @@ impl Pool {
         if let Some(nodes) = connections.by_thread.get_mut(&thread::current().id()) {
             nodes.remove(addr);
         }
-        let slot = connections.by_group.get(&(group, addr.clone())).cloned();
+        let slot = connections
+            .by_group
+            .get(&group)
+            .and_then(|nodes| nodes.get(addr))
+            .cloned();
         drop(connections);
         if let Some(slot) = slot {
             slot.close();
@@ -730,26 +733,19 @@ impl Pool {
 
     /// Closes `group`'s connections (once its runtime has stopped).
     pub fn forget_group(&self, group: ConnectionGroup) {
-        let mut connections = lock(&self.connections);
-        let mut slots = Vec::new();
-        connections.by_group.retain(|(owner, _), slot| {
-            if *owner == group.0 {
-                slots.push(Arc::clone(slot));
-            }
-            *owner != group.0
-        });
-        drop(connections);
-        for slot in slots {
+        let removed = lock(&self.connections).by_group.remove(&group.0);
+        for slot in removed.into_iter().flat_map(HashMap::into_values) {
             slot.close();
         }
     }
 
     fn group_slot(&self, group: u64, addr: &NodeAddr) -> Arc<GroupSlot> {
         let mut connections = lock(&self.connections);
-        if let Some(slot) = connections.by_group.get(&(group, addr.clone())) {
-            return Arc::clone(slot);
+        let nodes = connections.by_group.entry(group).or_default();
+        match nodes.get(addr) {
+            Some(slot) => Arc::clone(slot),
+            None => Arc::clone(nodes.entry(addr.clone()).or_default()),
         }
-        Arc::clone(connections.by_group.entry((group, addr.clone())).or_default())
     }
 
     /// The group's open connection to `addr`, opened if there is none.
@@ -813,7 +809,7 @@ impl Pool {
             Ok(Err(_)) => {
                 return Err(ClientError::Io {
                     addr: addr.to_string(),
-                    reason: "the connection's reader stopped".into(),
+                    reason: READER_STOPPED.into(),
                 })
             }
             Err(_) => {

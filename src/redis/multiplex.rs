@@ -241,49 +241,57 @@ async fn write_requests(shared: Arc<Multiplexed>) {
     }
 }
 
-/// Fails what is still in flight if the reader ends without a reply for it (its task
-/// dropped with the runtime, or a panic).
+/// Why the requests still in flight fail when the reader ends without their replies
+/// (its task dropped with the runtime, or a panic).
+pub(super) const READER_STOPPED: &str = "the connection's reader stopped";
+
+/// Fails what is still in flight if the reader ends without a reply for it.
 struct FailOnExit<'a>(&'a Multiplexed);
 
 impl Drop for FailOnExit<'_> {
     fn drop(&mut self) {
-        self.0.fail(self.0.lost("the connection's reader stopped"));
+        self.0.fail(self.0.lost(READER_STOPPED));
     }
 }
 
 async fn read_replies(
     shared: Arc<Multiplexed>,
-    mut io: ReadHalf<BoxedIo>,
-    mut received: BytesMut,
+    io: ReadHalf<BoxedIo>,
+    received: BytesMut,
     drain_timeout: Duration,
 ) {
     let _fail_on_exit = FailOnExit(&shared);
     // The request whose replies are being parsed, with those parsed so far.
     let mut current: Option<(Awaiting, Vec<Reply>)> = None;
+    if let Err(err) = read_until_drained(&shared, io, received, drain_timeout, &mut current).await {
+        fail_current(&shared, &mut current, &err);
+        shared.fail(err);
+    }
+}
+
+/// Reads and hands out replies until the connection is closed and nothing is in
+/// flight, or it fails.
+async fn read_until_drained(
+    shared: &Multiplexed,
+    mut io: ReadHalf<BoxedIo>,
+    mut received: BytesMut,
+    drain_timeout: Duration,
+    current: &mut Option<(Awaiting, Vec<Reply>)>,
+) -> Result<(), ClientError> {
     let mut parse_at = 1;
     let mut drain_until = None;
     loop {
         if received.len() >= parse_at {
-            match hand_out(&shared, &mut received, &mut current) {
-                Ok(needed) => parse_at = needed,
-                Err(err) => {
-                    fail_current(&shared, &mut current, &err);
-                    shared.fail(err);
-                    return;
-                }
-            }
+            parse_at = hand_out(shared, &mut received, current)?;
         }
         {
             let state = shared.lock();
             if let Some(err) = &state.failure {
-                let err = err.clone();
-                drop(state);
-                fail_current(&shared, &mut current, &err);
-                return;
+                return Err(err.clone());
             }
             if state.closed {
                 if current.is_none() && state.awaiting.is_empty() {
-                    return;
+                    return Ok(());
                 }
                 drain_until.get_or_insert_with(|| Instant::now() + drain_timeout);
             }
@@ -291,26 +299,13 @@ async fn read_replies(
         received.reserve(READ_CHUNK);
         tokio::select! {
             read = io.read_buf(&mut received) => match read {
-                Ok(0) => {
-                    let err = shared.lost("Redis closed the connection");
-                    fail_current(&shared, &mut current, &err);
-                    shared.fail(err);
-                    return;
-                }
+                Ok(0) => return Err(shared.lost("Redis closed the connection")),
                 Ok(_) => {}
-                Err(err) => {
-                    let err = shared.lost(err);
-                    fail_current(&shared, &mut current, &err);
-                    shared.fail(err);
-                    return;
-                }
+                Err(err) => return Err(shared.lost(err)),
             },
             _ = shared.wake_reader.notified() => {}
             _ = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => {
-                let err = ClientError::Timeout { addr: shared.addr.to_string(), timeout: drain_timeout };
-                fail_current(&shared, &mut current, &err);
-                shared.fail(err);
-                return;
+                return Err(ClientError::Timeout { addr: shared.addr.to_string(), timeout: drain_timeout });
             }
         }
     }
