@@ -127,6 +127,13 @@ java:
 test-python: build-dev redis-server chromium java infra-tools
 	$(BIN)/pytest
 
+# The stock-equality suites again, every store of them reading through a near cache.
+NEAR_CACHE_SUITES := tests/test_interop.py tests/test_online_store.py tests/test_stock_format.py \
+	tests/test_arrow_response.py tests/test_server.py
+.PHONY: test-near-cache
+test-near-cache: build-dev redis-server
+	FEAST_REDIS_RS_TEST_NEAR_CACHE=1 $(BIN)/pytest -p no:cacheprovider $(NEAR_CACHE_SUITES)
+
 # infra/: the checks and emulators `make test` runs on the CloudFormation template, pinned.
 # ministack pins botocore to one version, so the AWS tools have a virtualenv of their own;
 # cfn-guard is built from crates.io (its releases are GitHub binaries, out of reach).
@@ -160,7 +167,7 @@ lint-infra: infra-tools
 	shellcheck -x infra/deploy.sh
 
 .PHONY: test
-test: lint test-rust test-python
+test: lint test-rust test-python test-near-cache
 
 # Every supported Feast release, each in a virtualenv of its own (kept in FEAST_VENVS,
 # outside the clone if you like): the compatibility suites against that release's own

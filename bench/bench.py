@@ -37,6 +37,9 @@ from feast_redis_rs import RedisOnlineStoreConfig, _native, encoding  # noqa: E4
 from tests.redis_servers import start_redis  # noqa: E402
 
 PROJECT = "credit_scoring"
+# The Zipf-like law of the near cache's bench: after 4,000 requests, ~9 keys in 10 of
+# the next ones were asked for before.
+ZIPF_EXPONENT = 1.4
 ZIPCODE_FEATURES = [
     "city",
     "state",
@@ -180,6 +183,48 @@ def measure_reads(stores: dict, zips, applicants, iterations: dict, rounds: int)
             for name, v in latencies.items()
         }
     return results
+
+
+def zipf_rows(zips, applicants, total: int, seed: int = 7) -> list[list[dict]]:
+    """`total` 1-row requests whose entities follow a Zipf-like law: a few are asked for
+    often, most rarely, as real traffic does; which ones, at random."""
+    rng = np.random.default_rng(seed)
+    zip_rank = rng.permutation(len(zips))
+    applicant_rank = rng.permutation(len(applicants))
+    picks = (rng.zipf(ZIPF_EXPONENT, size=(total, 2)) - 1) % np.array([len(zips), len(applicants)])
+    return [
+        [{"zipcode": int(zips[zip_rank[z]]), "dob_ssn": applicants[applicant_rank[a]]}]
+        for z, a in picks
+    ]
+
+
+def measure_near_cache(
+    stores: dict, cached_client, warm_up: list, requests: list, rounds: int
+) -> dict:
+    """p50/p99 of `requests` (1 row each, a Zipf-like mix) per store, in `rounds`
+    alternating blocks after `warm_up` (others of the same mix), and the cache's hit rate
+    over them: what a cache holds after a while of such traffic."""
+    for store in stores.values():
+        for rows in warm_up:
+            store.get_online_features(features=FEATURES, entity_rows=rows).to_dict()
+    before = cached_client.near_cache_stats()
+    latencies = {name: [] for name in stores}
+    block = max(1, len(requests) // rounds)
+    for k in range(rounds):
+        mix = requests[k * block : (k + 1) * block]
+        for name, store in stores.items():
+
+            def call(rows, store=store):
+                store.get_online_features(features=FEATURES, entity_rows=rows).to_dict()
+
+            latencies[name] += time_block(call, mix)
+    after = cached_client.near_cache_stats()
+    hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
+    result = {
+        name: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "n": len(v)}
+        for name, v in latencies.items()
+    }
+    return {"stores": result, "hit_rate": hits / (hits + misses)}
 
 
 def floor_reads(rows: list[dict]) -> list[tuple[list[bytes], list[bytes]]]:
@@ -429,6 +474,22 @@ def main() -> None:
                     ),
                     "client": measure_client_floor(client, hmgets, total),
                 }
+            cached = feature_store(
+                tmp_path / "ours_cached",
+                RedisOnlineStoreConfig(connection_string=server.address, near_cache={}),
+                data_dir,
+            )
+            cached_client = cached._get_provider().online_store._get_client(
+                cached.config.online_store
+            )
+            mix = zipf_rows(zips, applicants, 4000 + iterations[1])
+            near_cache = measure_near_cache(
+                {"stock": stock, "ours": ours, "ours_cached": cached},
+                cached_client,
+                mix[:4000],
+                mix[4000:],
+                args.rounds,
+            )
             one = measure_threads(ours, zips, applicants, 1, 3.0)
             four = measure_threads(ours, zips, applicants, 4, 3.0)
         finally:
@@ -442,6 +503,7 @@ def main() -> None:
         "reads": reads,
         "floor": floor,
         "threads_100_rows_rps": {"1": one, "4": four},
+        "near_cache": near_cache,
     }
     out = ROOT / "bench"
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -468,6 +530,13 @@ def main() -> None:
         f"| 4 threads x 100-row requests | - | {four:.0f} req/s "
         f"| {four / one:.2f}x one thread ({one:.0f} req/s) |"
     )
+    n = near_cache["stores"]
+    for stat in ("p50_ms", "p99_ms"):
+        s, o, c = n["stock"][stat], n["ours"][stat], n["ours_cached"][stat]
+        print(
+            f"| 1 row, Zipf-like mix, near cache ({near_cache['hit_rate']:.0%} hits), {stat[:3]} "
+            f"| {s:.3f} ms | {c:.3f} ms ({o:.3f} ms uncached) | {s / c:.1f}x |"
+        )
     for size, r in reads.items():
         o, u = r["ours"]["p50_ms"], r["ours_unix"]["p50_ms"]
         print(f"| {size} rows over a Unix socket, p50 | - | {u:.2f} ms | {o / u:.2f}x TCP's |")

@@ -36,6 +36,7 @@ from bench import (  # noqa: E402  (bench/bench.py, beside this script)
     EVENT_TIME,
     FEATURES,
     PROJECT,
+    ZIPF_EXPONENT,
     entity_rows,
     feature_store,
     make_data,
@@ -46,6 +47,9 @@ from feast_redis_rs import RedisOnlineStoreConfig  # noqa: E402
 from tests.redis_servers import free_port, start_redis  # noqa: E402
 
 BIN = Path(sys.executable).parent
+# The near cache's size in its bench: ~90% of a Zipf-like mix's keys hit (an LRU of
+# 1,000 of ~57,000 entity keys, most of them asked for rarely).
+NEAR_CACHE_ENTRIES = 1000
 SERVERS = {
     "stock feast serve": ("feast", "stock.yaml"),
     "feast serve + this store": ("feast", "ours.yaml"),
@@ -149,11 +153,9 @@ def served_repo(
     )
     store.materialize(EVENT_TIME - timedelta(days=1), EVENT_TIME + timedelta(days=1))
     write_yaml(repo, "stock.yaml", {"type": "redis", "connection_string": redis_address})
-    write_yaml(
-        repo,
-        "ours.yaml",
-        {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis_address},
-    )
+    ours = {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis_address}
+    write_yaml(repo, "ours.yaml", ours)
+    write_yaml(repo, "cached.yaml", {**ours, "near_cache": {"max_entries": NEAR_CACHE_ENTRIES}})
     return repo, zips, applicant_ids
 
 
@@ -218,10 +220,82 @@ wrk.body = [[%s]]
 """
 
 
-def measure_throughput(port: int, request: bytes | None, seconds: int, workdir: Path) -> dict:
-    """wrk -c16 posting `request` to /get-online-features, or getting /health."""
+# Each request a 1-row read of entities drawn by a Zipf-like law (exponent
+# ZIPF_EXPONENT over each entity's values, in a random order of ranks): a few are asked
+# for often, most rarely.
+ZIPF_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local zips = {%(zips)s}
+local applicants = {%(applicants)s}
+local body = '{"features":%(features)s,"entities":{"zipcode":[%%d],"dob_ssn":["%%s"]}}'
+
+local function cumulative(n)
+  local weights, total = {}, 0
+  for rank = 1, n do
+    total = total + rank ^ -%(exponent)s
+    weights[rank] = total
+  end
+  for rank = 1, n do weights[rank] = weights[rank] / total end
+  return weights
+end
+local zip_law, applicant_law = cumulative(#zips), cumulative(#applicants)
+
+local function draw(law)
+  local u, low, high = math.random(), 1, #law
+  while low < high do
+    local middle = math.floor((low + high) / 2)
+    if law[middle] < u then low = middle + 1 else high = middle end
+  end
+  return low
+end
+
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("seed", threads)
+end
+init = function() math.randomseed(seed * 7919) end
+request = function()
+  local entity = string.format(body, zips[draw(zip_law)], applicants[draw(applicant_law)])
+  return wrk.format(nil, nil, nil, entity)
+end
+"""
+
+
+def zipf_script(zips, applicants, workdir: Path) -> Path:
+    rng = np.random.default_rng(7)
+    script = workdir / "zipf.lua"
+    script.write_text(
+        ZIPF_SCRIPT
+        % {
+            "zips": ",".join(str(int(z)) for z in rng.permutation(zips)),
+            "applicants": ",".join(f'"{a}"' for a in rng.permutation(applicants)),
+            "features": json.dumps(FEATURES).replace(" ", ""),
+            "exponent": ZIPF_EXPONENT,
+        }
+    )
+    return script
+
+
+def metric(port: int, name: str) -> float:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        text = b""
+        while chunk := sock.recv(65536):
+            text += chunk
+    return float(re.search(rf"^feast_redis_rs_{name} (\S+)$".encode(), text, re.M).group(1))
+
+
+def measure_throughput(
+    port: int, request: bytes | Path | None, seconds: int, workdir: Path
+) -> dict:
+    """wrk -c16 posting `request` (or what a wrk script makes) to /get-online-features,
+    or getting /health."""
     if request is None:
         target = ["/health"]
+    elif isinstance(request, Path):
+        target = ["/get-online-features", "-s", str(request)]
     else:
         script = workdir / "post.lua"
         script.write_text(WRK_SCRIPT % request.decode())
@@ -304,6 +378,32 @@ def main() -> None:
                 "feast-redis-rs", repo, "ours.yaml", tmp_path / "logged.log", options=()
             )
             processes.append(logged)
+            cached, cached_port = start(
+                "feast-redis-rs",
+                repo,
+                "cached.yaml",
+                tmp_path / "cached.log",
+                options=("--no-access-log", "--metrics"),
+            )
+            processes.append(cached)
+            zipf = zipf_script(zips, applicants, tmp_path)
+            uncached_zipf = measure_throughput(native, zipf, seconds, tmp_path)
+            # Warmed by a first run, as a server is after a while of such traffic.
+            measure_throughput(cached_port, zipf, seconds, tmp_path)
+            hits, misses = (
+                metric(cached_port, f"near_cache_{n}_total") for n in ("hits", "misses")
+            )
+            cached_zipf = measure_throughput(cached_port, zipf, seconds, tmp_path)
+            hits = metric(cached_port, "near_cache_hits_total") - hits
+            misses = metric(cached_port, "near_cache_misses_total") - misses
+            near_cache = {
+                "max_entries": NEAR_CACHE_ENTRIES,
+                "zipf_exponent": ZIPF_EXPONENT,
+                "hit_rate": hits / (hits + misses),
+                "uncached_rps": uncached_zipf["rps"],
+                "cached_rps": cached_zipf["rps"],
+                "errors": uncached_zipf["errors"] + cached_zipf["errors"],
+            }
             native_server = {
                 "health_rps": measure_throughput(native, None, seconds, tmp_path)["rps"],
                 "read_rps": throughput["feast-redis-rs serve"]["rps"],
@@ -322,6 +422,7 @@ def main() -> None:
         "latency": latency,
         "throughput_16_connections_1_row": throughput,
         "native_server": native_server,
+        "near_cache": near_cache,
     }
     (ROOT / "bench" / "results_server.json").write_text(json.dumps(results, indent=2))
     chart(results, ROOT / "bench" / "results_server.png")
@@ -345,6 +446,13 @@ def main() -> None:
         f"{n['read_rps']:.0f} req/s, {n['read_rps'] / n['health_rps']:.3f} of /health; with the "
         f"access log {n['read_rps_access_log']:.0f} req/s "
         f"({1 - n['read_rps_access_log'] / n['read_rps']:+.1%} cost)"
+    )
+    c = near_cache
+    print(
+        f"\nNear cache (max_entries {c['max_entries']}), wrk -t2 -c16, 1-row reads of a "
+        f"Zipf-like mix (exponent {c['zipf_exponent']}): {c['hit_rate']:.0%} of keys hit; "
+        f"{c['cached_rps']:.0f} req/s against {c['uncached_rps']:.0f} uncached "
+        f"({c['cached_rps'] / c['uncached_rps']:.2f}x), {c['errors']} errors"
     )
     print(f"\nWrote {ROOT / 'bench' / 'results_server.json'}")
 

@@ -2,10 +2,20 @@ from __future__ import annotations
 
 import pytest
 
+from feast_redis_rs.config import NearCacheConfig, RedisOnlineStoreConfig
+
 from .deployments import Deployment, start_deployment
-from .redis_servers import RedisServer, start_redis
+from .feature_servers import NEAR_CACHE_ON
+from .redis_servers import RedisServer, start_cluster, start_redis
 
 DEPLOYMENTS = ["standalone", "cluster", "tls", "sentinel", "acl", "unix"]
+
+if NEAR_CACHE_ON:
+    # `make test-near-cache`: every store config of the run (yours, the repos' and the
+    # servers', see feature_servers.write_repo_yaml) reads through a near cache.
+    field = RedisOnlineStoreConfig.model_fields["near_cache"]
+    field.default, field.default_factory = None, NearCacheConfig
+    RedisOnlineStoreConfig.model_rebuild(force=True)
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +55,12 @@ def deployment(request, started_deployments) -> Deployment:
     chosen = started_deployments(request.param)
     chosen.flush()
     return chosen
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path) -> list[RedisServer]:
+    """A 3-master cluster with a replica each, for one test to disturb."""
+    nodes = start_cluster(tmp_path / "cluster", masters=3, replicas=1)
+    yield nodes
+    for node in nodes:
+        node.stop()

@@ -116,6 +116,8 @@ def start_deployment(name: str, workdir: Path) -> Deployment:
             enabled=True,
             passwords=[f"+{ACL_PASSWORD}"],
             keys=["*"],
+            # The near cache's invalidations come on this channel.
+            channels=["__redis__:invalidate"],
             commands=["+@all"],
         )
         admin.close()

@@ -22,11 +22,15 @@ from .redis_servers import free_port, stop_process
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
+# Set by `make test-near-cache`: the stock-equality suites run with a near cache.
+NEAR_CACHE_ON = os.environ.get("FEAST_REDIS_RS_TEST_NEAR_CACHE") == "1"
 START_TIMEOUT_SECONDS = 60
 
 
 def write_repo_yaml(path: Path, name: str, online_store: dict, **extra) -> Path:
     """A feature_store.yaml for the loan repo under `path`, with `online_store`."""
+    if NEAR_CACHE_ON and online_store.get("type") == "feast_redis_rs.RedisOnlineStore":
+        online_store = {"near_cache": {}, **online_store}
     config = {
         "project": loan_repo.PROJECT,
         "provider": "local",

@@ -15,7 +15,6 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
-import pytest
 import redis
 from feast import Entity, FeatureStore, FeatureView, Field, FileSource, RepoConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
@@ -26,21 +25,13 @@ from feast.value_type import ValueType
 from feast_redis_rs import RedisOnlineStore, RedisOnlineStoreConfig
 
 from . import loan_repo
-from .redis_servers import RedisServer, redis_cli_binary, start_cluster, start_redis
+from .redis_servers import RedisServer, redis_cli_binary, start_redis
 
 VIEW = loan_repo.views(loan_repo.Path("."))[1]
 ENTITIES = 300
 # After a failover the store's next calls must work: its retries (connection refused,
 # MOVED to the new master) take well under this.
 GRACE_SECONDS = 3.0
-
-
-@pytest.fixture
-def replicated_cluster(tmp_path):
-    nodes = start_cluster(tmp_path / "cluster", masters=3, replicas=1)
-    yield nodes
-    for node in nodes:
-        node.stop()
 
 
 def role(node: RedisServer) -> str:

@@ -26,6 +26,50 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PASSWORD = re.compile(r"(password\s*=)[^,]*")
 
 
+_DEFAULT_STALENESS_SECONDS = 60.0
+
+
+class NearCacheConfig(FeastConfigBaseModel):
+    """``near_cache:`` in the online store config: entity hashes kept in the process,
+    evicted by Redis when any client writes, deletes or expires their key."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    max_entries: PositiveInt | None = None
+    """(Optional) entity keys kept at most; the least recently used go first"""
+
+    max_bytes: PositiveInt = 64 * 1024 * 1024
+    """(Optional) bytes kept at most (keys, fields, values and each entry's overhead)"""
+
+    max_staleness_seconds: PositiveFloat | None = None
+    """(Optional with ``invalidation: tracking``, default 60; required with ``ttl_only``)
+    no entry is served longer than this after it was read from Redis"""
+
+    feature_views: list[StrictStr] | None = None
+    """(Optional) the feature views read through the cache; default all"""
+
+    invalidation: Literal["tracking", "ttl_only"] = "tracking"
+    """``tracking``: Redis' invalidations (``CLIENT TRACKING``, Redis 6+ or Valkey)
+    evict an entry as soon as its key changes; a server that refuses them is an error
+    when the store starts. ``ttl_only``: no invalidation at all, entries are served up
+    to ``max_staleness_seconds`` old (for servers without ``CLIENT TRACKING``)"""
+
+    @model_validator(mode="after")
+    def _staleness_stated_for_ttl_only(self) -> NearCacheConfig:
+        if self.max_staleness_seconds is None:
+            if self.invalidation == "ttl_only":
+                raise ValueError(
+                    "near_cache.invalidation: ttl_only serves entries until they are "
+                    "max_staleness_seconds old: set near_cache.max_staleness_seconds"
+                )
+            self.max_staleness_seconds = _DEFAULT_STALENESS_SECONDS
+        return self
+
+    def caches(self, feature_view: str) -> bool:
+        """Whether reads of ``feature_view`` go through the cache."""
+        return self.feature_views is None or feature_view in self.feature_views
+
+
 class RedisOnlineStoreConfig(FeastConfigBaseModel):
     """Online store config for ``feast_redis_rs.RedisOnlineStore``.
 
@@ -101,6 +145,10 @@ class RedisOnlineStoreConfig(FeastConfigBaseModel):
     200 µs a wait) rather than sleeping, while no other thread waits on Redis: lower
     latency to a Redis on this host or nearby, for a core kept busy meanwhile. Set
     false where cores are scarce or shared"""
+
+    near_cache: NearCacheConfig | None = None
+    """(Optional) keep read entity hashes in the process, kept correct by Redis'
+    invalidations (see ``NearCacheConfig``); off by default"""
 
     @model_validator(mode="wrap")
     @classmethod

@@ -87,7 +87,10 @@ class RedisOnlineStore(StockRedisOnlineStore):
                     "feast_redis_rs.RedisOnlineStore needs online_store: type: "
                     f"feast_redis_rs.RedisOnlineStore, not {type(online_store_config).__name__}"
                 )
-            self._client = _native.RedisStoreClient(online_store_config)
+            client = _native.RedisStoreClient(online_store_config)
+            if online_store_config.near_cache is not None:
+                client.start_near_cache()
+            self._client = client
         self._client_config = online_store_config
         return self._client
 

@@ -39,6 +39,8 @@ class ViewSpec:
     skip_dedup: bool
     in_batch_ordering: bool
     """Feast 0.66's rule: a row must also be newer than earlier rows of its batch."""
+    near_cache: bool
+    """Whether reads of the view go through the client's near cache."""
 
 
 def feature_names(table: FeatureView, requested_features: list[str] | None) -> list[str]:
@@ -52,6 +54,7 @@ def _spec(
     join_keys: list[tuple[str, str]],
 ) -> ViewSpec:
     dtypes = {f.name: f.dtype.to_value_type().name for f in table.features} if table else {}
+    near_cache = config.online_store.near_cache
     source = table.batch_source if table else None
     return ViewSpec(
         project=config.project,
@@ -63,6 +66,7 @@ def _spec(
         key_ttl_seconds=config.online_store.key_ttl_seconds or None,
         skip_dedup=config.online_store.skip_dedup,
         in_batch_ordering=_feast.IN_BATCH_ORDERING,
+        near_cache=table is not None and near_cache is not None and near_cache.caches(table.name),
     )
 
 

@@ -24,7 +24,7 @@ fn pipelined_hmget(py: Python<'_>, client: &RedisStoreClient, reads: Vec<KeysAnd
         let reads: Vec<HashRead<'_>> = reads
             .iter()
             .zip(&keys)
-            .map(|(KeysAndFields(_, fields), keys)| HashRead { fields, keys })
+            .map(|(KeysAndFields(_, fields), keys)| HashRead::uncached(fields, keys))
             .collect();
         store::read_hashes(client, &reads).await
     })??;

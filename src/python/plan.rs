@@ -28,6 +28,8 @@ struct PyViewSpec {
     skip_dedup: bool,
     #[pyo3(attribute)]
     in_batch_ordering: bool,
+    #[pyo3(attribute)]
+    near_cache: bool,
 }
 
 #[pyclass(frozen, module = "feast_redis_rs._native")]
@@ -47,6 +49,7 @@ impl ViewPlan {
             key_ttl_seconds: spec.key_ttl_seconds,
             skip_dedup: spec.skip_dedup,
             in_batch_ordering: spec.in_batch_ordering,
+            near_cache: spec.near_cache,
         })?;
         Ok(Self(Arc::new(plan)))
     }

@@ -30,7 +30,9 @@ impl From<ClientError> for PyErr {
         match err {
             ClientError::Timeout { .. } => RedisTimeoutError::new_err(message),
             ClientError::Auth { .. } => RedisAuthenticationError::new_err(message),
-            ClientError::Server { .. } => RedisResponseError::new_err(message),
+            ClientError::Server { .. } | ClientError::TrackingRefused { .. } => {
+                RedisResponseError::new_err(message)
+            }
             ClientError::Protocol { .. } => RedisProtocolError::new_err(message),
             ClientError::TlsConfig { .. } | ClientError::Settings(_) => PyValueError::new_err(message),
             _ => RedisConnectionError::new_err(message),
@@ -75,6 +77,42 @@ struct PyClientConfig {
     tls_check_hostname: Option<bool>,
     #[pyo3(attribute)]
     spin_wait: bool,
+    #[pyo3(attribute)]
+    near_cache: Option<PyNearCacheConfig>,
+}
+
+/// The attributes of `NearCacheConfig` that shape the cache (its `feature_views` shape
+/// the plans).
+#[derive(FromPyObject)]
+struct PyNearCacheConfig {
+    #[pyo3(attribute)]
+    max_entries: Option<usize>,
+    #[pyo3(attribute)]
+    max_bytes: usize,
+    #[pyo3(attribute)]
+    max_staleness_seconds: f64,
+    #[pyo3(attribute)]
+    invalidation: String,
+}
+
+impl PyNearCacheConfig {
+    fn convert(self) -> PyResult<redis::NearCacheConfig> {
+        let invalidation = match self.invalidation.as_str() {
+            "tracking" => redis::Invalidation::Tracking,
+            "ttl_only" => redis::Invalidation::TtlOnly,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "near_cache.invalidation is '{other}'; give tracking or ttl_only"
+                )))
+            }
+        };
+        Ok(redis::NearCacheConfig {
+            max_entries: self.max_entries,
+            max_bytes: self.max_bytes,
+            max_staleness: seconds("near_cache.max_staleness_seconds", self.max_staleness_seconds)?,
+            invalidation,
+        })
+    }
 }
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
@@ -100,6 +138,7 @@ impl PyClientConfig {
                 retries: self.retries,
                 backoff: seconds("retry_backoff_seconds", self.retry_backoff_seconds)?,
             },
+            near_cache: self.near_cache.map(PyNearCacheConfig::convert).transpose()?,
             connection_string: self.connection_string,
             redis_type: self.redis_type,
             sentinel_master: self.sentinel_master,
@@ -189,6 +228,31 @@ impl RedisStoreClient {
 
     fn __repr__(&self) -> String {
         format!("RedisStoreClient({})", self.client.description())
+    }
+
+    /// Starts the near cache's invalidation listeners and checks that every master
+    /// accepts `CLIENT TRACKING`; nothing to do without a near cache or with
+    /// `invalidation: ttl_only`.
+    fn start_near_cache(&self, py: Python<'_>) -> PyResult<()> {
+        Ok(block_on(py, self.spin_wait, self.client.start_near_cache())??)
+    }
+
+    /// The near cache's counters (`hits`, `misses`, `evictions`, `invalidations`,
+    /// `flushes`) and size (`entries`, `bytes`); `None` without a near cache.
+    fn near_cache_stats(&self) -> Option<std::collections::HashMap<&'static str, u64>> {
+        let stats = self.client.near_cache()?.stats();
+        Some(
+            [
+                ("hits", stats.hits),
+                ("misses", stats.misses),
+                ("evictions", stats.evictions),
+                ("invalidations", stats.invalidations),
+                ("flushes", stats.flushes),
+                ("entries", stats.entries),
+                ("bytes", stats.bytes),
+            ]
+            .into(),
+        )
     }
 
     /// `online_write_batch`: rows `(entity_key_proto, feature_names, value_protos,

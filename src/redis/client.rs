@@ -14,6 +14,7 @@ use futures_util::future::join_all;
 use super::cluster::{key_slot, SlotMap};
 use super::connection::{ConnectionGroup, Connector, NodeAddr, Pool, ReplyObserver, Role, Timeouts};
 use super::error::ClientError;
+use super::near_cache::{Invalidation, NearCache};
 use super::resp::{Command, Pipeline, Reply};
 use super::settings::{ClientConfig, ConnectionSettings, Topology};
 
@@ -131,6 +132,7 @@ enum Deployment {
 
 pub struct RedisClient {
     pool: Pool,
+    near_cache: Option<NearCache>,
     /// Set once a server refused scripting (see `script.rs`).
     pub(super) scripting_refused: AtomicBool,
     deployment: Deployment,
@@ -178,11 +180,42 @@ fn command_error(addr: &NodeAddr, reply: &Reply, batch: &Batch, index: usize) ->
     }
 }
 
+/// `CLIENT TRACKING on REDIRECT <client_id>`: the keys this connection reads next are
+/// tracked, their invalidations sent to that client.
+fn tracking_command(client_id: i64) -> Command {
+    let mut command = Command::new("CLIENT");
+    command
+        .arg("TRACKING")
+        .arg("on")
+        .arg("REDIRECT")
+        .arg(itoa::Buffer::new().format(client_id));
+    command
+}
+
+/// Whether `addr` accepted a tracking command; when it did not (its listener is gone),
+/// the cache learns of it.
+fn tracking_accepted(cache: &NearCache, addr: &NodeAddr, reply: &Reply) -> bool {
+    match server_error(addr, reply) {
+        None => true,
+        Some(error) => {
+            cache.redirect_refused(addr, error);
+            false
+        }
+    }
+}
+
 impl RedisClient {
     /// Builds the client a config describes; nothing is connected until the first command.
     pub fn from_config(config: &ClientConfig) -> Result<Self, ClientError> {
         let settings = config.settings()?;
-        Self::new(&settings, settings.timeouts(), config.retry.clone())
+        let mut client = Self::new(&settings, settings.timeouts(), config.retry.clone())?;
+        if let Some(near_cache) = &config.near_cache {
+            client.near_cache = Some(NearCache::new(
+                near_cache.clone(),
+                Connector::new(&settings, settings.timeouts())?,
+            ));
+        }
+        Ok(client)
     }
 
     /// `redis_type at host:port,...`, without secrets.
@@ -217,6 +250,7 @@ impl RedisClient {
         };
         Ok(Self {
             pool: Pool::new(connector, Role::Data),
+            near_cache: None,
             deployment,
             retry,
             description: settings.describe(),
@@ -243,9 +277,64 @@ impl RedisClient {
             return Ok(Vec::new());
         }
         match &self.deployment {
-            Deployment::Cluster { .. } => self.execute_cluster(batch).await,
-            _ => self.execute_on_master(batch, observe).await,
+            Deployment::Cluster { .. } => Ok(self.execute_cluster(batch, None).await?.0),
+            _ => Ok(self.execute_on_master(batch, observe, None).await?.0),
         }
+    }
+
+    /// The near cache, when the config asks for one.
+    pub fn near_cache(&self) -> Option<&NearCache> {
+        self.near_cache.as_ref()
+    }
+
+    /// `execute` for commands whose replies may fill the near cache: each node's
+    /// pipeline starts with `CLIENT TRACKING on REDIRECT` to that node's listener.
+    /// Returns, with the replies, whether each command's key is now tracked (its node's
+    /// listener was up and accepted as the redirect target).
+    pub async fn execute_tracked(&self, batch: &Batch) -> Result<(Vec<Reply>, Vec<bool>), ClientError> {
+        if batch.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let cache = self
+            .near_cache
+            .as_ref()
+            .filter(|c| c.invalidation() == Invalidation::Tracking);
+        match &self.deployment {
+            Deployment::Cluster { .. } => self.execute_cluster(batch, cache).await,
+            _ => {
+                let (replies, tracked) = self.execute_on_master(batch, &mut |_, _| {}, cache).await?;
+                Ok((replies, vec![tracked; batch.len()]))
+            }
+        }
+    }
+
+    /// Starts the near cache's listeners on every master and checks that each accepts
+    /// `CLIENT TRACKING`; an error names the server that refused and what to change.
+    pub async fn start_near_cache(&self) -> Result<(), ClientError> {
+        let Some(cache) = self.near_cache.as_ref() else {
+            return Ok(());
+        };
+        if cache.invalidation() != Invalidation::Tracking {
+            return Ok(());
+        }
+        for master in self.masters().await? {
+            let refused = |message: String| ClientError::TrackingRefused {
+                addr: master.to_string(),
+                message,
+            };
+            let client_id = cache.listener_id(&master).await.map_err(|err| match err {
+                ClientError::Server { message, .. } => refused(message),
+                ClientError::Auth { reason, .. } if reason.starts_with("NOPERM") => refused(reason),
+                other => other,
+            })?;
+            let mut pipeline = Pipeline::new();
+            pipeline.push(&tracking_command(client_id));
+            let reply = self.send_with_retries(&master, &pipeline).await?.pop();
+            if let Some(message) = reply.as_ref().and_then(Reply::error) {
+                return Err(refused(message.to_owned()));
+            }
+        }
+        Ok(())
     }
 
     /// Closes the connections `group`'s threads shared; for a group whose runtime has
@@ -350,10 +439,11 @@ impl RedisClient {
         &self,
         batch: &Batch,
         observe: &mut ReplyObserver<'_>,
-    ) -> Result<Vec<Reply>, ClientError> {
+        tracking: Option<&NearCache>,
+    ) -> Result<(Vec<Reply>, bool), ClientError> {
         let mut attempt = 0;
         loop {
-            let err = match self.send_to_master(batch, observe).await {
+            let err = match self.send_to_master(batch, observe, tracking).await {
                 Ok(values) => return Ok(values),
                 Err(err) => err,
             };
@@ -370,9 +460,37 @@ impl RedisClient {
         &self,
         batch: &Batch,
         observe: &mut ReplyObserver<'_>,
-    ) -> Result<Vec<Reply>, ClientError> {
+        tracking: Option<&NearCache>,
+    ) -> Result<(Vec<Reply>, bool), ClientError> {
         let master = self.current_master().await?;
-        let values = self.pool.send_observed(&master, &batch.pipeline, observe).await?;
+        let (values, tracked) = match tracking.and_then(|cache| Some((cache, cache.redirect(&master)?))) {
+            Some((cache, client_id)) => {
+                let mut pipeline = Pipeline::new();
+                if batch.pipeline.strings_flat() {
+                    pipeline.parse_strings_flat();
+                }
+                pipeline.push(&tracking_command(client_id));
+                for index in 0..batch.len() {
+                    pipeline.push_encoded(batch.encoded(index));
+                }
+                let mut observe_batch = |index: usize, reply: &Reply| {
+                    if let Some(index) = index.checked_sub(1) {
+                        observe(index, reply);
+                    }
+                };
+                let mut values = self
+                    .pool
+                    .send_observed(&master, &pipeline, &mut observe_batch)
+                    .await?;
+                let accepted = tracking_accepted(cache, &master, &values[0]);
+                values.remove(0);
+                (values, accepted)
+            }
+            None => (
+                self.pool.send_observed(&master, &batch.pipeline, observe).await?,
+                false,
+            ),
+        };
         let demoted = values.iter().any(|v| v.error_code() == Some("READONLY"));
         if demoted && matches!(self.deployment, Deployment::Sentinel { .. }) {
             // A failover made the master we knew a replica: find the new one.
@@ -387,7 +505,7 @@ impl RedisClient {
             .find_map(|(index, v)| command_error(&master, v, batch, index))
         {
             Some(err) => Err(err),
-            None => Ok(values),
+            None => Ok((values, tracked)),
         }
     }
 
@@ -402,6 +520,10 @@ impl RedisClient {
     fn forget_master(&self) {
         if let Deployment::Sentinel { master, .. } = &self.deployment {
             *master.write().unwrap_or_else(|e| e.into_inner()) = None;
+            // The next master's writes reach no listener of the one forgotten.
+            if let Some(cache) = &self.near_cache {
+                cache.flush();
+            }
         }
     }
 
@@ -508,10 +630,15 @@ impl RedisClient {
         })
     }
 
-    async fn execute_cluster(&self, batch: &Batch) -> Result<Vec<Reply>, ClientError> {
+    async fn execute_cluster(
+        &self,
+        batch: &Batch,
+        tracking: Option<&NearCache>,
+    ) -> Result<(Vec<Reply>, Vec<bool>), ClientError> {
         let asking = Command::new("ASKING").to_bytes();
         let asking = &asking;
         let mut replies: Vec<Option<Reply>> = vec![None; batch.len()];
+        let mut tracked = vec![false; batch.len()];
         let mut pending: Vec<(usize, Target)> = (0..batch.len()).map(|i| (i, Target::SlotOwner)).collect();
         let mut last_error = None;
         for round in 0..MAX_CLUSTER_ROUNDS {
@@ -534,20 +661,32 @@ impl RedisClient {
                 if batch.pipeline.strings_flat() {
                     pipeline.parse_strings_flat();
                 }
+                let redirect = tracking.and_then(|cache| Some((cache, cache.redirect(&addr)?)));
+                if let Some((_, client_id)) = redirect {
+                    pipeline.push(&tracking_command(client_id));
+                }
                 for &(index, ask) in &items {
                     if ask {
                         pipeline.push_encoded(asking);
                     }
                     pipeline.push_encoded(batch.encoded(index));
                 }
-                let result = self.pool.send(&addr, &pipeline).await;
+                let result = self.pool.send(&addr, &pipeline).await.map(|mut values| {
+                    let accepted = match redirect {
+                        Some((cache, _)) if !values.is_empty() => {
+                            tracking_accepted(cache, &addr, &values.remove(0))
+                        }
+                        _ => false,
+                    };
+                    (values, accepted)
+                });
                 (addr, items, result)
             });
             let mut refresh = false;
             let mut pause = false;
             for (addr, items, result) in join_all(sends).await {
-                let values = match result {
-                    Ok(values) => values,
+                let (values, accepted) = match result {
+                    Ok(sent) => sent,
                     Err(err) if err.is_retryable() => {
                         refresh = true;
                         pause = true;
@@ -569,6 +708,7 @@ impl RedisClient {
                     })?;
                     let Some(error) = value.error() else {
                         replies[index] = Some(value);
+                        tracked[index] = accepted;
                         continue;
                     };
                     // MOVED <slot> <host:port>
@@ -581,6 +721,11 @@ impl RedisClient {
                     match value.error_code() {
                         Some("MOVED") => {
                             refresh = true;
+                            // Slots moved: a cached key may now be written on a node
+                            // that never tracked it for this cache.
+                            if let Some(cache) = &self.near_cache {
+                                cache.flush();
+                            }
                             pending.push((index, redirect().map_or(Target::SlotOwner, Target::Moved)));
                         }
                         Some("ASK") => {
@@ -597,7 +742,8 @@ impl RedisClient {
                 }
             }
             if pending.is_empty() {
-                return Ok(replies.into_iter().map(|v| v.unwrap_or(Reply::Nil)).collect());
+                let replies = replies.into_iter().map(|v| v.unwrap_or(Reply::Nil)).collect();
+                return Ok((replies, tracked));
             }
             if pause {
                 if round as u32 >= self.retry.retries {

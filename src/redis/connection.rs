@@ -353,6 +353,18 @@ impl Connection {
         }
     }
 
+    /// `exchange` for a connection of its own: its replies, or its failure as an error
+    /// naming `addr`.
+    pub(super) async fn exchange_replies(
+        &mut self,
+        pipeline: &Pipeline,
+        addr: &NodeAddr,
+    ) -> Result<Vec<Reply>, ClientError> {
+        self.exchange(pipeline, &mut |_, _| {})
+            .await
+            .map_err(|failure| failure.into_error(addr))
+    }
+
     /// Waits for bytes by spinning until `deadline`, reading them from a plain socket:
     /// tokio would first ask epoll, and the thread might sleep.
     fn spin_for_bytes(&mut self, deadline: Instant) -> std::io::Result<Spun> {
@@ -625,7 +637,7 @@ pub fn note_process_id() -> u32 {
     pid
 }
 
-fn process_id() -> u32 {
+pub(super) fn process_id() -> u32 {
     match PROCESS_ID.load(Ordering::Relaxed) {
         0 => note_process_id(),
         pid => pid,

@@ -54,6 +54,11 @@ pub enum ClientError {
     #[error("TLS setting {setting}: {reason}")]
     TlsConfig { setting: &'static str, reason: String },
 
+    #[error(
+        "the near cache needs CLIENT TRACKING and a subscription to __redis__:invalidate, which Redis at {addr} refuses ({message}); use Redis 6+ or Valkey, grant the user +client|tracking and &__redis__:invalidate, or set near_cache.invalidation: ttl_only to serve entries up to near_cache.max_staleness_seconds old"
+    )]
+    TrackingRefused { addr: String, message: String },
+
     #[error("Redis refuses Lua scripts here: {0}")]
     ScriptingRefused(String),
 

@@ -136,8 +136,7 @@ pub struct Strings {
 }
 
 impl Strings {
-    /// Strings holding copies of `items`: replies made by hand, in tests.
-    #[cfg(test)]
+    /// Strings holding copies of `items`, in one allocation.
     pub fn from_items<'a>(items: impl IntoIterator<Item = Option<&'a [u8]>>) -> Self {
         let mut bytes = Vec::new();
         let items = items

@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use super::client::RetryPolicy;
 use super::connection::Timeouts;
+use super::near_cache::NearCacheConfig;
 
 /// A password or other secret: kept out of `Debug` output and error messages.
 #[derive(Clone, PartialEq, Eq)]
@@ -128,6 +129,7 @@ pub struct ClientConfig {
     pub sentinel_master: String,
     pub overrides: Overrides,
     pub retry: RetryPolicy,
+    pub near_cache: Option<NearCacheConfig>,
 }
 
 impl ClientConfig {
@@ -503,6 +505,7 @@ mod tests {
                 retries: 0,
                 backoff: Duration::ZERO,
             },
+            near_cache: None,
         };
         let settings = config(
             "h:6380,ssl=true,ssl_ca_certs=other.pem,socket_timeout=7,socket_connect_timeout=3",

@@ -689,6 +689,7 @@ impl Server {
             read_limit,
             redis_pipelines,
             redis_writes,
+            near_cache: self.client.near_cache().map(|cache| cache.stats()),
         };
         respond(
             StatusCode::OK,

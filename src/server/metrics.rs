@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::connection::{Closed, ClosedCounts};
+use crate::redis::NearCacheStats;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -77,6 +78,8 @@ pub struct Gauges {
     /// carried them.
     pub redis_pipelines: u64,
     pub redis_writes: u64,
+    /// The client's near cache, when the config asks for one.
+    pub near_cache: Option<NearCacheStats>,
 }
 
 pub struct Metrics {
@@ -324,6 +327,20 @@ impl Metrics {
             "Writes to Redis that carried them: pipelines of concurrent requests share a write.",
             gauges.redis_writes,
         );
+        if let Some(cache) = &gauges.near_cache {
+            let counts: [(&str, &str, &str, u64); 7] = [
+                ("near_cache_hits_total", "counter", "Entity keys answered from the near cache.", cache.hits),
+                ("near_cache_misses_total", "counter", "Entity keys of cached views read from Redis.", cache.misses),
+                ("near_cache_evictions_total", "counter", "Entries dropped to stay within max_entries/max_bytes.", cache.evictions),
+                ("near_cache_invalidations_total", "counter", "Cached keys Redis invalidated (written, deleted or expired by any client).", cache.invalidations),
+                ("near_cache_flushes_total", "counter", "Times every entry was dropped: a lost invalidation connection, FLUSHALL, failover, moved slots.", cache.flushes),
+                ("near_cache_entries", "gauge", "Entries in the near cache.", cache.entries),
+                ("near_cache_bytes", "gauge", "Bytes the near cache holds (counted against max_bytes).", cache.bytes),
+            ];
+            for (name, kind, help, value) in counts {
+                single(&mut out, name, kind, help, value);
+            }
+        }
         out
     }
 }

@@ -445,27 +445,26 @@ pub enum Answer {
 /// pipelines of `PIPELINE_KEYS` commands in turn.
 async fn read_all(
     client: &RedisClient,
+    plans: &[&ViewPlan],
     keys: &[RowKeys],
     fields: &[Vec<Vec<u8>>],
 ) -> Result<Vec<Vec<store::Hash>>, StoreError> {
     let total: usize = keys.iter().map(|k| k.unique_keys.len()).sum();
     if total <= PIPELINE_KEYS {
-        let reads: Vec<HashRead<'_>> = keys
+        let reads: Vec<HashRead<'_>> = plans
             .iter()
+            .zip(keys)
             .zip(fields)
-            .map(|(rows, fields)| HashRead {
-                fields,
-                keys: &rows.unique_keys,
-            })
+            .map(|((plan, rows), fields)| HashRead::of_view(plan, fields, &rows.unique_keys))
             .collect();
         return store::read_hashes(client, &reads).await;
     }
     let mut hashes = Vec::with_capacity(keys.len());
-    for (rows, fields) in keys.iter().zip(fields) {
+    for ((plan, rows), fields) in plans.iter().zip(keys).zip(fields) {
         let mut view_hashes = Vec::with_capacity(rows.unique_keys.len());
         for start in (0..rows.unique_keys.len()).step_by(PIPELINE_KEYS) {
             let chunk: Keys = rows.unique_keys.iter().skip(start).take(PIPELINE_KEYS).collect();
-            let read = HashRead { fields, keys: &chunk };
+            let read = HashRead::of_view(plan, fields, &chunk);
             let mut replies = store::read_hashes(client, std::slice::from_ref(&read)).await?;
             view_hashes.append(&mut replies[0]);
         }
@@ -500,7 +499,8 @@ pub async fn answer(
         read.push(plan.timestamp_field.clone());
         fields.push(read);
     }
-    let hashes = read_all(client, &keys, &fields).await?;
+    let plans: Vec<&ViewPlan> = request.views.iter().map(|view| view.view.plan.as_ref()).collect();
+    let hashes = read_all(client, &plans, &keys, &fields).await?;
     let stored: usize = hashes
         .iter()
         .flatten()

@@ -265,6 +265,7 @@ mod tests {
             key_ttl_seconds: None,
             skip_dedup: false,
             in_batch_ordering: true,
+            near_cache: false,
         })
         .unwrap();
         ColumnarView {

@@ -31,6 +31,8 @@ pub struct ViewSpec {
     /// A written row must also be newer than earlier rows of its batch for the same key
     /// (Feast 0.66 on); else each is checked against what was stored before the batch.
     pub in_batch_ordering: bool,
+    /// Whether reads of this view go through the client's near cache.
+    pub near_cache: bool,
 }
 
 /// A join key's declared type, among those whose plain values become keys without
@@ -81,6 +83,7 @@ pub struct ViewPlan {
     pub key_ttl_seconds: Option<i64>,
     pub skip_dedup: bool,
     pub in_batch_ordering: bool,
+    pub near_cached: bool,
 }
 
 impl ViewPlan {
@@ -118,6 +121,7 @@ impl ViewPlan {
             key_ttl_seconds: spec.key_ttl_seconds.filter(|&ttl| ttl > 0),
             skip_dedup: spec.skip_dedup,
             in_batch_ordering: spec.in_batch_ordering,
+            near_cached: spec.near_cache,
         })
     }
 
@@ -319,6 +323,7 @@ mod tests {
             key_ttl_seconds: Some(0),
             skip_dedup: false,
             in_batch_ordering: true,
+            near_cache: false,
         }
     }
 

@@ -3,7 +3,11 @@
 use super::error::{printable_key, StoreError};
 use super::plan::{Keys, RowKeys, ViewPlan};
 use crate::encoding::{self, Timestamp};
-use crate::redis::{Batch, Command, RedisClient, Reply, ReplyObserver, Strings};
+use std::time::Duration;
+
+use crate::redis::{
+    Batch, Command, Fill, Invalidation, NearCache, RedisClient, Reply, ReplyObserver, Strings,
+};
 
 /// The fields read from one hash, in the order asked for (`None` when absent), held in
 /// the bytes Redis sent.
@@ -13,6 +17,34 @@ pub type Hash = Strings;
 pub struct HashRead<'a> {
     pub fields: &'a [Vec<u8>],
     pub keys: &'a Keys,
+    /// Whether the client's near cache may answer (and keep) these fields.
+    pub cached: bool,
+    /// Whether the keys carry an EXPIRE (`key_ttl_seconds`): a cached entry must not
+    /// outlive its key.
+    pub expiring: bool,
+}
+
+impl<'a> HashRead<'a> {
+    /// A read straight from Redis, never from the near cache (what a write's dedup
+    /// needs).
+    pub fn uncached(fields: &'a [Vec<u8>], keys: &'a Keys) -> Self {
+        Self {
+            fields,
+            keys,
+            cached: false,
+            expiring: false,
+        }
+    }
+
+    /// A read of `plan`'s view, through the near cache when the config caches the view.
+    pub fn of_view(plan: &ViewPlan, fields: &'a [Vec<u8>], keys: &'a Keys) -> Self {
+        Self {
+            fields,
+            keys,
+            cached: plan.near_cached,
+            expiring: plan.key_ttl_seconds.is_some_and(|ttl| ttl > 0),
+        }
+    }
 }
 
 /// One `HMGET` per key of every read, all in one batch (one pipeline per node).
@@ -24,6 +56,17 @@ pub async fn read_hashes(client: &RedisClient, reads: &[HashRead<'_>]) -> Result
 /// `read_hashes`, showing each HMGET's reply to `observe` as it arrives (see
 /// `RedisClient::execute_observed`): reads in order, keys in order.
 pub async fn read_hashes_observed(
+    client: &RedisClient,
+    reads: &[HashRead<'_>],
+    observe: &mut ReplyObserver<'_>,
+) -> Result<Vec<Vec<Hash>>, StoreError> {
+    match client.near_cache() {
+        Some(cache) if reads.iter().any(|read| read.cached) => read_through(client, cache, reads).await,
+        _ => read_from_redis(client, reads, observe).await,
+    }
+}
+
+async fn read_from_redis(
     client: &RedisClient,
     reads: &[HashRead<'_>],
     observe: &mut ReplyObserver<'_>,
@@ -45,14 +88,81 @@ pub async fn read_hashes_observed(
     for read in reads {
         let mut rows = Vec::with_capacity(read.keys.len());
         for _ in read.keys.iter() {
-            let reply = replies.next().unwrap_or(Reply::Nil);
-            rows.push(hmget_reply(reply, read.fields.len()).map_err(|reply| {
-                StoreError::UnexpectedReply {
-                    redis: client.description().to_owned(),
-                    command: "HMGET",
-                    reply: reply.to_owned(),
+            rows.push(hmget_reply(client, replies.next(), read.fields.len())?);
+        }
+        out.push(rows);
+    }
+    Ok(out)
+}
+
+/// `read_from_redis` answering what it can from the near cache: the misses are read in
+/// one batch (with each cached key's PTTL when keys expire) and fill the cache where
+/// their keys are now tracked. Replies are not streamed to an observer here: the
+/// caller decodes them once all are in.
+async fn read_through(
+    client: &RedisClient,
+    cache: &NearCache,
+    reads: &[HashRead<'_>],
+) -> Result<Vec<Vec<Hash>>, StoreError> {
+    let mut fill: Fill<'_> = cache.begin();
+    let mut found: Vec<Vec<Option<Hash>>> = reads
+        .iter()
+        .map(|read| match read.cached {
+            true => fill.lookup(read.keys.iter(), read.fields),
+            false => vec![None; read.keys.len()],
+        })
+        .collect();
+    let mut batch = Batch::new();
+    batch.parse_strings_flat();
+    let mut command = Command::default();
+    let mut fills = false;
+    for (read, found) in reads.iter().zip(&found) {
+        let mut fields = Command::default();
+        for field in read.fields {
+            fields.arg(field);
+        }
+        for (key, _) in read.keys.iter().zip(found).filter(|(_, hit)| hit.is_none()) {
+            batch.push(command.restart("HMGET").arg(key).args_of(&fields));
+            if read.cached && read.expiring {
+                batch.push(command.restart("PTTL").arg(key));
+            }
+            fills |= read.cached;
+        }
+    }
+    let (replies, tracked) = match fills && cache.invalidation() == Invalidation::Tracking {
+        true => client.execute_tracked(&batch).await?,
+        false => {
+            let replies = client.execute(&batch).await?;
+            let fillable = vec![true; replies.len()];
+            (replies, fillable)
+        }
+    };
+    let mut replies = replies.into_iter().zip(tracked);
+    let mut out = Vec::with_capacity(reads.len());
+    for (read, found) in reads.iter().zip(&mut found) {
+        let mut rows = Vec::with_capacity(read.keys.len());
+        for (key, hit) in read.keys.iter().zip(found) {
+            if let Some(hash) = hit.take() {
+                rows.push(hash);
+                continue;
+            }
+            let (reply, tracked) = replies.next().unzip();
+            let hash = hmget_reply(client, reply, read.fields.len())?;
+            if read.cached {
+                let key_ttl = match read.expiring {
+                    true => match replies.next() {
+                        Some((Reply::Int(ms), _)) if ms >= 0 => Some(Duration::from_millis(ms as u64)),
+                        // -1: no EXPIRE; -2: no key (nothing to outlive).
+                        Some((Reply::Int(_), _)) => None,
+                        reply => return Err(unexpected(client, "PTTL", reply.map(|(reply, _)| reply))),
+                    },
+                    false => None,
+                };
+                if tracked == Some(true) {
+                    fill.complete(key, read.fields, &hash, key_ttl);
                 }
-            })?);
+            }
+            rows.push(hash);
         }
         out.push(rows);
     }
@@ -68,10 +178,7 @@ pub(super) async fn read_views(
 ) -> Result<Vec<Vec<Hash>>, StoreError> {
     let reads: Vec<HashRead<'_>> = views
         .iter()
-        .map(|(plan, rows)| HashRead {
-            fields: &plan.read_fields,
-            keys: &rows.unique_keys,
-        })
+        .map(|(plan, rows)| HashRead::of_view(plan, &plan.read_fields, &rows.unique_keys))
         .collect();
     read_hashes_observed(client, &reads, observe).await
 }
@@ -105,10 +212,7 @@ pub async fn read_rows(
             encoding::redis_key(&plan.project, &entity_key, plan.version)
         })
         .collect::<Result<Keys, _>>()?;
-    let read = HashRead {
-        fields: &plan.read_fields,
-        keys: &keys,
-    };
+    let read = HashRead::of_view(plan, &plan.read_fields, &keys);
     let hashes = read_hashes(client, &[read]).await?.pop().unwrap_or_default();
     keys.iter()
         .zip(hashes)
@@ -125,11 +229,29 @@ pub async fn read_rows(
 
 /// An HMGET reply's fields (parsed flat: an array of anything but bulk strings and
 /// nils stays a `Reply::Array`), or what is wrong with it.
-fn hmget_reply(reply: Reply, fields: usize) -> Result<Hash, &'static str> {
-    match reply {
-        Reply::Strings(values) if values.len() == fields => Ok(values),
-        Reply::Strings(_) => Err("a different number of fields than asked for"),
-        Reply::Array(_) => Err("a field that is neither bytes nor nil"),
-        _ => Err("a non-array"),
+fn hmget_reply(client: &RedisClient, reply: Option<Reply>, fields: usize) -> Result<Hash, StoreError> {
+    let wrong = match reply {
+        Some(Reply::Strings(values)) if values.len() == fields => return Ok(values),
+        Some(Reply::Strings(_)) => "a different number of fields than asked for",
+        Some(Reply::Array(_)) => "a field that is neither bytes nor nil",
+        _ => "a non-array",
+    };
+    Err(unexpected_reply(client, "HMGET", wrong))
+}
+
+fn unexpected(client: &RedisClient, command: &'static str, reply: Option<Reply>) -> StoreError {
+    let wrong = match reply {
+        None => "no reply",
+        Some(Reply::Error(_)) => "an error",
+        Some(_) => "a reply of another type",
+    };
+    unexpected_reply(client, command, wrong)
+}
+
+fn unexpected_reply(client: &RedisClient, command: &'static str, wrong: &str) -> StoreError {
+    StoreError::UnexpectedReply {
+        redis: client.description().to_owned(),
+        command,
+        reply: wrong.to_owned(),
     }
 }

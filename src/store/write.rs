@@ -600,10 +600,7 @@ async fn stored_event_times(
     distinct.dedup();
     let fields = [plan.timestamp_field.clone()];
     let keys: Keys = distinct.iter().collect();
-    let read = HashRead {
-        fields: &fields,
-        keys: &keys,
-    };
+    let read = HashRead::uncached(&fields, &keys);
     let hashes = read_hashes(client, &[read]).await?.pop().unwrap_or_default();
     let mut stored = HashMap::with_capacity(distinct.len());
     for (key, hash) in distinct.into_iter().zip(hashes) {
