@@ -150,7 +150,6 @@ struct State {
     bytes: usize,
     /// Keys being filled, and the token of the fill that may fill each.
     filling: HashMap<Box<[u8]>, u64>,
-    next_token: u64,
     listeners: HashMap<NodeAddr, Listener>,
     /// The process these entries and listeners belong to.
     pid: u32,
@@ -191,6 +190,8 @@ struct Shared {
     config: NearCacheConfig,
     state: Mutex<State>,
     counters: Counters,
+    /// The last fill's token: taken without the state's lock.
+    last_token: AtomicU64,
 }
 
 impl Shared {
@@ -278,12 +279,12 @@ impl NearCache {
                     entries: LruCache::unbounded(),
                     bytes: 0,
                     filling: HashMap::new(),
-                    next_token: 0,
                     listeners: HashMap::new(),
                     pid: process_id(),
                 }),
                 config,
                 counters: Counters::default(),
+                last_token: AtomicU64::new(0),
             }),
             connector,
             background: Mutex::new(None),
@@ -315,14 +316,9 @@ impl NearCache {
 
     /// Starts a fill: lookups through it register their misses under its token.
     pub fn begin(&self) -> Fill<'_> {
-        let token = {
-            let mut state = self.shared.lock();
-            state.next_token += 1;
-            state.next_token
-        };
         Fill {
             cache: self,
-            token,
+            token: self.shared.last_token.fetch_add(1, Ordering::Relaxed) + 1,
             registered: Vec::new(),
         }
     }
@@ -633,6 +629,13 @@ mod tests {
         Strings::from_items(items.iter().map(|v| v.map(str::as_bytes)))
     }
 
+    /// `key` looked up (a miss) and filled with `value` for `fields`' one field.
+    fn fill_one(cache: &NearCache, key: &[u8], fields: &[Vec<u8>], value: &str, key_ttl: Option<Duration>) {
+        let mut fill = cache.begin();
+        fill.lookup([key].into_iter(), fields);
+        fill.complete(key, fields, &values(&[Some(value)]), key_ttl);
+    }
+
     #[test]
     fn a_filled_key_is_a_hit_for_its_fields_and_a_miss_for_others() {
         let cache = cache(None, 1 << 20);
@@ -699,9 +702,7 @@ mod tests {
         let f = fields(&["a"]);
         let keys: Vec<Vec<u8>> = (0..5).map(|i| format!("k{i}").into_bytes()).collect();
         for key in &keys {
-            let mut fill = cache.begin();
-            fill.lookup([&key[..]].into_iter(), &f);
-            fill.complete(key, &f, &values(&[Some("v")]), None);
+            fill_one(&cache, key, &f, "v", None);
             // k0 stays the most recently used.
             cache.begin().lookup([&keys[0][..]].into_iter(), &f);
         }
@@ -717,10 +718,7 @@ mod tests {
         let f = fields(&["field"]);
         let value = "x".repeat(100);
         for i in 0..1000 {
-            let key = format!("key{i}").into_bytes();
-            let mut fill = cache.begin();
-            fill.lookup([&key[..]].into_iter(), &f);
-            fill.complete(&key, &f, &values(&[Some(&value)]), None);
+            fill_one(&cache, format!("key{i}").as_bytes(), &f, &value, None);
         }
         let stats = cache.stats();
         assert!(stats.evictions > 900 && stats.bytes <= 4096, "{stats:?}");
@@ -730,9 +728,7 @@ mod tests {
     fn an_entry_is_not_served_past_its_keys_expiry() {
         let cache = cache(None, 1 << 20);
         let f = fields(&["a"]);
-        let mut fill = cache.begin();
-        fill.lookup([&b"k"[..]].into_iter(), &f);
-        fill.complete(b"k", &f, &values(&[Some("1")]), Some(Duration::from_millis(20)));
+        fill_one(&cache, b"k", &f, "1", Some(Duration::from_millis(20)));
         assert!(cache.begin().lookup([&b"k"[..]].into_iter(), &f)[0].is_some());
         std::thread::sleep(Duration::from_millis(30));
         assert!(cache.begin().lookup([&b"k"[..]].into_iter(), &f)[0].is_none());

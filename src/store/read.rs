@@ -1,10 +1,10 @@
 //! HMGETs of feature hashes, and `online_read`'s answer per entity key.
 
+use std::time::Duration;
+
 use super::error::{printable_key, StoreError};
 use super::plan::{Keys, RowKeys, ViewPlan};
 use crate::encoding::{self, Timestamp};
-use std::time::Duration;
-
 use crate::redis::{
     Batch, Command, Fill, Invalidation, NearCache, RedisClient, Reply, ReplyObserver, Strings,
 };
