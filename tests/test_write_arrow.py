@@ -123,6 +123,7 @@ def native_plan(ours, view: FeatureView) -> _native.ViewPlan:
             key_ttl_seconds=None,
             skip_dedup=False,
             in_batch_ordering=_feast.IN_BATCH_ORDERING,
+            near_cache=False,
         )
     )
 
