@@ -223,12 +223,14 @@ wrk.body = [[%s]]
 # Each request a 1-row read of entities drawn by a Zipf-like law (exponent
 # ZIPF_EXPONENT over each entity's values, in a random order of ranks): a few are asked
 # for often, most rarely.
+ZIPF_DRAWS = 50_000
 ZIPF_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local zips = {%(zips)s}
 local applicants = {%(applicants)s}
 local body = '{"features":%(features)s,"entities":{"zipcode":[%%d],"dob_ssn":["%%s"]}}'
+local DRAWS = %(draws)d
 
 local function cumulative(n)
   local weights, total = {}, 0
@@ -255,10 +257,19 @@ setup = function(thread)
   threads = threads + 1
   thread:set("seed", threads)
 end
-init = function() math.randomseed(seed * 7919) end
+-- Drawn ahead, so the load generator's own work per request stays that of a fixed
+-- request: the Lua draws would otherwise take the cores the server is measured on.
+local requests, sent = {}, 0
+init = function()
+  math.randomseed(seed * 7919)
+  for i = 1, DRAWS do
+    local entity = string.format(body, zips[draw(zip_law)], applicants[draw(applicant_law)])
+    requests[i] = wrk.format(nil, nil, nil, entity)
+  end
+end
 request = function()
-  local entity = string.format(body, zips[draw(zip_law)], applicants[draw(applicant_law)])
-  return wrk.format(nil, nil, nil, entity)
+  sent = sent %% DRAWS + 1
+  return requests[sent]
 end
 """
 
@@ -273,6 +284,7 @@ def zipf_script(zips, applicants, workdir: Path) -> Path:
             "applicants": ",".join(f'"{a}"' for a in rng.permutation(applicants)),
             "features": json.dumps(FEATURES).replace(" ", ""),
             "exponent": ZIPF_EXPONENT,
+            "draws": ZIPF_DRAWS,
         }
     )
     return script
@@ -314,6 +326,24 @@ def measure_throughput(
     failed = int(errors.group(1)) if errors else 0
     failed += sum(map(int, socket_errors.groups())) if socket_errors else 0
     return {"rps": rps, "errors": failed}
+
+
+def alternating(loads: dict, rounds: int, seconds: int, workdir: Path) -> dict:
+    """``measure_throughput`` of each ``(port, request)`` of `loads` in turn, `rounds`
+    times over: on a VM whose speed drifts by a fifth from one run to the next, ratios of
+    medians of interleaved runs hold where ratios of single runs do not."""
+    runs: dict[str, list[dict]] = {name: [] for name in loads}
+    for _ in range(rounds):
+        for name, (port, request) in loads.items():
+            runs[name].append(measure_throughput(port, request, seconds, workdir))
+    return {
+        name: {
+            "rps": float(np.median([r["rps"] for r in measured])),
+            "runs": [r["rps"] for r in measured],
+            "errors": sum(r["errors"] for r in measured),
+        }
+        for name, measured in runs.items()
+    }
 
 
 def chart(results: dict, path: Path) -> None:
@@ -387,29 +417,40 @@ def main() -> None:
             )
             processes.append(cached)
             zipf = zipf_script(zips, applicants, tmp_path)
-            uncached_zipf = measure_throughput(native, zipf, seconds, tmp_path)
             # Warmed by a first run, as a server is after a while of such traffic.
             measure_throughput(cached_port, zipf, seconds, tmp_path)
             hits, misses = (
                 metric(cached_port, f"near_cache_{n}_total") for n in ("hits", "misses")
             )
-            cached_zipf = measure_throughput(cached_port, zipf, seconds, tmp_path)
+            native_runs = alternating(
+                {
+                    "health": (native, None),
+                    "read": (native, one_row),
+                    "read_access_log": (logged_port, one_row),
+                    "zipf_uncached": (native, zipf),
+                    "zipf_cached": (cached_port, zipf),
+                },
+                args.rounds,
+                seconds // 2,
+                tmp_path,
+            )
             hits = metric(cached_port, "near_cache_hits_total") - hits
             misses = metric(cached_port, "near_cache_misses_total") - misses
             near_cache = {
                 "max_entries": NEAR_CACHE_ENTRIES,
                 "zipf_exponent": ZIPF_EXPONENT,
                 "hit_rate": hits / (hits + misses),
-                "uncached_rps": uncached_zipf["rps"],
-                "cached_rps": cached_zipf["rps"],
-                "errors": uncached_zipf["errors"] + cached_zipf["errors"],
+                "uncached_rps": native_runs["zipf_uncached"]["rps"],
+                "cached_rps": native_runs["zipf_cached"]["rps"],
+                "errors": native_runs["zipf_uncached"]["errors"]
+                + native_runs["zipf_cached"]["errors"],
             }
             native_server = {
-                "health_rps": measure_throughput(native, None, seconds, tmp_path)["rps"],
-                "read_rps": throughput["feast-redis-rs serve"]["rps"],
-                "read_rps_access_log": measure_throughput(logged_port, one_row, seconds, tmp_path)[
-                    "rps"
-                ],
+                "rounds": args.rounds,
+                "health_rps": native_runs["health"]["rps"],
+                "read_rps": native_runs["read"]["rps"],
+                "read_rps_access_log": native_runs["read_access_log"]["rps"],
+                "runs": {name: run["runs"] for name, run in native_runs.items()},
             }
         finally:
             for process in processes:
@@ -442,7 +483,8 @@ def main() -> None:
     print(f"| throughput | {cells} | {ratio:.1f}x |")
     n = native_server
     print(
-        f"\nfeast-redis-rs serve, wrk -t2 -c16: /health {n['health_rps']:.0f} req/s; 1-row reads "
+        f"\nfeast-redis-rs serve, wrk -t2 -c16, medians of {n['rounds']} interleaved runs: "
+        f"/health {n['health_rps']:.0f} req/s; 1-row reads "
         f"{n['read_rps']:.0f} req/s, {n['read_rps'] / n['health_rps']:.3f} of /health; with the "
         f"access log {n['read_rps_access_log']:.0f} req/s "
         f"({1 - n['read_rps_access_log'] / n['read_rps']:+.1%} cost)"
