@@ -6,6 +6,7 @@ clear errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -68,16 +69,28 @@ def metric(server, name: str) -> int:
 def hammer(server, bodies, expected, seconds: float, clients: int = CLIENTS) -> list:
     """`clients` threads sending the bodies in turn (each from a different one) for
     `seconds`; returns what differed from `expected`."""
+
+    def answer(index: int):
+        status, body = server.post("/get-online-features", bodies[index])
+        return (status, columns(body)) if status == 200 else (status, body)
+
+    return concurrently(answer, [(200, e) for e in expected], seconds, clients)
+
+
+def concurrently(answer, expected: list, seconds: float, clients: int) -> list:
+    """`clients` threads asking `answer(index)` for each index of `expected` in turn
+    (each from a different one) for `seconds`; returns `(index, answer)` of each that
+    differed."""
     wrong: list = []
     deadline = time.monotonic() + seconds
 
     def client(offset: int) -> None:
         k = offset
         while time.monotonic() < deadline and not wrong:
-            index = k % len(bodies)
-            status, answer = server.post("/get-online-features", bodies[index])
-            if status != 200 or columns(answer) != expected[index]:
-                wrong.append((index, status, answer))
+            index = k % len(expected)
+            found = answer(index)
+            if found != expected[index]:
+                wrong.append((index, found))
             k += 1
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -86,6 +99,25 @@ def hammer(server, bodies, expected, seconds: float, clients: int = CLIENTS) -> 
     for thread in threads:
         thread.join(timeout=seconds + 60)
     return wrong
+
+
+@contextlib.contextmanager
+def connections_killed(killer, every: float, times: int):
+    """Every client connection but `killer`'s killed (`CLIENT KILL`) `times` times,
+    `every` seconds, while the block runs; `killer` is closed after."""
+
+    def kill_repeatedly() -> None:
+        for _ in range(times):
+            time.sleep(every)
+            killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+
+    killing = threading.Thread(target=kill_repeatedly)
+    killing.start()
+    try:
+        yield
+    finally:
+        killing.join()
+        killer.close()
 
 
 def connections_received(deployment) -> int:
@@ -153,18 +185,8 @@ def served(redis_server, tmp_path):
 
 def test_connections_killed_under_load_cost_no_request(served, redis_server):
     server, bodies, expected = served
-    killer = redis_server.client()
-
-    def kill_repeatedly() -> None:
-        for _ in range(5):
-            time.sleep(0.5)
-            killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
-
-    killing = threading.Thread(target=kill_repeatedly)
-    killing.start()
-    wrong = hammer(server, bodies, expected, seconds=3.5)
-    killing.join()
-    killer.close()
+    with connections_killed(redis_server.client(), every=0.5, times=5):
+        wrong = hammer(server, bodies, expected, seconds=3.5)
     assert wrong == []
     assert metric(server, "redis_errors_total") == 0
     assert metric(server, "redis_writes_total") < metric(server, "redis_pipelines_total")

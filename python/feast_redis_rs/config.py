@@ -150,6 +150,13 @@ class RedisOnlineStoreConfig(FeastConfigBaseModel):
     """(Optional) keep read entity hashes in the process, kept correct by Redis'
     invalidations (see ``NearCacheConfig``); off by default"""
 
+    auto_pipelining: bool = False
+    """(Optional) requests of this process' threads (and async tasks) in flight together
+    to one Redis node share a connection and its writes, read by a background I/O
+    thread; a request alone keeps its thread's own connection. Fewer writes and reads
+    for Redis; on a host where the GIL and Redis share few cores it costs a few percent
+    of throughput (README). `feast-redis-rs serve` always shares"""
+
     @model_validator(mode="wrap")
     @classmethod
     def _validate_hiding_secrets(cls, data: Any, handler: Any) -> RedisOnlineStoreConfig:

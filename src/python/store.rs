@@ -79,6 +79,8 @@ struct PyClientConfig {
     spin_wait: bool,
     #[pyo3(attribute)]
     near_cache: Option<PyNearCacheConfig>,
+    #[pyo3(attribute)]
+    auto_pipelining: bool,
 }
 
 /// The attributes of `NearCacheConfig` that shape the cache (its `feature_views` shape
@@ -139,6 +141,7 @@ impl PyClientConfig {
                 backoff: seconds("retry_backoff_seconds", self.retry_backoff_seconds)?,
             },
             near_cache: self.near_cache.map(PyNearCacheConfig::convert).transpose()?,
+            auto_pipelining: self.auto_pipelining,
             connection_string: self.connection_string,
             redis_type: self.redis_type,
             sentinel_master: self.sentinel_master,
@@ -253,6 +256,13 @@ impl RedisStoreClient {
             ]
             .into(),
         )
+    }
+
+    /// What auto-pipelining shared: `pipelines` sent on connections shared by requests
+    /// in flight together (threads, async tasks), and the `writes` that carried them.
+    fn pipelining_stats(&self) -> std::collections::HashMap<&'static str, u64> {
+        let (pipelines, writes) = self.client.pipelining();
+        [("pipelines", pipelines), ("writes", writes)].into()
     }
 
     /// `online_write_batch`: rows `(entity_key_proto, feature_names, value_protos,

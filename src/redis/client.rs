@@ -209,6 +209,9 @@ impl RedisClient {
     pub fn from_config(config: &ClientConfig) -> Result<Self, ClientError> {
         let settings = config.settings()?;
         let mut client = Self::new(&settings, settings.timeouts(), config.retry.clone())?;
+        if config.auto_pipelining {
+            client.pool.share_across_threads();
+        }
         if let Some(near_cache) = &config.near_cache {
             client.near_cache = Some(NearCache::new(
                 near_cache.clone(),

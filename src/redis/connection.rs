@@ -5,7 +5,10 @@
 //! with nothing else to do (`spin_wait`) waits for replies by spinning rather than
 //! sleeping, while no other thread waits on Redis. The worker threads of a runtime that
 //! serves many requests at once (the server's) join a `ConnectionGroup` instead: their
-//! requests share one connection per node and its writes (see `multiplex`).
+//! requests share one connection per node and its writes (see `multiplex`). Threads
+//! that run their own runtime (Python callers) share the same way whenever their
+//! requests to a node overlap: a lone request keeps the thread's own connection, the
+//! others share one that a background I/O thread reads.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -136,7 +139,34 @@ const SHARED_WAITS_WINDOW: Duration = Duration::from_millis(100);
 
 static NEXT_WAITER_ID: AtomicU64 = AtomicU64::new(1);
 const NO_GROUP: u64 = 0;
+/// The group of the threads in `NO_GROUP`: the connections they share when their
+/// requests overlap, run by `io_runtime`.
+const THREADS_GROUP: u64 = u64::MAX;
 static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
+
+/// The runtime of the connections that threads with runtimes of their own share: a
+/// thread's runtime runs only while it waits, and a shared connection must be read all
+/// the time. One worker thread, started on first use, and again in a forked child.
+fn io_runtime() -> std::io::Result<tokio::runtime::Handle> {
+    static IO: Mutex<Option<(u32, tokio::runtime::Runtime)>> = Mutex::new(None);
+    let mut io = IO.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = process_id();
+    if let Some((_, runtime)) = io.as_ref().filter(|(owner, _)| *owner == pid) {
+        return Ok(runtime.handle().clone());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("feast-redis-rs-io")
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    // The parent's runtime: its thread does not exist in this child, and dropping it
+    // would wait for that thread.
+    if let Some(inherited) = io.replace((pid, runtime)) {
+        std::mem::forget(inherited);
+    }
+    Ok(handle)
+}
 
 /// The worker threads of one multi-threaded runtime whose requests share a connection
 /// per node (auto-pipelining). Each worker calls `join` as it starts
@@ -536,6 +566,17 @@ impl Connector {
     }
 }
 
+/// The shared connections' tasks hold them open: a pool dropped closes them (a group's
+/// runtime may be gone already; the I/O thread lives on).
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let groups = std::mem::take(&mut lock(&self.connections).by_group);
+        for slot in groups.into_values().flat_map(HashMap::into_values) {
+            slot.close();
+        }
+    }
+}
+
 /// Idle connections kept per node for each thread; more than this are closed.
 const MAX_IDLE_PER_NODE: usize = 32;
 
@@ -666,6 +707,9 @@ pub struct Pool {
     role: Role,
     connections: SharedConnections,
     pub(super) pipelining: Arc<PipeliningCounts>,
+    /// Whether requests of threads outside any group share a connection per node when
+    /// they overlap (`THREADS_GROUP`).
+    share_across_threads: bool,
 }
 
 impl Pool {
@@ -679,6 +723,20 @@ impl Pool {
                 by_group: HashMap::new(),
             })),
             pipelining: Arc::default(),
+            share_across_threads: false,
+        }
+    }
+
+    /// Requests of threads outside any group share connections when they overlap.
+    pub fn share_across_threads(&mut self) {
+        self.share_across_threads = true;
+    }
+
+    /// The group whose connections this thread's requests share when they overlap.
+    fn group(&self) -> u64 {
+        match GROUP.with(Cell::get) {
+            NO_GROUP if self.share_across_threads => THREADS_GROUP,
+            group => group,
         }
     }
 
@@ -727,7 +785,7 @@ impl Pool {
 
     /// Closes this thread's idle connections to `addr`, and its group's shared one.
     pub fn forget(&self, addr: &NodeAddr) {
-        let group = GROUP.with(Cell::get);
+        let group = self.group();
         let mut connections = lock(&self.connections);
         if let Some(nodes) = connections.by_thread.get_mut(&thread::current().id()) {
             nodes.remove(addr);
@@ -763,6 +821,7 @@ impl Pool {
     /// The group's open connection to `addr`, opened if there is none.
     async fn group_connection(
         &self,
+        group: u64,
         slot: &GroupSlot,
         addr: &NodeAddr,
     ) -> Result<Arc<Multiplexed>, ClientError> {
@@ -779,12 +838,31 @@ impl Pool {
                 return Err(err.clone());
             }
         }
-        let connected = self.connector.connect(addr, self.role).await;
+        // A group's runtime runs its connections; the threads' group has the I/O thread.
+        let runtime = match group {
+            THREADS_GROUP => io_runtime().map_err(|err| ClientError::Io {
+                addr: addr.to_string(),
+                reason: format!("cannot start the I/O thread of shared connections: {err}"),
+            })?,
+            _ => tokio::runtime::Handle::current(),
+        };
+        let (connector, role, node) = (self.connector.clone(), self.role, addr.clone());
+        // Opened on that runtime, whose reactor its socket is then registered with.
+        let connected = runtime
+            .spawn(async move { connector.connect(&node, role).await })
+            .await
+            .unwrap_or_else(|err| {
+                Err(ClientError::Io {
+                    addr: addr.to_string(),
+                    reason: format!("opening the connection stopped: {err}"),
+                })
+            });
         slot.attempts.fetch_add(1, Ordering::Release);
         match connected {
             Ok(connection) => {
                 *last_failure = None;
                 let connection = Multiplexed::start(
+                    &runtime,
                     connection,
                     addr.clone(),
                     self.connector.timeouts.command,
@@ -804,13 +882,14 @@ impl Pool {
     /// shown to `observe` once all are in.
     async fn send_shared(
         &self,
+        group: u64,
         slot: &GroupSlot,
         addr: &NodeAddr,
         pipeline: &Pipeline,
         observe: &mut ReplyObserver<'_>,
     ) -> Result<Vec<Reply>, ClientError> {
         let (connection, answer) = loop {
-            let connection = self.group_connection(slot, addr).await?;
+            let connection = self.group_connection(group, slot, addr).await?;
             if let Some(answer) = connection.send(pipeline).await {
                 break (connection, answer);
             }
@@ -856,17 +935,21 @@ impl Pool {
         if pipeline.is_empty() {
             return Ok(Vec::new());
         }
-        let group = GROUP.with(Cell::get);
-        let alone = if group != NO_GROUP {
-            let (request, overlaps) = GroupRequest::enter(self.group_slot(group, addr));
-            if overlaps {
-                return self.send_shared(&request.0, addr, pipeline, observe).await;
+        let group = self.group();
+        let request = match group {
+            NO_GROUP => None,
+            _ => {
+                let (request, overlaps) = GroupRequest::enter(self.group_slot(group, addr));
+                if overlaps {
+                    return self.send_shared(group, &request.0, addr, pipeline, observe).await;
+                }
+                Some(request)
             }
-            Some(request)
-        } else {
-            None
         };
-        let idle = match &alone {
+        // A lone request of a thread with its own runtime keeps to the thread's own
+        // connections, registered with that runtime.
+        let group_alone = request.as_ref().filter(|_| group != THREADS_GROUP);
+        let idle = match group_alone {
             Some(request) => request.0.alone.lock().unwrap_or_else(|e| e.into_inner()).pop(),
             None => self.take_idle(addr),
         };
@@ -886,7 +969,7 @@ impl Pool {
         match result {
             Ok(replies) => {
                 if connection.is_clean() {
-                    match &alone {
+                    match group_alone {
                         Some(request) => {
                             let mut idle = request.0.alone.lock().unwrap_or_else(|e| e.into_inner());
                             if idle.len() < MAX_IDLE_PER_NODE {

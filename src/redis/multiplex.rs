@@ -73,9 +73,10 @@ pub(super) struct Multiplexed {
 
 impl Multiplexed {
     /// Starts the writer and reader of `connection` (freshly handshaken: nothing in
-    /// flight) on the current runtime. A closed connection's reader waits for the
-    /// replies still to come `drain_timeout` at most.
+    /// flight, opened on `runtime`) on `runtime`. A closed connection's reader waits for
+    /// the replies still to come `drain_timeout` at most.
     pub(super) fn start(
+        runtime: &tokio::runtime::Handle,
         connection: Connection,
         addr: NodeAddr,
         drain_timeout: Duration,
@@ -91,8 +92,8 @@ impl Multiplexed {
             wake_reader: Notify::new(),
             counts,
         });
-        tokio::spawn(write_requests(Arc::clone(&shared)));
-        tokio::spawn(read_replies(
+        runtime.spawn(write_requests(Arc::clone(&shared)));
+        runtime.spawn(read_replies(
             Arc::clone(&shared),
             reader,
             connection.received,
@@ -443,8 +444,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn requests_in_flight_together_each_get_their_own_replies_in_order() {
+    /// A pool of connections to a new echo server, and its address.
+    fn echo_pool() -> (Pool, NodeAddr) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         thread::spawn(move || echo_server(listener));
@@ -453,10 +454,33 @@ mod tests {
             connect: Duration::from_secs(2),
             command: Duration::from_secs(5),
         };
-        let pool = Arc::new(Pool::new(
-            Connector::new(&settings, timeouts).unwrap(),
-            Role::Data,
-        ));
+        let pool = Pool::new(Connector::new(&settings, timeouts).unwrap(), Role::Data);
+        (pool, NodeAddr::new("127.0.0.1", port))
+    }
+
+    /// `commands` ECHOs naming the request and round, and the texts they echo.
+    fn echoes(request: usize, round: usize, commands: usize) -> (Pipeline, Vec<String>) {
+        let mut pipeline = Pipeline::new();
+        let texts: Vec<String> = (0..commands)
+            .map(|command| format!("{request}-{round}-{command}"))
+            .collect();
+        for text in &texts {
+            pipeline.push(Command::new("ECHO").arg(text));
+        }
+        (pipeline, texts)
+    }
+
+    fn echoed(replies: Vec<Reply>) -> Vec<String> {
+        replies
+            .iter()
+            .map(|reply| String::from_utf8(reply.text().unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn requests_in_flight_together_each_get_their_own_replies_in_order() {
+        let (pool, addr) = echo_pool();
+        let pool = Arc::new(pool);
         let group = ConnectionGroup::new();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -464,26 +488,13 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        let addr = NodeAddr::new("127.0.0.1", port);
         let requests = (0..64).map(|request| {
             let pool = Arc::clone(&pool);
             let addr = addr.clone();
             runtime.spawn(async move {
                 for round in 0..20 {
-                    let mut pipeline = Pipeline::new();
-                    let commands = 1 + (request + round) % 5;
-                    for command in 0..commands {
-                        pipeline.push(Command::new("ECHO").arg(format!("{request}-{round}-{command}")));
-                    }
-                    let replies = pool.send(&addr, &pipeline).await.unwrap();
-                    let texts: Vec<String> = replies
-                        .iter()
-                        .map(|reply| String::from_utf8(reply.text().unwrap().to_vec()).unwrap())
-                        .collect();
-                    let expected: Vec<String> = (0..commands)
-                        .map(|command| format!("{request}-{round}-{command}"))
-                        .collect();
-                    assert_eq!(texts, expected);
+                    let (pipeline, expected) = echoes(request, round, 1 + (request + round) % 5);
+                    assert_eq!(echoed(pool.send(&addr, &pipeline).await.unwrap()), expected);
                 }
             })
         });
@@ -502,5 +513,35 @@ mod tests {
             "{pipelines} pipelines, {writes} writes"
         );
         pool.forget_group(group);
+    }
+
+    #[test]
+    fn threads_with_runtimes_of_their_own_share_a_connection_when_they_overlap() {
+        let (mut pool, addr) = echo_pool();
+        pool.share_across_threads();
+        let pool = Arc::new(pool);
+        let threads: Vec<_> = (0..8)
+            .map(|thread_index| {
+                let (pool, addr) = (Arc::clone(&pool), addr.clone());
+                thread::spawn(move || {
+                    // As a Python caller: a runtime of its own, run only while it waits.
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    for round in 0..200 {
+                        let (pipeline, expected) =
+                            echoes(thread_index, round, 1 + (thread_index + round) % 4);
+                        let replies = runtime.block_on(pool.send(&addr, &pipeline)).unwrap();
+                        assert_eq!(echoed(replies), expected);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let pipelines = pool.pipelining.pipelines.load(Ordering::Relaxed);
+        assert!(pipelines > 0, "no request went through the shared connection");
     }
 }

@@ -130,6 +130,9 @@ pub struct ClientConfig {
     pub overrides: Overrides,
     pub retry: RetryPolicy,
     pub near_cache: Option<NearCacheConfig>,
+    /// Requests of threads with their own runtimes (Python callers) in flight together
+    /// share a connection per node and its writes.
+    pub auto_pipelining: bool,
 }
 
 impl ClientConfig {
@@ -506,6 +509,7 @@ mod tests {
                 backoff: Duration::ZERO,
             },
             near_cache: None,
+            auto_pipelining: false,
         };
         let settings = config(
             "h:6380,ssl=true,ssl_ca_certs=other.pem,socket_timeout=7,socket_connect_timeout=3",
