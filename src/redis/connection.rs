@@ -5,10 +5,10 @@
 //! with nothing else to do (`spin_wait`) waits for replies by spinning rather than
 //! sleeping, while no other thread waits on Redis. The worker threads of a runtime that
 //! serves many requests at once (the server's) join a `ConnectionGroup` instead: their
-//! requests share one connection per node and its writes (see `multiplex`). Threads
-//! that run their own runtime (Python callers) share the same way whenever their
-//! requests to a node overlap: a lone request keeps the thread's own connection, the
-//! others share one that a background I/O thread reads.
+//! requests share one connection per node and its writes (see `multiplex`). With
+//! `auto_pipelining`, threads that run their own runtime (Python callers) share the
+//! same way whenever their requests to a node overlap: a lone request keeps the
+//! thread's own connection, the others share one that a background I/O thread reads.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -566,17 +566,6 @@ impl Connector {
     }
 }
 
-/// The shared connections' tasks hold them open: a pool dropped closes them (a group's
-/// runtime may be gone already; the I/O thread lives on).
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let groups = std::mem::take(&mut lock(&self.connections).by_group);
-        for slot in groups.into_values().flat_map(HashMap::into_values) {
-            slot.close();
-        }
-    }
-}
-
 /// Idle connections kept per node for each thread; more than this are closed.
 const MAX_IDLE_PER_NODE: usize = 32;
 
@@ -987,6 +976,17 @@ impl Pool {
                 }
                 Err(err)
             }
+        }
+    }
+}
+
+/// The shared connections' tasks hold them open: a pool dropped closes them (a group's
+/// runtime may be gone already; the I/O thread lives on).
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let groups = std::mem::take(&mut lock(&self.connections).by_group);
+        for slot in groups.into_values().flat_map(HashMap::into_values) {
+            slot.close();
         }
     }
 }
