@@ -9,6 +9,7 @@ start, and ``ttl_only`` serves within its stated bound."""
 from __future__ import annotations
 
 import bisect
+import json
 import multiprocessing
 import resource
 import subprocess
@@ -390,9 +391,22 @@ def test_the_server_answers_through_the_cache_as_without_it(redis_server, tmp_pa
         def answers(server) -> list:
             return [columns(server.post("/get-online-features", body)[1]) for body in bodies]
 
+        texts = [json.dumps(body) for body in bodies]
+        repeats = len(texts) - len(set(texts))
+        one_row = sum(len(body["entities"]["zipcode"]) == 1 for body in bodies)
         expected = answers(servers[0])
+
+        def reused() -> float:
+            return metric(servers[1], "near_cache_answers_reused_total")
+
         assert answers(servers[1]) == expected
+        assert reused() == repeats
+        # Sent again, each body is answered with the answer kept for it (a 1-row one
+        # surely; answers over 64 KiB are not kept).
         assert answers(servers[1]) == expected
+        again = reused() - repeats
+        assert one_row <= again <= len(bodies)
+        assert metric(servers[1], "near_cache_answers") == again - repeats
         hits = metric(servers[1], "near_cache_hits_total")
         assert hits >= metric(servers[1], "near_cache_misses_total") > 0
         assert metric(servers[1], "near_cache_entries") > 0
@@ -401,11 +415,49 @@ def test_the_server_answers_through_the_cache_as_without_it(redis_server, tmp_pa
         time.sleep(SETTLE_SECONDS)
         changed = answers(servers[0])
         assert changed != expected
+        # No kept answer outlives a write to one of its keys.
+        before = reused()
         assert answers(servers[1]) == changed
+        # Only answers none of whose keys were written (absent entities) were reused.
+        after = reused()
+        assert after - before < again / 2
         assert metric(servers[1], "near_cache_invalidations_total") > 0
+        assert answers(servers[1]) == changed
+        assert reused() == after + again
     finally:
         for server in servers:
             server.stop()
+
+
+def test_the_answers_kept_stay_within_a_quarter_of_the_cache_bytes(redis_server, tmp_path):
+    redis_server.client().flushall()
+    write_repo(tmp_path, RedisOnlineStoreConfig(connection_string=redis_server.address))
+    max_bytes = 100_000
+    store = {
+        "type": "feast_redis_rs.RedisOnlineStore",
+        "connection_string": redis_server.address,
+        "near_cache": {"max_bytes": max_bytes},
+    }
+    server = start_server(
+        "feast-redis-rs", tmp_path, write_repo_yaml(tmp_path, "cached.yaml", store), "--metrics"
+    )
+    try:
+        refs = [ref for ref in loan_repo.feature_refs() if not ref.endswith(("_raw", "_raw_list"))]
+        # Distinct bodies for one entity: the kept answers flood, the entries do not.
+        row = loan_repo.entity_rows()[0]
+        for n in range(1, len(refs) + 1):
+            for features in (refs[:n], refs[-n:], refs[:n][::-1]):
+                body = {
+                    "features": features,
+                    "entities": {"zipcode": [row["zipcode"]], "dob_ssn": [row["dob_ssn"]]},
+                }
+                status, _ = server.post("/get-online-features", body)
+                assert status == 200
+                assert metric(server, "near_cache_answer_bytes") <= max_bytes // 4
+        assert metric(server, "near_cache_answers") > 0
+        assert metric(server, "near_cache_bytes") <= max_bytes
+    finally:
+        server.stop()
 
 
 def test_the_server_does_not_start_on_a_server_refusing_client_tracking(refusing_server, tmp_path):

@@ -326,13 +326,8 @@ impl FeatureServer {
             .into_iter()
             .map(|view| {
                 let plan = view.plan.bind(py).get().0.clone();
-                (
-                    view.name,
-                    ServedView {
-                        plan,
-                        version: view.version,
-                    },
-                )
+                let served = ServedView::new(&view.name, plan, view.version);
+                (view.name, served)
             })
             .collect();
         let services = services
@@ -351,7 +346,11 @@ impl FeatureServer {
                 (name, projections)
             })
             .collect();
-        self.0.set_catalog(Catalog { views, services });
+        self.0.set_catalog(Catalog {
+            views,
+            services,
+            generation: 0,
+        });
     }
 
     /// The registry could not be read: the server keeps its catalog, `/ready` answers

@@ -6,7 +6,7 @@ mod cluster;
 mod connection;
 mod error;
 mod multiplex;
-mod near_cache;
+pub(crate) mod near_cache;
 mod resp;
 mod script;
 mod settings;
@@ -16,7 +16,7 @@ pub use client::{Batch, RedisClient, RetryPolicy};
 pub use cluster::key_slot;
 pub use connection::{note_process_id, spin_wait, ConnectionGroup, NodeAddr, ReplyObserver, Timeouts};
 pub use error::ClientError;
-pub use near_cache::{Fill, Invalidation, NearCache, NearCacheConfig, NearCacheStats};
+pub use near_cache::{EntryStamp, Fill, Invalidation, NearCache, NearCacheConfig, NearCacheStats};
 pub use resp::{Command, Reply, Strings};
 pub use script::Script;
 pub use settings::{

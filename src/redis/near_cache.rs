@@ -83,6 +83,23 @@ struct Entry {
     bytes: Vec<u8>,
     items: Vec<Item>,
     expires: Instant,
+    /// Unique to this entry among all the cache ever held: an `EntryStamp` of it is
+    /// current while this very entry is cached.
+    version: u64,
+}
+
+/// A cached entry a reader was answered from. While it is `NearCache::current`, the
+/// key's fields are what the reader got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryStamp {
+    key: Box<[u8]>,
+    version: u64,
+}
+
+impl EntryStamp {
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
 }
 
 impl Entry {
@@ -100,17 +117,21 @@ impl Entry {
     }
 
     /// This entry's fields with `fields` set to `values` (added or replaced).
-    fn merged(&self, fields: &[Vec<u8>], values: &Strings, expires: Instant) -> Entry {
+    fn merged(&self, fields: &[Vec<u8>], values: &Strings, expires: Instant, version: u64) -> Entry {
         let kept = self
             .items
             .iter()
             .filter(|item| !fields.iter().any(|f| f[..] == *self.slice(item.field)))
             .map(|item| (self.slice(item.field), item.value.map(|v| self.slice(v))));
         let new = fields.iter().map(Vec::as_slice).zip(values.iter());
-        Entry::new(kept.chain(new), expires.min(self.expires))
+        Entry::new(kept.chain(new), expires.min(self.expires), version)
     }
 
-    fn new<'a>(fields: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>, expires: Instant) -> Entry {
+    fn new<'a>(
+        fields: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        expires: Instant,
+        version: u64,
+    ) -> Entry {
         let mut bytes = Vec::new();
         let mut items = Vec::new();
         fn place(bytes: &mut Vec<u8>, data: &[u8]) -> (u32, u32) {
@@ -128,6 +149,7 @@ impl Entry {
             bytes,
             items,
             expires,
+            version,
         }
     }
 }
@@ -153,6 +175,8 @@ struct State {
     listeners: HashMap<NodeAddr, Listener>,
     /// The process these entries and listeners belong to.
     pid: u32,
+    /// The last entry's `version`.
+    last_version: u64,
 }
 
 impl State {
@@ -281,6 +305,7 @@ impl NearCache {
                     filling: HashMap::new(),
                     listeners: HashMap::new(),
                     pid: process_id(),
+                    last_version: 0,
                 }),
                 config,
                 counters: Counters::default(),
@@ -314,13 +339,38 @@ impl NearCache {
         self.shared.flush();
     }
 
+    pub fn config(&self) -> &NearCacheConfig {
+        &self.shared.config
+    }
+
     /// Starts a fill: lookups through it register their misses under its token.
     pub fn begin(&self) -> Fill<'_> {
         Fill {
             cache: self,
             token: self.shared.last_token.fetch_add(1, Ordering::Relaxed) + 1,
             registered: Vec::new(),
+            stamps: None,
         }
+    }
+
+    /// Whether every entry of `stamps` is still cached, unexpired (then each counts as
+    /// a hit, and as recently used).
+    pub fn current(&self, stamps: &[EntryStamp]) -> bool {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        let current = stamps.iter().all(|stamp| {
+            state
+                .entries
+                .get(&stamp.key)
+                .is_some_and(|entry| entry.version == stamp.version && entry.expires > now)
+        });
+        if current {
+            self.shared
+                .counters
+                .hits
+                .fetch_add(stamps.len() as u64, Ordering::Relaxed);
+        }
+        current
     }
 
     /// The client id fills of `addr` redirect their invalidations to, once its listener
@@ -397,9 +447,21 @@ pub struct Fill<'a> {
     cache: &'a NearCache,
     token: u64,
     registered: Vec<Box<[u8]>>,
+    /// The entries hits were read from and fills made, when asked for.
+    stamps: Option<Vec<EntryStamp>>,
 }
 
 impl Fill<'_> {
+    /// Keeps a stamp of each entry a lookup hits or a fill makes from here on.
+    pub fn stamp(&mut self) {
+        self.stamps.get_or_insert_with(Vec::new);
+    }
+
+    /// The stamps kept since `stamp`, in the order of their lookups and fills.
+    pub fn take_stamps(&mut self) -> Option<Vec<EntryStamp>> {
+        self.stamps.take()
+    }
+
     /// Each key's cached `fields` (in order), or `None` for a miss, whose placeholder
     /// is then registered.
     pub fn lookup<'k>(
@@ -417,6 +479,12 @@ impl Fill<'_> {
                     Some(entry) if entry.expires > now => {
                         let values: Option<Vec<Option<&[u8]>>> =
                             fields.iter().map(|f| entry.value(f)).collect();
+                        if let (Some(stamps), Some(_)) = (&mut self.stamps, &values) {
+                            stamps.push(EntryStamp {
+                                key: key.into(),
+                                version: entry.version,
+                            });
+                        }
                         (values.map(Strings::from_items), false)
                     }
                     found => (None, found.is_some()),
@@ -457,16 +525,28 @@ impl Fill<'_> {
             return;
         }
         state.filling.remove(key);
+        state.last_version += 1;
+        let version = state.last_version;
         let entry = match state.entries.pop(key) {
             Some(old) => {
                 state.bytes -= old.cost(key);
-                old.merged(fields, values, expires)
+                old.merged(fields, values, expires, version)
             }
-            None => Entry::new(fields.iter().map(Vec::as_slice).zip(values.iter()), expires),
+            None => Entry::new(
+                fields.iter().map(Vec::as_slice).zip(values.iter()),
+                expires,
+                version,
+            ),
         };
         let cost = entry.cost(key);
         if cost > config.max_bytes {
             return;
+        }
+        if let Some(stamps) = &mut self.stamps {
+            stamps.push(EntryStamp {
+                key: key.into(),
+                version,
+            });
         }
         state.bytes += cost;
         state.entries.push(key.into(), entry);
@@ -602,10 +682,11 @@ async fn listen(shared: Weak<Shared>, connector: Connector, addr: NodeAddr) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn cache(max_entries: Option<usize>, max_bytes: usize) -> NearCache {
+    /// A cache that is filled by hand (its connector's address is never dialled).
+    pub(crate) fn cache(max_entries: Option<usize>, max_bytes: usize) -> NearCache {
         let settings =
             super::super::ConnectionSettings::parse("localhost:1", super::super::Topology::Standalone)
                 .unwrap();
@@ -621,11 +702,16 @@ mod tests {
         )
     }
 
-    fn fields(names: &[&str]) -> Vec<Vec<u8>> {
+    /// Redis' invalidation of `key`, as the listener hands it over.
+    pub(crate) fn invalidate(cache: &NearCache, key: &'static str) {
+        cache.shared.invalidate(&[Reply::Bulk(key.into())]);
+    }
+
+    pub(crate) fn fields(names: &[&str]) -> Vec<Vec<u8>> {
         names.iter().map(|n| n.as_bytes().to_vec()).collect()
     }
 
-    fn values(items: &[Option<&str>]) -> Strings {
+    pub(crate) fn values(items: &[Option<&str>]) -> Strings {
         Strings::from_items(items.iter().map(|v| v.map(str::as_bytes)))
     }
 
@@ -666,7 +752,7 @@ mod tests {
         let f = fields(&["a"]);
         let mut fill = cache.begin();
         fill.lookup([&b"k"[..], &b"j"[..]].into_iter(), &f);
-        cache.shared.invalidate(&[Reply::Bulk("k".into())]);
+        invalidate(&cache, "k");
         fill.complete(b"k", &f, &values(&[Some("old")]), None);
         fill.complete(b"j", &f, &values(&[Some("1")]), None);
         assert_eq!(cache.stats().entries, 1, "only j is cached");

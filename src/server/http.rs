@@ -34,6 +34,7 @@ use super::admission::{Admission, Shed};
 use super::budget::{MemoryBudget, Reservation};
 use super::connection::{Closed, ConnState, Connections, TimedIo, Timeouts};
 use super::log::Log;
+use super::memo::AnswerMemo;
 use super::metrics::{Gauges, Metrics, Refused};
 use super::online::{self, Answer, Catalog, RequestLimits};
 use crate::redis::{ConnectionGroup, RedisClient};
@@ -156,6 +157,10 @@ pub struct Server {
     options: ServerOptions,
     client: Arc<RedisClient>,
     catalog: RwLock<Arc<Catalog>>,
+    /// The last catalog's `generation`.
+    catalogs_served: AtomicU64,
+    /// Answers kept for requests sent again, when the client has a near cache.
+    memo: Option<AnswerMemo>,
     readiness: Mutex<Readiness>,
     draining: AtomicBool,
     metrics: Metrics,
@@ -347,8 +352,10 @@ impl Server {
             }
         }
         Self {
+            memo: client.near_cache().map(AnswerMemo::beside),
             client,
             catalog: RwLock::new(Arc::new(Catalog::default())),
+            catalogs_served: AtomicU64::new(0),
             readiness: Mutex::new(Readiness {
                 refreshed: Instant::now(),
                 stale: Some("no catalog yet".to_owned()),
@@ -377,8 +384,12 @@ impl Server {
     }
 
     /// Serves `catalog` from the next request on, read from a registry just now.
-    pub fn set_catalog(&self, catalog: Catalog) {
+    pub fn set_catalog(&self, mut catalog: Catalog) {
+        catalog.generation = self.catalogs_served.fetch_add(1, Ordering::Relaxed) + 1;
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+        if let Some(memo) = &self.memo {
+            memo.clear();
+        }
         *self.readiness() = Readiness {
             refreshed: Instant::now(),
             stale: None,
@@ -658,8 +669,11 @@ impl Server {
     ) -> Answered {
         let started = Instant::now();
         let _in_flight = self.metrics.start();
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        let route = self.metrics.route(request.uri().path());
+        let logged = self
+            .options
+            .access_log
+            .then(|| (request.method().clone(), request.uri().path().to_owned()));
         let response = match kind {
             Listener::Api => self.route(request, peer, scheme).await,
             Listener::Metrics => match (request.method(), request.uri().path()) {
@@ -668,8 +682,8 @@ impl Server {
             },
         };
         let status = response.status();
-        self.metrics.record(&path, status.as_u16(), started.elapsed());
-        if self.options.access_log {
+        self.metrics.record(route, status.as_u16(), started.elapsed());
+        if let Some((method, path)) = logged {
             self.log(format!(
                 "INFO:     {peer} - \"{method} {path} HTTP/1.1\" {} {}",
                 status.as_u16(),
@@ -689,7 +703,11 @@ impl Server {
             read_limit,
             redis_pipelines,
             redis_writes,
-            near_cache: self.client.near_cache().map(|cache| cache.stats()),
+            near_cache: self
+                .client
+                .near_cache()
+                .zip(self.memo.as_ref())
+                .map(|(cache, memo)| (cache.stats(), memo.stats())),
         };
         respond(
             StatusCode::OK,
@@ -838,6 +856,12 @@ impl Server {
     /// The native answer, or `None` for Feast's.
     async fn online(&self, body: &[u8], mut reservation: Reservation) -> Option<Answered> {
         let catalog = self.catalog();
+        let cache = self.client.near_cache().zip(self.memo.as_ref());
+        if let Some((cache, memo)) = cache {
+            if let Some(answer) = memo.answer(body, catalog.generation, cache) {
+                return Some(respond(StatusCode::OK, "application/json", answer));
+            }
+        }
         let parsed = online::parse(body)?;
         if let Err(over) = online::check_limits(&catalog, &parsed, &self.options.limits) {
             self.metrics.refused(match over {
@@ -856,11 +880,21 @@ impl Server {
         }
         let answered = online::answer(&self.client, &resolved, |bytes| reservation.grow(bytes)).await;
         match answered {
-            Ok(Some(Answer::Json(json))) => Some(respond(
-                StatusCode::OK,
-                "application/json",
-                reservation.hold(json.into_bytes()),
-            )),
+            Ok(Some(Answer::Json { json, stamps })) => {
+                let answer = Bytes::from(json);
+                let kept = match (cache, stamps) {
+                    (Some((_, memo)), Some(stamps)) => {
+                        memo.keep(body, catalog.generation, stamps, answer.clone())
+                    }
+                    _ => false,
+                };
+                // A kept answer is counted within the memo's bound rather than the budget.
+                let answer = match kept {
+                    true => answer,
+                    false => reservation.hold(Vec::from(answer)),
+                };
+                Some(respond(StatusCode::OK, "application/json", answer))
+            }
             Ok(Some(Answer::Unsupported)) => None,
             Ok(None) => Some(over_budget()),
             Err(err) => {

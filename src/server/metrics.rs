@@ -8,10 +8,11 @@
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use super::connection::{Closed, ClosedCounts};
+use super::memo::MemoStats;
 use crate::redis::NearCacheStats;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -27,6 +28,18 @@ struct Series {
     count: AtomicU64,
     sum_nanos: AtomicU64,
     buckets: [AtomicU64; BUCKETS.len()],
+}
+
+impl Series {
+    fn observe(&self, elapsed: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let seconds = elapsed.as_secs_f64();
+        if let Some(bucket) = BUCKETS.iter().position(|&bound| seconds <= bound) {
+            self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Why a request was refused before it was answered.
@@ -78,13 +91,14 @@ pub struct Gauges {
     /// carried them.
     pub redis_pipelines: u64,
     pub redis_writes: u64,
-    /// The client's near cache, when the config asks for one.
-    pub near_cache: Option<NearCacheStats>,
+    /// The client's near cache, when the config asks for one, and the answers kept
+    /// beside it.
+    pub near_cache: Option<(NearCacheStats, MemoStats)>,
 }
 
 pub struct Metrics {
     routes: Vec<String>,
-    series: Mutex<HashMap<(usize, u16), Arc<Series>>>,
+    series: RwLock<HashMap<(usize, u16), Arc<Series>>>,
     in_flight: AtomicI64,
     redis_errors: AtomicU64,
     fallbacks: AtomicU64,
@@ -138,7 +152,7 @@ impl Metrics {
     pub fn new(routes: Vec<String>) -> Self {
         Self {
             routes,
-            series: Mutex::default(),
+            series: RwLock::default(),
             in_flight: AtomicI64::default(),
             redis_errors: AtomicU64::default(),
             fallbacks: AtomicU64::default(),
@@ -164,32 +178,31 @@ impl Metrics {
         self.refused[why as usize].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn route(&self, path: &str) -> usize {
+    /// The route of `path`: the index of the first template it matches (an unknown path
+    /// counts as "other").
+    pub fn route(&self, path: &str) -> usize {
         self.routes
             .iter()
             .position(|template| matches(template, path))
             .unwrap_or(self.routes.len())
     }
 
-    pub fn record(&self, path: &str, status: u16, elapsed: Duration) {
-        let key = (self.route(path), status);
-        let series = {
-            let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
-            Arc::clone(series.entry(key).or_default())
-        };
-        series.count.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        series.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-        let seconds = elapsed.as_secs_f64();
-        if let Some(bucket) = BUCKETS.iter().position(|&bound| seconds <= bound) {
-            series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    /// Counts a request to `route` answered with `status` in `elapsed`. The write lock
+    /// is taken only for a series' first request.
+    pub fn record(&self, route: usize, status: u16, elapsed: Duration) {
+        let key = (route, status);
+        if let Some(series) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            series.observe(elapsed);
+            return;
         }
+        let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
+        series.entry(key).or_default().observe(elapsed);
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut listed: Vec<((usize, u16), Arc<Series>)> = {
-            let series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            let series = self.series.read().unwrap_or_else(|e| e.into_inner());
             series
                 .iter()
                 .map(|(key, series)| (*key, Arc::clone(series)))
@@ -327,8 +340,8 @@ impl Metrics {
             "Writes to Redis that carried them: pipelines of concurrent requests share a write.",
             gauges.redis_writes,
         );
-        if let Some(cache) = &gauges.near_cache {
-            let counts: [(&str, &str, &str, u64); 7] = [
+        if let Some((cache, memo)) = &gauges.near_cache {
+            let counts: [(&str, &str, &str, u64); 10] = [
                 ("near_cache_hits_total", "counter", "Entity keys answered from the near cache.", cache.hits),
                 ("near_cache_misses_total", "counter", "Entity keys of cached views read from Redis.", cache.misses),
                 ("near_cache_evictions_total", "counter", "Entries dropped to stay within max_entries/max_bytes.", cache.evictions),
@@ -336,6 +349,9 @@ impl Metrics {
                 ("near_cache_flushes_total", "counter", "Times every entry was dropped: a lost invalidation connection, FLUSHALL, failover, moved slots.", cache.flushes),
                 ("near_cache_entries", "gauge", "Entries in the near cache.", cache.entries),
                 ("near_cache_bytes", "gauge", "Bytes the near cache holds (counted against max_bytes).", cache.bytes),
+                ("near_cache_answers_reused_total", "counter", "Requests answered with the answer kept for the same body, every entry it was read from still cached.", memo.reused),
+                ("near_cache_answers", "gauge", "Answers kept for requests sent again.", memo.answers),
+                ("near_cache_answer_bytes", "gauge", "Bytes the kept answers are counted for (at most a quarter of max_bytes).", memo.bytes),
             ];
             for (name, kind, help, value) in counts {
                 single(&mut out, name, kind, help, value);

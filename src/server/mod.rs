@@ -9,6 +9,7 @@ mod connection;
 mod http;
 mod json;
 mod log;
+mod memo;
 mod metrics;
 mod online;
 

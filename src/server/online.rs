@@ -5,7 +5,8 @@
 //! here: `resolve` returns `None` and Feast's own server code answers it, with its
 //! statuses and errors.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
@@ -16,8 +17,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::json;
-use crate::encoding::{Timestamp, Value};
-use crate::redis::RedisClient;
+use crate::encoding::Value;
+use crate::redis::{EntryStamp, RedisClient};
 use crate::store::{
     self, EntityColumn, EntityType, HashRead, Keys, NativeColumn, RowKeys, StoreError, ViewPlan,
 };
@@ -28,6 +29,33 @@ pub struct ServedView {
     pub plan: Arc<ViewPlan>,
     /// The view's `current_version_number`, for `feature_view_metadata`.
     pub version: i64,
+    /// Each feature's name as a JSON string, and its full name (`view__feature`):
+    /// written once here rather than per answer.
+    names: Vec<String>,
+    full_names: Vec<String>,
+}
+
+impl ServedView {
+    /// The view `name` (its key in the catalog), read by `plan`.
+    pub fn new(name: &str, plan: Arc<ViewPlan>, version: i64) -> Self {
+        let rendered = |text: &str| {
+            let mut out = String::new();
+            json::string(&mut out, text);
+            out
+        };
+        let names = plan.features.iter().map(|f| rendered(&f.name)).collect();
+        let full_names = plan
+            .features
+            .iter()
+            .map(|f| rendered(&format!("{name}__{}", f.name)))
+            .collect();
+        Self {
+            plan,
+            version,
+            names,
+            full_names,
+        }
+    }
 }
 
 /// A view as a feature service projects it.
@@ -48,14 +76,16 @@ pub struct ServedProjection {
 pub struct Catalog {
     pub views: HashMap<String, ServedView>,
     pub services: HashMap<String, Vec<ServedProjection>>,
+    /// Which catalog this is, of those the server has served (set when it is served).
+    pub generation: u64,
 }
 
 /// The body of `POST /get-online-features`, as Feast's server reads it; entity values
 /// stay JSON text until their types are known.
 #[derive(Deserialize)]
 pub struct OnlineRequest<'a> {
-    #[serde(default)]
-    features: Vec<String>,
+    #[serde(default, borrow)]
+    features: Vec<JsonStr<'a>>,
     #[serde(default)]
     feature_service: Option<String>,
     #[serde(borrow)]
@@ -66,9 +96,44 @@ pub struct OnlineRequest<'a> {
     include_feature_view_version_metadata: bool,
 }
 
+/// A JSON string, borrowed from the request's body unless it has escapes.
+struct JsonStr<'a>(Cow<'a, str>);
+
+impl std::ops::Deref for JsonStr<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text<'a>(PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> Visitor<'de> for Text<'a> {
+            type Value = JsonStr<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(text.to_owned())))
+            }
+        }
+
+        deserializer.deserialize_str(Text(PhantomData))
+    }
+}
+
 /// The request's entity columns in their order (a repeated name keeps its first place
 /// and its last values, as Feast reads a JSON object).
-struct Entities<'a>(Vec<(String, &'a RawValue)>);
+struct Entities<'a>(Vec<(JsonStr<'a>, &'a RawValue)>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Entities<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -82,9 +147,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entities<'a> {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut columns: Vec<(String, &'de RawValue)> = Vec::new();
-                while let Some((name, values)) = map.next_entry::<String, &'de RawValue>()? {
-                    match columns.iter_mut().find(|(n, _)| *n == name) {
+                let mut columns: Vec<(JsonStr<'de>, &'de RawValue)> = Vec::new();
+                while let Some((name, values)) = map.next_entry::<JsonStr<'de>, &'de RawValue>()? {
+                    match columns.iter_mut().find(|(n, _)| **n == *name) {
                         Some(column) => column.1 = values,
                         None => columns.push((name, values)),
                     }
@@ -216,6 +281,9 @@ struct ViewRead<'a> {
     features: Vec<usize>,
     /// Per join key of the plan, the request column that holds it.
     columns: Vec<&'a str>,
+    /// Per feature of the plan, its full name as JSON, when the prefix is the view's
+    /// own name (else it is written per answer).
+    full_names: Option<&'a [String]>,
 }
 
 /// How `feast serve` of the installed Feast shapes its JSON where releases differ.
@@ -231,7 +299,7 @@ pub struct AnswerShape {
 /// A request the server answers itself.
 pub struct Resolved<'a> {
     views: Vec<ViewRead<'a>>,
-    entities: Vec<(String, NativeColumn)>,
+    entities: Vec<(&'a str, NativeColumn)>,
     rows: usize,
     full_feature_names: bool,
     include_metadata: bool,
@@ -250,28 +318,29 @@ fn entity_column(entity_type: EntityType, values: &RawValue) -> Option<NativeCol
 
 /// The views of a request, in the order Feast groups them (first appearance), with
 /// their features in request order; `None` for refs this path leaves to Feast.
-fn group_refs<'a>(catalog: &'a Catalog, features: &'a [String]) -> Option<Vec<ViewRead<'a>>> {
+fn group_refs<'a>(catalog: &'a Catalog, features: &[JsonStr<'_>]) -> Option<Vec<ViewRead<'a>>> {
     let mut views: Vec<ViewRead<'a>> = Vec::new();
     for reference in features {
         let (view_name, feature) = reference.split_once(':')?;
         if view_name.contains('@') || feature.contains(':') {
             return None;
         }
-        let (name, view) = catalog.views.get_key_value(view_name)?;
-        let position = view.plan.features.iter().position(|f| f.name == feature)?;
-        let read = match views.iter_mut().find(|v| v.name == view_name) {
-            Some(read) => read,
+        let read = match views.iter().position(|v| v.name == view_name) {
+            Some(known) => &mut views[known],
             None => {
+                let (name, view) = catalog.views.get_key_value(view_name)?;
                 views.push(ViewRead {
                     view,
                     name,
                     metadata_name: name,
                     features: Vec::new(),
                     columns: view.plan.join_keys.iter().map(String::as_str).collect(),
+                    full_names: Some(&view.full_names),
                 });
                 views.last_mut().expect("pushed")
             }
         };
+        let position = read.view.plan.features.iter().position(|f| f.name == feature)?;
         if !read.features.contains(&position) {
             read.features.push(position);
         }
@@ -297,12 +366,17 @@ fn service_views<'a>(catalog: &'a Catalog, service: &str) -> Option<Vec<ViewRead
                 .iter()
                 .map(|k| projection.join_key_map.get(k).unwrap_or(k).as_str())
                 .collect();
+            let own_name = catalog
+                .views
+                .get_key_value(&projection.view)
+                .map(|(name, _)| name);
             Some(ViewRead {
                 view,
                 name: &projection.name,
                 metadata_name: &projection.metadata_name,
                 features,
                 columns,
+                full_names: (own_name == Some(&projection.name)).then_some(view.full_names.as_slice()),
             })
         })
         .collect()
@@ -322,24 +396,30 @@ pub fn resolve<'a>(
         return None;
     }
     // Every request column must be a join key of a view, of one type for all of them.
-    let mut types: HashMap<&str, EntityType> = HashMap::new();
+    // (A request has a handful of columns: lists beat hash maps here.)
+    let mut types: Vec<(&str, EntityType)> = Vec::new();
     for view in &views {
-        for (column, entity_type) in view.columns.iter().zip(&view.view.plan.entity_types) {
-            if *types.entry(column).or_insert(*entity_type) != *entity_type {
-                return None;
+        for (&column, &entity_type) in view.columns.iter().zip(&view.view.plan.entity_types) {
+            match types.iter().find(|(known, _)| *known == column) {
+                Some((_, known)) if *known != entity_type => return None,
+                Some(_) => {}
+                None => types.push((column, entity_type)),
             }
         }
     }
     let mut entities = Vec::with_capacity(parsed.entities.0.len());
     for (name, values) in &parsed.entities.0 {
-        let entity_type = *types.get(name.as_str())?;
-        entities.push((name.clone(), entity_column(entity_type, values)?));
+        let (_, entity_type) = types.iter().find(|(column, _)| *column == &**name)?;
+        entities.push((&**name, entity_column(*entity_type, values)?));
     }
     let rows = entities[0].1.len();
-    let names: HashSet<&str> = entities.iter().map(|(n, _)| n.as_str()).collect();
     if rows == 0
         || entities.iter().any(|(_, c)| c.len() != rows)
-        || views.iter().any(|v| v.columns.iter().any(|c| !names.contains(c)))
+        || views.iter().any(|v| {
+            v.columns
+                .iter()
+                .any(|c| !entities.iter().any(|(name, _)| name == c))
+        })
     {
         return None;
     }
@@ -436,19 +516,24 @@ impl Rendered {
 
 /// What answering natively came to.
 pub enum Answer {
-    Json(String),
+    Json {
+        json: String,
+        /// The near-cache entries every value was read from, if all were.
+        stamps: Option<Vec<EntryStamp>>,
+    },
     /// A stored value of a kind the JSON writer leaves to Feast.
     Unsupported,
 }
 
-/// Every view's hashes for its unique keys: one batch when the request is small, else
-/// pipelines of `PIPELINE_KEYS` commands in turn.
+/// Every view's hashes for its unique keys: one batch when the request is small (with
+/// the near-cache entries they came from), else pipelines of `PIPELINE_KEYS` commands
+/// in turn.
 async fn read_all(
     client: &RedisClient,
     plans: &[&ViewPlan],
     keys: &[RowKeys],
-    fields: &[Vec<Vec<u8>>],
-) -> Result<Vec<Vec<store::Hash>>, StoreError> {
+    fields: &[Cow<'_, [Vec<u8>]>],
+) -> Result<(Vec<Vec<store::Hash>>, Option<Vec<EntryStamp>>), StoreError> {
     let total: usize = keys.iter().map(|k| k.unique_keys.len()).sum();
     if total <= PIPELINE_KEYS {
         let reads: Vec<HashRead<'_>> = plans
@@ -457,7 +542,7 @@ async fn read_all(
             .zip(fields)
             .map(|((plan, rows), fields)| HashRead::of_view(plan, fields, &rows.unique_keys))
             .collect();
-        return store::read_hashes(client, &reads).await;
+        return store::read_hashes_stamped(client, &reads).await;
     }
     let mut hashes = Vec::with_capacity(keys.len());
     for ((plan, rows), fields) in plans.iter().zip(keys).zip(fields) {
@@ -470,7 +555,7 @@ async fn read_all(
         }
         hashes.push(view_hashes);
     }
-    Ok(hashes)
+    Ok((hashes, None))
 }
 
 /// Reads every view of the request and writes Feast's JSON answer into one buffer.
@@ -491,16 +576,23 @@ pub async fn answer(
             .filter_map(|name| request.entities.iter().find(|(n, _)| n == name).map(|(_, c)| c))
             .collect();
         keys.push(plan.row_keys(&columns)?);
-        let mut read: Vec<Vec<u8>> = view
-            .features
-            .iter()
-            .map(|&i| plan.features[i].field.to_vec())
-            .collect();
-        read.push(plan.timestamp_field.clone());
-        fields.push(read);
+        let every_feature_in_order = view.features.len() == plan.features.len()
+            && view.features.iter().enumerate().all(|(i, &feature)| i == feature);
+        fields.push(match every_feature_in_order {
+            true => Cow::Borrowed(plan.read_fields.as_slice()),
+            false => {
+                let mut read: Vec<Vec<u8>> = view
+                    .features
+                    .iter()
+                    .map(|&i| plan.features[i].field.to_vec())
+                    .collect();
+                read.push(plan.timestamp_field.clone());
+                Cow::Owned(read)
+            }
+        });
     }
     let plans: Vec<&ViewPlan> = request.views.iter().map(|view| view.view.plan.as_ref()).collect();
-    let hashes = read_all(client, &plans, &keys, &fields).await?;
+    let (hashes, stamps) = read_all(client, &plans, &keys, &fields).await?;
     let stored: usize = hashes
         .iter()
         .flatten()
@@ -513,23 +605,22 @@ pub async fn answer(
 
     let mut out = String::with_capacity(request.estimated_bytes() + stored * 2 + 256);
     out.push_str("{\"metadata\":{\"feature_names\":[");
-    let mut first = true;
-    let mut name = |out: &mut String, text: &str| {
-        if !std::mem::take(&mut first) {
+    for (i, (entity, _)) in request.entities.iter().enumerate() {
+        if i > 0 {
             out.push(',');
         }
-        json::string(out, text);
-    };
-    for (entity, _) in &request.entities {
-        name(&mut out, entity);
+        json::string(&mut out, entity);
     }
     for view in &request.views {
         for &feature in &view.features {
-            let feature = &view.view.plan.features[feature].name;
-            if request.full_feature_names {
-                name(&mut out, &format!("{}__{feature}", view.name));
-            } else {
-                name(&mut out, feature);
+            out.push(',');
+            match (request.full_feature_names, view.full_names) {
+                (false, _) => out.push_str(&view.view.names[feature]),
+                (true, Some(full_names)) => out.push_str(&full_names[feature]),
+                (true, None) => {
+                    let feature = &view.view.plan.features[feature].name;
+                    json::string(&mut out, &format!("{}__{feature}", view.name));
+                }
             }
         }
     }
@@ -564,8 +655,6 @@ pub async fn answer(
     }
     out.push_str("},\"results\":[");
 
-    let mut epoch = String::new();
-    json::timestamp(&mut epoch, Timestamp::default());
     let mut first = true;
     for (_, column) in &request.entities {
         if !std::mem::take(&mut first) {
@@ -576,7 +665,7 @@ pub async fn answer(
         out.push_str(",\"statuses\":");
         repeated(&mut out, "\"PRESENT\"", request.rows);
         out.push_str(",\"event_timestamps\":");
-        repeated(&mut out, &epoch, request.rows);
+        repeated(&mut out, json::EPOCH, request.rows);
         out.push('}');
     }
     let mut timestamps = Rendered::default();
@@ -626,7 +715,7 @@ pub async fn answer(
         out.push_str(",\"status\":null");
     }
     out.push('}');
-    Ok(Some(Answer::Json(out)))
+    Ok(Some(Answer::Json { json: out, stamps }))
 }
 
 #[cfg(test)]
@@ -664,12 +753,7 @@ mod tests {
     #[test]
     fn a_repeated_entity_name_keeps_its_place_and_its_last_values() {
         let request = parse(br#"{"entities":{"a":[1],"b":[2],"a":[3,4]}}"#).unwrap();
-        let columns: Vec<(&str, &str)> = request
-            .entities
-            .0
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.get()))
-            .collect();
+        let columns: Vec<(&str, &str)> = request.entities.0.iter().map(|(n, v)| (&**n, v.get())).collect();
         assert_eq!(columns, [("a", "[3,4]"), ("b", "[2]")]);
     }
 }

@@ -6,7 +6,7 @@ use super::error::{printable_key, StoreError};
 use super::plan::{Keys, RowKeys, ViewPlan};
 use crate::encoding::{self, Timestamp};
 use crate::redis::{
-    Batch, Command, Fill, Invalidation, NearCache, RedisClient, Reply, ReplyObserver, Strings,
+    Batch, Command, EntryStamp, Fill, Invalidation, NearCache, RedisClient, Reply, ReplyObserver, Strings,
 };
 
 /// The fields read from one hash, in the order asked for (`None` when absent), held in
@@ -61,8 +61,23 @@ pub async fn read_hashes_observed(
     observe: &mut ReplyObserver<'_>,
 ) -> Result<Vec<Vec<Hash>>, StoreError> {
     match client.near_cache() {
-        Some(cache) if reads.iter().any(|read| read.cached) => read_through(client, cache, reads).await,
+        Some(cache) if reads.iter().any(|read| read.cached) => {
+            Ok(read_through(client, cache, reads, false).await?.0)
+        }
         _ => read_from_redis(client, reads, observe).await,
+    }
+}
+
+/// `read_hashes`, with a stamp of each near-cache entry the hashes were read from (see
+/// `NearCache::current`) when every key was: `None` when some came from Redis alone
+/// (an uncached view, no near cache, a fill refused).
+pub async fn read_hashes_stamped(
+    client: &RedisClient,
+    reads: &[HashRead<'_>],
+) -> Result<(Vec<Vec<Hash>>, Option<Vec<EntryStamp>>), StoreError> {
+    match client.near_cache() {
+        Some(cache) if reads.iter().any(|read| read.cached) => read_through(client, cache, reads, true).await,
+        _ => Ok((read_from_redis(client, reads, &mut |_, _| {}).await?, None)),
     }
 }
 
@@ -103,8 +118,12 @@ async fn read_through(
     client: &RedisClient,
     cache: &NearCache,
     reads: &[HashRead<'_>],
-) -> Result<Vec<Vec<Hash>>, StoreError> {
+    stamped: bool,
+) -> Result<(Vec<Vec<Hash>>, Option<Vec<EntryStamp>>), StoreError> {
     let mut fill: Fill<'_> = cache.begin();
+    if stamped {
+        fill.stamp();
+    }
     let mut found: Vec<Vec<Option<Hash>>> = reads
         .iter()
         .map(|read| match read.cached {
@@ -117,6 +136,9 @@ async fn read_through(
     let mut command = Command::default();
     let mut fills = false;
     for (read, found) in reads.iter().zip(&found) {
+        if found.iter().all(Option::is_some) {
+            continue;
+        }
         let mut fields = Command::default();
         for field in read.fields {
             fields.arg(field);
@@ -166,7 +188,9 @@ async fn read_through(
         }
         out.push(rows);
     }
-    Ok(out)
+    let keys: usize = reads.iter().map(|read| read.keys.len()).sum();
+    let stamps = fill.take_stamps().filter(|stamps| stamps.len() == keys);
+    Ok((out, stamps))
 }
 
 /// Every view's features and `_ts:` of its rows' unique keys, in one batch, each
