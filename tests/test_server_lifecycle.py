@@ -26,6 +26,7 @@ from feast_redis_rs import RedisOnlineStoreConfig
 from . import loan_repo
 from .feature_servers import columns, start_server, write_repo_yaml
 from .redis_servers import make_tls_files, start_redis
+from .test_server_pipelining import metric
 
 ZIP_REQUEST = {
     "features": ["zipcode_features:z_i64", "zipcode_features:z_text"],
@@ -89,6 +90,34 @@ def test_a_refreshed_registry_serves_a_new_view(tmp_path, redis):
             time.sleep(0.5)
         assert status == 200, answer
         assert columns(answer)["late"]["values"] == [7]
+    finally:
+        server.stop()
+
+
+def test_an_answer_kept_by_the_near_cache_ends_with_its_registry(tmp_path, redis):
+    store, _ = served_repo(tmp_path / "repo", redis.address)
+    yaml_file = write_repo_yaml(
+        tmp_path / "repo",
+        "cached.yaml",
+        {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis.address,
+         "near_cache": {"max_entries": 100}},
+    )  # fmt: skip
+    server = start_server("feast-redis-rs", tmp_path / "repo", yaml_file, "-r", "1", "--metrics")
+    try:
+        first = server.post("/get-online-features", ZIP_REQUEST)
+        assert first[0] == 200
+        assert server.post("/get-online-features", ZIP_REQUEST) == first
+        assert metric(server, "near_cache_answers_reused_total") == 1
+        # The view dropped from the registry: its kept answer must go with it.
+        store.delete_feature_view(loan_repo.views(tmp_path)[0].name)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status, answer = server.post("/get-online-features", ZIP_REQUEST)
+            if status != 200:
+                break
+            time.sleep(0.5)
+        assert status != 200, answer
+        assert "zipcode_features" in json.dumps(answer)
     finally:
         server.stop()
 

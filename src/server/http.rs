@@ -749,6 +749,11 @@ impl Server {
                     Ok(read) => read,
                     Err(response) => return response,
                 };
+                // An answer kept for this body costs what `/health` does: it needs no
+                // place among the reads.
+                if let Some(kept) = self.kept_answer(&body) {
+                    return kept;
+                }
                 // A place is taken once the body is in: a slow client holds none.
                 let native = match self.reads.enter().await {
                     Ok(_place) => self.online(&body, reservation).await,
@@ -853,15 +858,19 @@ impl Server {
         Ok((Bytes::from(data), reservation))
     }
 
+    /// The answer kept for `body`, while every near-cache entry it was read from is
+    /// current under the catalog in service.
+    fn kept_answer(&self, body: &[u8]) -> Option<Answered> {
+        let (cache, memo) = self.client.near_cache().zip(self.memo.as_ref())?;
+        let catalog = self.catalogs_served.load(Ordering::Relaxed);
+        let answer = memo.answer(body, catalog, cache)?;
+        Some(respond(StatusCode::OK, "application/json", answer))
+    }
+
     /// The native answer, or `None` for Feast's.
     async fn online(&self, body: &[u8], mut reservation: Reservation) -> Option<Answered> {
         let catalog = self.catalog();
         let cache = self.client.near_cache().zip(self.memo.as_ref());
-        if let Some((cache, memo)) = cache {
-            if let Some(answer) = memo.answer(body, catalog.generation, cache) {
-                return Some(respond(StatusCode::OK, "application/json", answer));
-            }
-        }
         let parsed = online::parse(body)?;
         if let Err(over) = online::check_limits(&catalog, &parsed, &self.options.limits) {
             self.metrics.refused(match over {
