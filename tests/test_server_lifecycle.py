@@ -94,7 +94,7 @@ def test_a_refreshed_registry_serves_a_new_view(tmp_path, redis):
         server.stop()
 
 
-def test_an_answer_kept_by_the_near_cache_ends_with_its_registry(tmp_path, redis):
+def test_an_answer_kept_by_the_near_cache_lasts_until_its_registry_changes(tmp_path, redis):
     store, _ = served_repo(tmp_path / "repo", redis.address)
     yaml_file = write_repo_yaml(
         tmp_path / "repo",
@@ -108,6 +108,10 @@ def test_an_answer_kept_by_the_near_cache_ends_with_its_registry(tmp_path, redis
         assert first[0] == 200
         assert server.post("/get-online-features", ZIP_REQUEST) == first
         assert metric(server, "near_cache_answers_reused_total") == 1
+        # Refreshes (every second) that find the registry unchanged keep it.
+        time.sleep(2.5)
+        assert server.post("/get-online-features", ZIP_REQUEST) == first
+        assert metric(server, "near_cache_answers_reused_total") == 2
         # The view dropped from the registry: its kept answer must go with it.
         store.delete_feature_view(loan_repo.views(tmp_path)[0].name)
         deadline = time.monotonic() + 20

@@ -98,8 +98,11 @@ STOCK_METRICS_PORT = 8000
 @dataclass(frozen=True)
 class ServedView:
     name: str
-    plan: _native.ViewPlan
+    plan: _native.ViewPlan = field(compare=False)
     version: int
+    # The view as the registry holds it: a refresh that changes no view compares equal,
+    # though it made new plans.
+    definition: bytes
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ def _catalog(
             name=view.name,
             plan=plans.view(store.config, view),
             version=getattr(view, "current_version_number", 0) or 0,
+            definition=view.to_proto().SerializeToString(deterministic=True),
         )
         for view in store.list_feature_views(allow_cache=True)
         if view.entity_columns
@@ -365,6 +369,7 @@ def serve(
         return ([], []) if protected else _catalog(store, plans)
 
     def refresh() -> None:
+        nonlocal served
         try:
             store.refresh_registry()
             views, services = catalog()
@@ -375,14 +380,19 @@ def serve(
                 f"{type(error).__name__}: {_without_secrets(str(error))}"
             )
             return
-        server.update(views, services)
+        # The same catalog again keeps the answers kept for it.
+        if (views, services) == served:
+            server.keep_catalog()
+        else:
+            server.update(views, services)
+            served = (views, services)
 
     def refresh_every_ttl() -> None:
         while registry_ttl_sec > 0 and not stop_refreshing.wait(registry_ttl_sec):
             refresh()
 
-    views, services = catalog()
-    server.update(views, services)
+    served = catalog()
+    server.update(*served)
     refresher = threading.Thread(target=refresh_every_ttl, name="registry-refresh", daemon=True)
     refresher.start()
 

@@ -353,6 +353,12 @@ impl FeatureServer {
         });
     }
 
+    /// The registry was read again and holds what the catalog in service was made of:
+    /// it is fresh, and what was kept for it stays.
+    fn keep_catalog(&self) {
+        self.0.keep_catalog();
+    }
+
     /// The registry could not be read: the server keeps its catalog, `/ready` answers
     /// 503 with `reason`.
     fn set_stale(&self, reason: String) {

@@ -390,6 +390,11 @@ impl Server {
         if let Some(memo) = &self.memo {
             memo.clear();
         }
+        self.keep_catalog();
+    }
+
+    /// The registry was read again and holds what the catalog in service was made of.
+    pub fn keep_catalog(&self) {
         *self.readiness() = Readiness {
             refreshed: Instant::now(),
             stale: None,
