@@ -894,13 +894,16 @@ impl Server {
         }
         let answered = online::answer(&self.client, &resolved, |bytes| reservation.grow(bytes)).await;
         match answered {
-            Ok(Some(Answer::Json { json, stamps })) => {
-                let answer = Bytes::from(json);
-                let kept = match (cache, stamps) {
+            Ok(Some(Answer::Json { mut json, stamps })) => {
+                let (answer, kept) = match (cache, stamps) {
                     (Some((_, memo)), Some(stamps)) => {
-                        memo.keep(body, catalog.generation, stamps, answer.clone())
+                        // The memo counts an answer's length: it must hold no more.
+                        json.shrink_to_fit();
+                        let answer = Bytes::from(json);
+                        let kept = memo.keep(body, catalog.generation, stamps, answer.clone());
+                        (answer, kept)
                     }
-                    _ => false,
+                    _ => (Bytes::from(json), false),
                 };
                 // A kept answer is counted within the memo's bound rather than the budget.
                 let answer = match kept {
