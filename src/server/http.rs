@@ -894,22 +894,14 @@ impl Server {
         }
         let answered = online::answer(&self.client, &resolved, |bytes| reservation.grow(bytes)).await;
         match answered {
-            Ok(Some(Answer::Json { mut json, stamps })) => {
-                let (answer, kept) = match (cache, stamps) {
-                    (Some((_, memo)), Some(stamps)) => {
-                        // The memo counts an answer's length: it must hold no more.
-                        json.shrink_to_fit();
-                        let answer = Bytes::from(json);
-                        let kept = memo.keep(body, catalog.generation, stamps, answer.clone());
-                        (answer, kept)
-                    }
-                    _ => (Bytes::from(json), false),
+            Ok(Some(Answer::Json { json, stamps })) => {
+                let json = json.into_bytes();
+                let kept = match (cache, stamps) {
+                    (Some((_, memo)), Some(stamps)) => memo.keep(body, catalog.generation, stamps, json),
+                    _ => Err(json),
                 };
                 // A kept answer is counted within the memo's bound rather than the budget.
-                let answer = match kept {
-                    true => answer,
-                    false => reservation.hold(Vec::from(answer)),
-                };
+                let answer = kept.unwrap_or_else(|json| reservation.hold(json));
                 Some(respond(StatusCode::OK, "application/json", answer))
             }
             Ok(Some(Answer::Unsupported)) => None,

@@ -5,7 +5,13 @@
 //! entry's expiry or a catalog refresh ends it. A hot entity asked for by one model's
 //! client is the same body every time: its answer is then neither parsed, read nor
 //! written again.
+//!
+//! Once the memo is full, an answer displaces the least recently used only if its body
+//! was sent before, recently: most bodies of a Zipf-like mix come once in a long while,
+//! and kept at their first sighting they would push out the hot ones, each in turn
+//! evicted before it came again (an LRU's worst case).
 
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -20,6 +26,12 @@ const MAX_ANSWER_BYTES: usize = 64 << 10;
 /// What an answer costs beyond its body, answer and stamps' keys: its map slot, LRU
 /// node and allocations' headers.
 const ANSWER_OVERHEAD: usize = 160;
+/// The bytes of kept answers per body the doorkeeper remembers: about one per answer the
+/// memo can hold (a 1-row answer of a dozen features is ~1-3 KiB).
+const BYTES_PER_SIGHTING: usize = 1 << 10;
+/// The doorkeeper's bits per body remembered: two bits set per body, ~1.4% false
+/// sightings when it is full.
+const BITS_PER_SIGHTING: usize = 16;
 
 struct Kept {
     catalog: u64,
@@ -29,20 +41,67 @@ struct Kept {
 
 impl Kept {
     fn cost(&self, body: &[u8]) -> usize {
-        ANSWER_OVERHEAD
-            + body.len()
-            + self.answer.len()
-            + self
-                .stamps
-                .iter()
-                .map(|stamp| stamp.key().len() + size_of::<EntryStamp>())
-                .sum::<usize>()
+        cost(body, &self.answer, &self.stamps)
+    }
+}
+
+/// What keeping `answer` for `body` takes, counted against the memo's bound.
+fn cost(body: &[u8], answer: &[u8], stamps: &[EntryStamp]) -> usize {
+    ANSWER_OVERHEAD
+        + body.len()
+        + answer.len()
+        + stamps
+            .iter()
+            .map(|stamp| stamp.key().len() + size_of::<EntryStamp>())
+            .sum::<usize>()
+}
+
+/// The bodies seen lately (a Bloom filter, cleared once it has taken its share): the
+/// memo's admission once it is full.
+struct Doorkeeper {
+    bits: Vec<u64>,
+    hasher: hashbrown::DefaultHashBuilder,
+    sightings: usize,
+    capacity: usize,
+}
+
+impl Doorkeeper {
+    fn new(capacity: usize) -> Self {
+        let words = (capacity * BITS_PER_SIGHTING).div_ceil(64).max(1);
+        Self {
+            bits: vec![0; words],
+            hasher: hashbrown::DefaultHashBuilder::default(),
+            sightings: 0,
+            capacity,
+        }
+    }
+
+    /// Whether `body` was seen since the last clearing; it is now.
+    fn seen_again(&mut self, body: &[u8]) -> bool {
+        let hash = self.hasher.hash_one(body);
+        let bits = self.bits.len() * 64;
+        let places = [(hash as u32) as usize % bits, (hash >> 32) as usize % bits];
+        let seen = places
+            .iter()
+            .all(|&bit| self.bits[bit / 64] & (1 << (bit % 64)) != 0);
+        if !seen {
+            if self.sightings == self.capacity {
+                self.bits.fill(0);
+                self.sightings = 0;
+            }
+            for bit in places {
+                self.bits[bit / 64] |= 1 << (bit % 64);
+            }
+            self.sightings += 1;
+        }
+        seen
     }
 }
 
 struct Answers {
     kept: LruCache<Box<[u8]>, Kept>,
     bytes: usize,
+    doorkeeper: Doorkeeper,
 }
 
 pub struct AnswerMemo {
@@ -66,6 +125,7 @@ impl AnswerMemo {
             answers: Mutex::new(Answers {
                 kept: LruCache::unbounded(),
                 bytes: 0,
+                doorkeeper: Doorkeeper::new((max_bytes / BYTES_PER_SIGHTING).max(64)),
             }),
             max_bytes,
             reused: AtomicU64::new(0),
@@ -93,34 +153,51 @@ impl AnswerMemo {
         Some(kept.answer.clone())
     }
 
-    /// Keeps `answer` for `body` under `catalog`, read from the entries of `stamps`;
-    /// `false` when it is too large to keep.
-    pub fn keep(&self, body: &[u8], catalog: u64, stamps: Vec<EntryStamp>, answer: Bytes) -> bool {
+    /// Keeps `answer` for `body` under `catalog`, read from the entries of `stamps`, and
+    /// gives it back shared; gives it back as it was when it is too large to keep, or
+    /// the memo is full and `body` was not sent lately.
+    pub fn keep(
+        &self,
+        body: &[u8],
+        catalog: u64,
+        stamps: Vec<EntryStamp>,
+        mut answer: Vec<u8>,
+    ) -> Result<Bytes, Vec<u8>> {
         if body.len() > MAX_BODY_BYTES || answer.len() > MAX_ANSWER_BYTES {
-            return false;
+            return Err(answer);
         }
-        let kept = Kept {
-            catalog,
-            stamps,
-            answer,
-        };
-        let cost = kept.cost(body);
+        let cost = cost(body, &answer, &stamps);
         if cost > self.max_bytes {
-            return false;
+            return Err(answer);
         }
         let mut answers = self.answers();
-        if let Some(old) = answers.kept.pop(body) {
+        let replaced = answers.kept.pop(body);
+        if let Some(old) = &replaced {
             answers.bytes -= old.cost(body);
         }
+        let full = answers.bytes + cost > self.max_bytes;
+        if full && replaced.is_none() && !answers.doorkeeper.seen_again(body) {
+            return Err(answer);
+        }
+        // The memo counts an answer's length: it must hold no more.
+        answer.shrink_to_fit();
+        let answer = Bytes::from(answer);
         answers.bytes += cost;
-        answers.kept.push(body.into(), kept);
+        answers.kept.push(
+            body.into(),
+            Kept {
+                catalog,
+                stamps,
+                answer: answer.clone(),
+            },
+        );
         while answers.bytes > self.max_bytes {
             let Some((body, old)) = answers.kept.pop_lru() else {
                 break;
             };
             answers.bytes -= old.cost(&body);
         }
-        true
+        Ok(answer)
     }
 
     /// Forgets every answer (a new catalog makes them all unusable).
@@ -160,7 +237,7 @@ mod tests {
         let cache = cache(None, 1 << 20);
         let memo = AnswerMemo::beside(&cache);
         let stamps = vec![filled(&cache, b"a", "1"), filled(&cache, b"b", "2")];
-        assert!(memo.keep(b"body", 1, stamps, Bytes::from_static(b"answer")));
+        assert!(memo.keep(b"body", 1, stamps, b"answer".to_vec()).is_ok());
         assert_eq!(memo.answer(b"body", 1, &cache).as_deref(), Some(&b"answer"[..]));
         assert_eq!(memo.answer(b"other body", 1, &cache), None);
         assert_eq!(memo.answer(b"body", 2, &cache), None, "another catalog");
@@ -176,12 +253,9 @@ mod tests {
     fn a_flush_ends_every_answer() {
         let cache = cache(None, 1 << 20);
         let memo = AnswerMemo::beside(&cache);
-        assert!(memo.keep(
-            b"body",
-            1,
-            vec![filled(&cache, b"a", "1")],
-            Bytes::from_static(b"answer")
-        ));
+        assert!(memo
+            .keep(b"body", 1, vec![filled(&cache, b"a", "1")], b"answer".to_vec())
+            .is_ok());
         cache.flush();
         assert_eq!(memo.answer(b"body", 1, &cache), None);
     }
@@ -191,15 +265,13 @@ mod tests {
         let cache = cache(None, 1 << 20);
         let memo = AnswerMemo::new(10_000);
         let stamp = filled(&cache, b"a", "1");
+        // Each body sent twice: the second is let in once the memo is full.
         for n in 0..1_000 {
             let body = format!("body {n}");
-            assert!(memo.keep(
-                body.as_bytes(),
-                1,
-                vec![stamp.clone()],
-                Bytes::from(vec![b'x'; 500])
-            ));
-            assert!(memo.stats().bytes <= 10_000);
+            for _ in 0..2 {
+                let _ = memo.keep(body.as_bytes(), 1, vec![stamp.clone()], vec![b'x'; 500]);
+                assert!(memo.stats().bytes <= 10_000);
+            }
         }
         let stats = memo.stats();
         assert!(stats.answers > 5 && stats.answers < 20, "{stats:?}");
@@ -211,13 +283,55 @@ mod tests {
             memo.answer(b"body 0", 1, &cache).is_none(),
             "the least recently used went"
         );
-        let large = Bytes::from(vec![b'x'; MAX_ANSWER_BYTES + 1]);
-        assert!(!memo.keep(b"large", 1, vec![stamp.clone()], large));
-        assert!(!memo.keep(
-            &[b'b'; MAX_BODY_BYTES + 1],
-            1,
-            vec![stamp],
-            Bytes::from_static(b"answer")
-        ));
+        let large = vec![b'x'; MAX_ANSWER_BYTES + 1];
+        assert_eq!(
+            memo.keep(b"large", 1, vec![stamp.clone()], large.clone()),
+            Err(large)
+        );
+        assert!(memo
+            .keep(&[b'b'; MAX_BODY_BYTES + 1], 1, vec![stamp], b"answer".to_vec())
+            .is_err());
+    }
+
+    #[test]
+    fn bodies_sent_once_do_not_push_out_those_sent_again() {
+        let cache = cache(None, 1 << 20);
+        let memo = AnswerMemo::new(10_000);
+        let stamp = filled(&cache, b"a", "1");
+        let keep = |body: &str| memo.keep(body.as_bytes(), 1, vec![stamp.clone()], vec![b'x'; 500]);
+        // As many as fill the memo.
+        let hot: Vec<String> = (0..14).map(|n| format!("hot {n:02}")).collect();
+        for body in &hot {
+            assert!(keep(body).is_ok());
+        }
+        assert!(keep("one more").is_err(), "full: {:?}", memo.stats());
+        // A flood of bodies each sent once, between which the hot ones come again (and
+        // are offered again when gone, as the server does). With least-recently-used alone,
+        // every hot body would be gone by its turn.
+        let (mut let_in, mut hot_missed) = (0, 0);
+        for n in 0..5_000 {
+            let_in += keep(&format!("once {n}")).is_ok() as usize;
+            let body = &hot[n % hot.len()];
+            if memo.answer(body.as_bytes(), 1, &cache).is_none() {
+                hot_missed += 1;
+                let _ = keep(body);
+            }
+            assert!(memo.stats().bytes <= 10_000);
+        }
+        // A Bloom filter's false sightings let a few in (~0.6% here), and each pushes out a
+        // hot answer, kept again at its second offering.
+        assert!(let_in < 150, "{let_in} of 5,000 bodies sent once were kept");
+        assert!(hot_missed < 500, "{hot_missed} of 5,000 hot answers were gone");
+        // Sent again soon after, a body is let in: the least recently used goes.
+        assert!(keep("once 4999").is_ok());
+        assert!(memo.answer(b"once 4999", 1, &cache).is_some());
+        // An answer for a body kept already replaces it, full or not.
+        assert!(memo
+            .keep(hot[3].as_bytes(), 1, vec![stamp.clone()], b"newer".to_vec())
+            .is_ok());
+        assert_eq!(
+            memo.answer(hot[3].as_bytes(), 1, &cache).as_deref(),
+            Some(&b"newer"[..])
+        );
     }
 }
