@@ -875,7 +875,6 @@ impl Server {
     /// The native answer, or `None` for Feast's.
     async fn online(&self, body: &[u8], mut reservation: Reservation) -> Option<Answered> {
         let catalog = self.catalog();
-        let cache = self.client.near_cache().zip(self.memo.as_ref());
         let parsed = online::parse(body)?;
         if let Err(over) = online::check_limits(&catalog, &parsed, &self.options.limits) {
             self.metrics.refused(match over {
@@ -896,8 +895,8 @@ impl Server {
         match answered {
             Ok(Some(Answer::Json { json, stamps })) => {
                 let json = json.into_bytes();
-                let kept = match (cache, stamps) {
-                    (Some((_, memo)), Some(stamps)) => memo.keep(body, catalog.generation, stamps, json),
+                let kept = match (&self.memo, stamps) {
+                    (Some(memo), Some(stamps)) => memo.keep(body, catalog.generation, stamps, json),
                     _ => Err(json),
                 };
                 // A kept answer is counted within the memo's bound rather than the budget.

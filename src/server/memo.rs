@@ -66,7 +66,9 @@ struct Doorkeeper {
 }
 
 impl Doorkeeper {
-    fn new(capacity: usize) -> Self {
+    /// A doorkeeper for a memo of `max_bytes`.
+    fn new(max_bytes: usize) -> Self {
+        let capacity = (max_bytes / BYTES_PER_SIGHTING).max(64);
         let words = (capacity * BITS_PER_SIGHTING).div_ceil(64).max(1);
         Self {
             bits: vec![0; words],
@@ -125,7 +127,7 @@ impl AnswerMemo {
             answers: Mutex::new(Answers {
                 kept: LruCache::unbounded(),
                 bytes: 0,
-                doorkeeper: Doorkeeper::new((max_bytes / BYTES_PER_SIGHTING).max(64)),
+                doorkeeper: Doorkeeper::new(max_bytes),
             }),
             max_bytes,
             reused: AtomicU64::new(0),
