@@ -30,14 +30,29 @@ def redis_server_binary() -> str:
     return binary
 
 
-def free_port(below: int = 65536) -> int:
-    """A free loopback port under `below` (a cluster node's bus port is its port + 10000)."""
+START_ATTEMPTS = 5
+CLUSTER_BUS_PORT_OFFSET = 10000
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (the port + 10000) is free too."""
     while True:
+        port = free_port()
+        if port + CLUSTER_BUS_PORT_OFFSET >= 65536:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port < below:
-            return port
+            try:
+                sock.bind(("127.0.0.1", port + CLUSTER_BUS_PORT_OFFSET))
+            except OSError:
+                continue
+        return port
 
 
 @dataclass
@@ -137,9 +152,34 @@ def start_redis(
     port: int | None = None,
 ) -> RedisServer:
     """Start a server on `port` (a free loopback port by default) and wait until it
-    answers PING."""
+    answers PING. A port picked here is free when picked but may be taken before the
+    server binds it (other tests start servers too), so then it starts again on another."""
+    if port is not None:
+        return _start_redis_on(workdir, port, extra_args, password, tls)
+    pick = free_cluster_port if "--cluster-enabled" in extra_args else free_port
+    for _ in range(START_ATTEMPTS - 1):
+        try:
+            return _start_redis_on(workdir, pick(), extra_args, password, tls)
+        except PortTaken:
+            # The next try's failure must be told by its own log, and a cluster node
+            # must not come back with the identity it saved on the taken port.
+            for leftover in ("redis.log", "nodes.conf"):
+                (workdir / leftover).unlink(missing_ok=True)
+    return _start_redis_on(workdir, pick(), extra_args, password, tls)
+
+
+class PortTaken(RuntimeError):
+    """The server could not bind its port (or its cluster bus port)."""
+
+
+def _start_redis_on(
+    workdir: Path,
+    port: int,
+    extra_args: tuple[str, ...],
+    password: str | None,
+    tls: TlsFiles | None,
+) -> RedisServer:
     workdir.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
     if tls:
         client_auth = "yes" if tls.client_cert else "no"
         listen = ["--port", "0", "--tls-port", str(port), "--tls-auth-clients", client_auth,
@@ -164,7 +204,9 @@ def start_redis(
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"redis-server on port {port} exited: {_log_tail(workdir)}")
+            log = _log_tail(workdir)
+            failure = PortTaken if "Address already in use" in log else RuntimeError
+            raise failure(f"redis-server on port {port} exited: {log}")
         try:
             if server.client().ping():
                 return server
@@ -197,7 +239,6 @@ def start_cluster(
                     "--cluster-node-timeout",
                     "2000",
                     *tls_args,
-                    port=free_port(below=55536),
                     tls=tls,
                 )
             )
