@@ -45,6 +45,20 @@ def write_repo_yaml(path: Path, name: str, online_store: dict, **extra) -> Path:
     return target
 
 
+def ours_and_stock_yamls(repo: Path, redis_address: str, suffix: str = "") -> tuple[Path, Path]:
+    """feature_store.yaml files for `repo` with this store and with stock Feast's, on one
+    Redis."""
+    ours = write_repo_yaml(
+        repo,
+        f"ours{suffix}.yaml",
+        {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis_address},
+    )
+    stock = write_repo_yaml(
+        repo, f"stock{suffix}.yaml", {"type": "redis", "connection_string": redis_address}
+    )
+    return ours, stock
+
+
 @dataclass
 class FeatureServer:
     url: str

@@ -20,7 +20,7 @@ from feast.types import Int64, String
 from feast_redis_rs import RedisOnlineStoreConfig, _feast
 
 from . import loan_repo
-from .feature_servers import columns, feast_error, start_server, write_repo_yaml
+from .feature_servers import columns, feast_error, ours_and_stock_yamls, start_server
 
 # Feast 0.60 to 0.63's `feast serve` cannot answer Bytes features (it puts the raw bytes
 # in its JSON and answers 500); this server answers them base64-encoded, as Feast 0.64 on
@@ -63,14 +63,7 @@ def served_repo(redis_server, tmp_path_factory):
 def servers(redis_server, served_repo):
     """Ours (with /metrics) and stock's, serving the loan repo."""
     repo = served_repo
-    ours_yaml = write_repo_yaml(
-        repo,
-        "ours.yaml",
-        {"type": "feast_redis_rs.RedisOnlineStore", "connection_string": redis_server.address},
-    )
-    stock_yaml = write_repo_yaml(
-        repo, "stock.yaml", {"type": "redis", "connection_string": redis_server.address}
-    )
+    ours_yaml, stock_yaml = ours_and_stock_yamls(repo, redis_server.address)
     ours = start_server("feast-redis-rs", repo, ours_yaml, "--metrics", "--max-body-bytes", "65536")
     stock = start_server("feast", repo, stock_yaml, "--no-access-log")
     yield ours, stock

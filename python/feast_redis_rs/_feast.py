@@ -341,3 +341,16 @@ def offline_store_of(repo_config: RepoConfig) -> OfflineStore:
     from feast.infra.passthrough_provider import PassthroughProvider
 
     return PassthroughProvider(repo_config).offline_store
+
+
+def grpc_feature_servicer(store: FeatureStore) -> Any:
+    """Feast's ``GrpcFeatureServer`` servicer (``feast listen``'s) on ``store``, without
+    its registry-refresh timer: ``serve`` refreshes the registry for all of it. Needs
+    grpcio (``ImportError`` without it)."""
+    from feast.infra.contrib.grpc_server import GrpcFeatureServer
+
+    class Servicer(GrpcFeatureServer):
+        def _async_refresh(self) -> None:
+            pass
+
+    return Servicer(store)

@@ -104,7 +104,7 @@ class Reply:
 
 @final
 class FeatureServer:
-    """``feast-redis-rs serve``'s HTTP server; requests it does not answer itself go to
+    """``feast-redis-rs serve``'s HTTP and gRPC server; requests it does not answer itself go to
     ``dispatch(id, method, path, headers, body, client, scheme, reply)``, and
     ``cancel(id)`` is told when that request's client went away."""
 
@@ -119,6 +119,7 @@ class FeatureServer:
         routes: list[str],
         version_metadata: bool,
         null_status: bool,
+        feast_version: str,
     ) -> FeatureServer: ...
     def update(
         self,

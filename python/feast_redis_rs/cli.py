@@ -101,7 +101,8 @@ def _limit_options(command):
     "type_",
     default="http",
     show_default=True,
-    help="Server type: http (grpc is answered by feast serve --type grpc).",
+    help="Server type: http or grpc. Either way the port answers both: HTTP/1.1 (Feast's "
+    "HTTP API) and HTTP/2 (its gRPC services).",
 )
 @click.option("--no-access-log", is_flag=True, help="Do not log every request.")
 @click.option(
@@ -170,11 +171,10 @@ def serve_command(
     max_requests_jitter: int,
     **limits: float,
 ) -> None:
-    """Serve Feast's HTTP feature server API, answered in Rust."""
-    if type_ != "http":
+    """Serve Feast's HTTP feature server API (and its gRPC services), answered in Rust."""
+    if type_ not in ("http", "grpc"):
         raise click.BadParameter(
-            f"feast-redis-rs serve answers --type http only, not {type_!r}: serve gRPC with "
-            "feast serve --type grpc",
+            f"--type is http or grpc, not {type_!r} (both are served on the port either way)",
             param_hint="--type",
         )
     if bool(tls_key_path) != bool(tls_cert_path):
@@ -183,24 +183,72 @@ def serve_command(
         workers = cores_available()
     if workers < 1:
         raise click.BadParameter("--workers must be 1 or more (or -1: one per core it may use)")
+    _run(
+        ctx,
+        ServerOptions(
+            host=host,
+            port=port,
+            tls_cert_path=tls_cert_path or None,
+            tls_key_path=tls_key_path or None,
+            access_log=not no_access_log,
+            metrics=metrics,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+            workers=workers,
+            **limits,
+        ),
+        registry_ttl_sec,
+    )
+
+
+@cli.command("listen")
+@click.option(
+    "--address",
+    "-a",
+    default="localhost:50051",
+    show_default=True,
+    help="host:port the gRPC server binds (it answers Feast's HTTP API there too).",
+)
+@click.option(
+    "--max_workers",
+    "-w",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Accepted for feast listen's command line: threads are one per core it may use.",
+)
+@click.option(
+    "--registry_ttl_sec",
+    "-r",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Seconds between registry refreshes (0: never).",
+)
+@_limit_options
+@click.pass_context
+def listen_command(
+    ctx: click.Context, address: str, max_workers: int, registry_ttl_sec: int, **limits: float
+) -> None:
+    """Serve Feast's gRPC feature server (feast listen's GrpcFeatureServer, and the Go and
+    Java servers' ServingService), answered in Rust."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        raise click.BadParameter(
+            f"{address!r} is not host:port (for example localhost:50051)", param_hint="--address"
+        )
+    if max_workers < 1:
+        raise click.BadParameter("--max_workers must be 1 or more", param_hint="--max_workers")
+    _run(ctx, ServerOptions(host=host.strip("[]"), port=int(port), **limits), registry_ttl_sec)
+
+
+def _run(ctx: click.Context, options: ServerOptions, registry_ttl_sec: int) -> None:
     logging.basicConfig(level=logging.INFO)
     repo, yaml = ctx.obj["repo"], ctx.obj["yaml"]
     try:
         store = FeatureStore(repo_path=str(repo), fs_yaml_file=Path(yaml) if yaml else None)
     except (FeastConfigError, ValueError, OSError) as error:
         raise click.ClickException(f"cannot load the feature repo {repo}: {error}") from error
-    options = ServerOptions(
-        host=host,
-        port=port,
-        tls_cert_path=tls_cert_path or None,
-        tls_key_path=tls_key_path or None,
-        access_log=not no_access_log,
-        metrics=metrics,
-        metrics_host=metrics_host,
-        metrics_port=metrics_port,
-        workers=workers,
-        **limits,
-    )
     try:
         left = serve(store, options, registry_ttl_sec)
     except (ValueError, OSError) as error:

@@ -19,9 +19,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import unquote
 
+import feast
 from feast import FeatureStore
 from feast.feature_server import get_app
 from feast.permissions.server.utils import (
@@ -162,6 +163,7 @@ class FeastApp:
     def __init__(self, store: FeatureStore) -> None:
         # The registry is refreshed by `serve`, for Feast's app and the catalog alike.
         self._app = get_app(store, registry_ttl_sec=0)
+        self._grpc = GrpcServicer(store)
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._stopping: asyncio.Event | None = None
@@ -219,6 +221,11 @@ class FeastApp:
         self._loop.call_soon_threadsafe(self._cancel, request_id)
 
     def _start(self, request_id, method, path, headers, body, client, scheme, reply) -> None:
+        if method == GRPC_METHOD:
+            # Feast's servicer blocks: it runs on the loop's threads, not on the loop.
+            call = self._loop.run_in_executor(None, self._grpc.answer, path, body)
+            call.add_done_callback(lambda done: reply(*done.result()))
+            return
         disconnected = asyncio.Event()
         task = self._loop.create_task(
             self._handle(method, path, headers, body, client, scheme, reply, disconnected)
@@ -287,6 +294,93 @@ class FeastApp:
         if status is None:
             status, response_headers, chunks = 500, [], [b'"Internal Server Error"']
         reply(status, response_headers, b"".join(chunks))
+
+
+# The method of the requests the native server hands over for Feast's gRPC servicer.
+GRPC_METHOD = "GRPC"
+
+
+class _Context:
+    """What Feast's servicer is given of grpcio's ``ServicerContext``."""
+
+    def __init__(self) -> None:
+        self.code: Any = None
+        self.details = ""
+
+    def set_code(self, code: Any) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+    def abort(self, code: Any, details: str) -> NoReturn:
+        self.code, self.details = code, details
+        raise _Aborted
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    def is_active(self) -> bool:
+        return True
+
+    def time_remaining(self) -> None:
+        return None
+
+
+class _Aborted(Exception):
+    pass
+
+
+class GrpcServicer:
+    """Feast's ``GrpcFeatureServer`` (``feast listen``'s servicer), called with the
+    serialized requests the native server hands over; answers as grpcio would."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        from feast.protos.feast.serving import GrpcServer_pb2, ServingService_pb2
+
+        self._requests = {
+            "GetOnlineFeatures": ServingService_pb2.GetOnlineFeaturesRequest,
+            "Push": GrpcServer_pb2.PushRequest,
+            "WriteToOnlineStore": GrpcServer_pb2.WriteToOnlineStoreRequest,
+        }
+        try:
+            self._servicer: Any = _feast.grpc_feature_servicer(store)
+        except ImportError as error:
+            self._servicer = None
+            self._missing = str(error)
+
+    def answer(self, path: str, body: bytes) -> tuple[int, list[tuple[str, bytes]], bytes]:
+        """``(status code, [("grpc-message", details)], serialized response)``."""
+        method = path.rpartition("/")[2]
+        if self._servicer is None:
+            return _status(
+                _UNIMPLEMENTED,
+                f"GrpcFeatureServer/{method} is answered by Feast's servicer, which needs "
+                f"grpcio ({self._missing}): pip install 'feast-redis-rs[grpc]'",
+            )
+        if method not in self._requests:
+            return _status(_UNIMPLEMENTED, f"GrpcFeatureServer has no method {method}")
+        context = _Context()
+        try:
+            request = self._requests[method].FromString(body)
+            response = getattr(self._servicer, method)(request, context)
+        except _Aborted:
+            return _status(context.code.value[0], context.details)
+        except Exception as error:
+            # As grpcio answers a servicer's uncaught exception.
+            logger.exception("Exception calling application: %s", error)
+            return _status(_UNKNOWN, f"Exception calling application: {error}")
+        if context.code is not None and context.code.value[0] != 0:
+            return _status(context.code.value[0], context.details)
+        return 0, [], response.SerializeToString()
+
+
+_UNKNOWN = 2
+_UNIMPLEMENTED = 12
+
+
+def _status(code: int, details: str) -> tuple[int, list[tuple[str, bytes]], bytes]:
+    return code, [("grpc-message", details.encode())], b""
 
 
 class _ServerLog(logging.Handler):
@@ -362,6 +456,7 @@ def serve(
         app.routes(),
         _feast.SERVED_VERSION_METADATA,
         _feast.SERVED_NULL_STATUS,
+        feast.__version__,
     )
     stop_refreshing = threading.Event()
 

@@ -96,7 +96,12 @@ fn seconds(name: &str, seconds: f64) -> PyResult<Duration> {
 }
 
 impl PyServerOptions {
-    fn into_options(self, routes: Vec<String>, answer_shape: AnswerShape) -> PyResult<ServerOptions> {
+    fn into_options(
+        self,
+        routes: Vec<String>,
+        answer_shape: AnswerShape,
+        serving_version: String,
+    ) -> PyResult<ServerOptions> {
         let tls = match (self.tls_cert_path, self.tls_key_path) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
@@ -161,6 +166,7 @@ impl PyServerOptions {
             shutdown_timeout: seconds("--shutdown-timeout", self.shutdown_timeout)?,
             routes,
             answer_shape,
+            serving_version,
         })
     }
 }
@@ -293,8 +299,10 @@ impl FeatureServer {
     /// `dispatch(id, method, path, headers, body, client, scheme, reply)` (and telling
     /// `cancel(id)` when that request's client went away); `routes` are the path
     /// templates of Feast's app, for the metrics; `version_metadata` and `null_status`:
-    /// how the installed Feast's `feast serve` shapes its answers (`AnswerShape`).
+    /// how the installed Feast's `feast serve` shapes its answers (`AnswerShape`);
+    /// `feast_version`: what `ServingService.GetFeastServingInfo` answers.
     #[new]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         options: PyServerOptions,
         client: &RedisStoreClient,
@@ -303,12 +311,13 @@ impl FeatureServer {
         routes: Vec<String>,
         version_metadata: bool,
         null_status: bool,
+        feast_version: String,
     ) -> PyResult<Self> {
         let shape = AnswerShape {
             version_metadata,
             null_status,
         };
-        let options = options.into_options(routes, shape)?;
+        let options = options.into_options(routes, shape, feast_version)?;
         let fallback = PythonFallback::start(dispatch, cancel)?;
         let server = Server::new(options, client.shared(), Box::new(fallback));
         Ok(Self(Arc::new(server)))

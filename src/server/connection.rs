@@ -87,34 +87,37 @@ impl ClosedCounts {
     }
 }
 
-/// One open connection.
+/// One open connection: its phase, since when, and its requests in service (HTTP/2
+/// serves several at once; the connection is idle only when none is).
 pub struct ConnState {
-    phase: Mutex<(Phase, Instant)>,
+    phase: Mutex<(Phase, Instant, usize)>,
     close: Notify,
 }
 
 impl ConnState {
     fn new() -> Self {
         Self {
-            phase: Mutex::new((Phase::Headers, Instant::now())),
+            phase: Mutex::new((Phase::Headers, Instant::now(), 0)),
             close: Notify::new(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Phase, Instant)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Phase, Instant, usize)> {
         self.phase.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// hyper has read a request's headers and calls the service.
     pub fn begin_request(&self) {
-        *self.lock() = (Phase::InService, Instant::now());
+        let mut phase = self.lock();
+        *phase = (Phase::InService, Instant::now(), phase.2 + 1);
     }
 
     /// The service has answered: the connection waits for the next request.
     pub fn end_request(&self) {
         let mut phase = self.lock();
-        if phase.0 == Phase::InService {
-            *phase = (Phase::Idle, Instant::now());
+        phase.2 = phase.2.saturating_sub(1);
+        if phase.0 == Phase::InService && phase.2 == 0 {
+            *phase = (Phase::Idle, Instant::now(), 0);
         }
     }
 
@@ -122,7 +125,7 @@ impl ConnState {
     fn read_some(&self) {
         let mut phase = self.lock();
         if phase.0 == Phase::Idle {
-            *phase = (Phase::Headers, Instant::now());
+            *phase = (Phase::Headers, Instant::now(), 0);
         }
     }
 
@@ -137,7 +140,7 @@ impl ConnState {
 
     /// When the connection must have read more bytes, and what ends it then.
     fn read_deadline(&self, timeouts: &Timeouts) -> Option<(Instant, Closed)> {
-        let (phase, since) = *self.lock();
+        let (phase, since, _) = *self.lock();
         match phase {
             Phase::Headers => Some((since + timeouts.header_read, Closed::HeaderTimeout)),
             Phase::Idle => Some((since + timeouts.keep_alive, Closed::KeepAliveTimeout)),
@@ -154,7 +157,7 @@ impl ConnState {
             Phase::InService => false,
             Phase::Closing => true,
             Phase::Headers | Phase::Idle => {
-                *phase = (Phase::Closing, Instant::now());
+                *phase = (Phase::Closing, Instant::now(), 0);
                 drop(phase);
                 self.close.notify_one();
                 true
@@ -169,7 +172,7 @@ impl ConnState {
 
     fn evictable_since(&self) -> Option<Instant> {
         match *self.lock() {
-            (Phase::Headers | Phase::Idle, since) => Some(since),
+            (Phase::Headers | Phase::Idle, since, _) => Some(since),
             _ => None,
         }
     }

@@ -18,25 +18,26 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::admission::{Admission, Shed};
+use super::admission::{Admission, Place, Shed};
 use super::budget::{MemoryBudget, Reservation};
 use super::connection::{Closed, ConnState, Connections, TimedIo, Timeouts};
+use super::grpc::{self, Caller, GrpcServices};
 use super::log::Log;
 use super::memo::AnswerMemo;
 use super::metrics::{Gauges, Metrics, Refused};
-use super::online::{self, Answer, Catalog, RequestLimits};
+use super::online::{self, Answer, Catalog, Format, RequestLimits};
 use crate::redis::{ConnectionGroup, RedisClient};
 
 /// Where `/metrics` is served, if at all.
@@ -92,6 +93,8 @@ pub struct ServerOptions {
     pub routes: Vec<String>,
     /// How the installed Feast's `feast serve` shapes its answers.
     pub answer_shape: online::AnswerShape,
+    /// The Feast version `ServingService.GetFeastServingInfo` names.
+    pub serving_version: String,
 }
 
 /// A request for Feast's own app.
@@ -147,6 +150,31 @@ pub enum ServerError {
     Runtime(String),
 }
 
+/// Why a request's body was not read.
+pub(super) struct BodyRefused {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl BodyRefused {
+    fn answer(&self) -> Answered {
+        match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => shed(&self.message),
+            status => refuse(status, &self.message),
+        }
+    }
+}
+
+/// Why a request read natively was not answered.
+pub(super) enum Refusal {
+    OverLimit(online::OverLimit),
+    OverBudget,
+    Redis(crate::store::StoreError),
+}
+
+const ANSWER_OVER_BUDGET: &str =
+    "the server is holding as many answer bytes as it may (--max-buffered-mb): retry shortly";
+
 /// Whether the catalog is fresh, for `/ready`.
 struct Readiness {
     refreshed: Instant,
@@ -172,6 +200,7 @@ pub struct Server {
     next_fallback: AtomicU64,
     budget: MemoryBudget,
     connections: Arc<Connections>,
+    grpc: GrpcServices,
     stop: Notify,
 }
 
@@ -194,6 +223,22 @@ const FD_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 const FULL_RETRY: Duration = Duration::from_millis(100);
 /// Largest request head (request line and headers) a client may send.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Requests an HTTP/2 connection may have in service at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// Streams an HTTP/2 client may open and reset at once before the connection is ended
+/// (the "rapid reset" attack).
+const MAX_PENDING_RESET_STREAMS: usize = 20;
+
+/// What a connection's service answers: its own bodies, or tonic's (gRPC, streamed).
+type Body = Either<Full<Bytes>, tonic::body::Body>;
+
+/// Why Feast's app gave no answer.
+pub(super) enum NotAnswered {
+    /// The request waited past a bound of the fallback queue.
+    Shed(String),
+    /// Feast's app dropped the request.
+    Dropped,
+}
 
 fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Answered {
     let mut response = Response::new(Full::new(body.into()));
@@ -246,10 +291,12 @@ fn load_tls(cert: &PathBuf, key: &PathBuf) -> Result<TlsAcceptor, ServerError> {
     let key = PrivateKeyDer::from_pem_file(key).map_err(|err| {
         ServerError::Tls(format!("cannot read a private key from {}: {err}", key.display()))
     })?;
-    let config = rustls::ServerConfig::builder()
+    let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|err| ServerError::Tls(err.to_string()))?;
+    // gRPC clients ask for HTTP/2 by ALPN.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -344,8 +391,10 @@ impl Signals {
 impl Server {
     pub fn new(options: ServerOptions, client: Arc<RedisClient>, fallback: Box<dyn Fallback>) -> Self {
         let mut routes: Vec<String> = ["/get-online-features", "/health", "/ready", "/metrics"]
+            .into_iter()
+            .chain(grpc::METHODS)
             .map(str::to_owned)
-            .into();
+            .collect();
         for route in &options.routes {
             if !routes.contains(route) {
                 routes.push(route.clone());
@@ -374,6 +423,7 @@ impl Server {
             next_fallback: AtomicU64::new(0),
             budget: MemoryBudget::new(options.max_buffered_bytes),
             connections: Arc::default(),
+            grpc: GrpcServices::new(options.max_body_bytes),
             stop: Notify::new(),
             options,
         }
@@ -418,7 +468,7 @@ impl Server {
         self.stop.notify_one();
     }
 
-    fn catalog(&self) -> Arc<Catalog> {
+    pub(super) fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -465,6 +515,7 @@ impl Server {
         let api_places = Arc::new(Semaphore::new(self.options.max_connections.max(1)));
         let metrics_places = Arc::new(Semaphore::new(METRICS_CONNECTIONS));
         let metrics_connections = Arc::new(Connections::default());
+        self.grpc.set_serving(true).await;
         ready(local);
         tokio::select! {
             _ = self.accept_loop(api, Listener::Api, tls, &api_places, &self.connections, &shutting_down) => {}
@@ -481,6 +532,7 @@ impl Server {
         // The listeners are closed: new clients are refused by the kernel from here on.
         let started = Instant::now();
         self.draining.store(true, Ordering::Relaxed);
+        self.grpc.set_serving(false).await;
         let _ = shutdown.send(true);
         self.connections.close_idle();
         metrics_connections.close_idle();
@@ -642,9 +694,18 @@ impl Server {
                 Ok::<_, Infallible>(response)
             }
         });
-        let mut builder = hyper::server::conn::http1::Builder::new();
+        // HTTP/1.1, or HTTP/2 (gRPC's) told by the client's preface.
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         // The connection's clocks are TimedIo's; hyper's own header timeout needs a timer.
-        builder.header_read_timeout(None).max_buf_size(MAX_HEAD_BYTES);
+        builder
+            .http1()
+            .header_read_timeout(None)
+            .max_buf_size(MAX_HEAD_BYTES);
+        builder
+            .http2()
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .max_header_list_size(MAX_HEAD_BYTES as u32)
+            .max_pending_accept_reset_streams(MAX_PENDING_RESET_STREAMS);
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         loop {
@@ -671,31 +732,64 @@ impl Server {
         peer: SocketAddr,
         kind: Listener,
         scheme: &'static str,
-    ) -> Answered {
+    ) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.start();
         let route = self.metrics.route(request.uri().path());
-        let logged = self
-            .options
-            .access_log
-            .then(|| (request.method().clone(), request.uri().path().to_owned()));
+        let logged = self.options.access_log.then(|| {
+            (
+                request.method().clone(),
+                request.uri().path().to_owned(),
+                request.version(),
+            )
+        });
         let response = match kind {
-            Listener::Api => self.route(request, peer, scheme).await,
+            Listener::Api
+                if grpc::is_grpc(request.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes)) =>
+            {
+                self.grpc(request, peer, scheme).await
+            }
+            Listener::Api => self.route(request, peer, scheme).await.map(Either::Left),
             Listener::Metrics => match (request.method(), request.uri().path()) {
-                (&Method::GET, "/metrics") => self.render_metrics(),
-                _ => respond(StatusCode::NOT_FOUND, "text/plain", "Not Found"),
+                (&Method::GET, "/metrics") => self.render_metrics().map(Either::Left),
+                _ => respond(StatusCode::NOT_FOUND, "text/plain", "Not Found").map(Either::Left),
             },
         };
         let status = response.status();
         self.metrics.record(route, status.as_u16(), started.elapsed());
-        if let Some((method, path)) = logged {
+        if let Some((method, path, version)) = logged {
             self.log(format!(
-                "INFO:     {peer} - \"{method} {path} HTTP/1.1\" {} {}",
+                "INFO:     {peer} - \"{method} {path} {version:?}\" {} {}",
                 status.as_u16(),
                 status.canonical_reason().unwrap_or("")
             ));
         }
         response
+    }
+
+    /// A gRPC call: its message read whole within the body's limits (size, time, the
+    /// memory budget) before tonic decodes it, so a slow or huge stream holds nothing
+    /// past them.
+    async fn grpc(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: &'static str,
+    ) -> Response<Body> {
+        let (mut parts, body) = request.into_parts();
+        let (body, _reservation) = match self.read_body(&parts, body).await {
+            Ok(read) => read,
+            Err(refused) => return grpc::refusal(&refused).map(Either::Right),
+        };
+        parts.extensions.insert(Caller {
+            server: Arc::clone(self),
+            peer,
+            scheme,
+        });
+        self.grpc
+            .call(Request::from_parts(parts, Full::new(body)))
+            .await
+            .map(Either::Right)
     }
 
     fn render_metrics(&self) -> Answered {
@@ -752,7 +846,7 @@ impl Server {
                 let (parts, body) = request.into_parts();
                 let (body, reservation) = match self.read_body(&parts, body).await {
                     Ok(read) => read,
-                    Err(response) => return response,
+                    Err(refused) => return refused.answer(),
                 };
                 // An answer kept for this body costs what `/health` does: it needs no
                 // place among the reads.
@@ -760,21 +854,9 @@ impl Server {
                     return kept;
                 }
                 // A place is taken once the body is in: a slow client holds none.
-                let native = match self.reads.enter().await {
+                let native = match self.enter_read().await {
                     Ok(_place) => self.online(&body, reservation).await,
-                    Err(why) => {
-                        self.metrics.refused(Refused::Overloaded);
-                        return shed(&match why {
-                            Shed::QueueFull => format!(
-                                "the server has {} requests waiting to be read already (--max-concurrent-reads): retry shortly",
-                                self.options.max_concurrent_reads
-                            ),
-                            Shed::Waited(waited) => format!(
-                                "the request waited {:.1} ms for a read in service to end (--max-concurrent-reads; under overload --read-queue-timeout): retry shortly",
-                                waited.as_secs_f64() * 1e3
-                            ),
-                        });
-                    }
+                    Err(why) => return shed(&why),
                 };
                 match native {
                     Some(response) => response,
@@ -785,7 +867,7 @@ impl Server {
                 let (parts, body) = request.into_parts();
                 match self.read_body(&parts, body).await {
                     Ok((body, _reservation)) => self.fall_back(parts, body, peer, scheme).await,
-                    Err(response) => response,
+                    Err(refused) => refused.answer(),
                 }
             }
         }
@@ -798,18 +880,23 @@ impl Server {
         &self,
         parts: &hyper::http::request::Parts,
         mut body: Incoming,
-    ) -> Result<(Bytes, Reservation), Answered> {
+    ) -> Result<(Bytes, Reservation), BodyRefused> {
         let limit = self.options.max_body_bytes;
         let too_large = || {
             self.metrics.refused(Refused::BodyTooLarge);
-            refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request body is over {limit} bytes (--max-body-bytes)"),
-            )
+            BodyRefused {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: format!("the request body is over {limit} bytes (--max-body-bytes)"),
+            }
         };
         let over_budget = || {
             self.metrics.refused(Refused::MemoryBudget);
-            shed("the server is holding as many request bytes as it may (--max-buffered-mb): retry shortly")
+            BodyRefused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message:
+                    "the server is holding as many request bytes as it may (--max-buffered-mb): retry shortly"
+                        .to_owned(),
+            }
         };
         let declared = parts
             .headers
@@ -830,20 +917,20 @@ impl Server {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => {
                     self.metrics.refused(Refused::BodyTimeout);
-                    return Err(refuse(
-                        StatusCode::REQUEST_TIMEOUT,
-                        &format!(
+                    return Err(BodyRefused {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        message: format!(
                             "the request body did not arrive within {} s (--body-timeout)",
                             self.options.timeouts.body_read.as_secs_f64()
                         ),
-                    ));
+                    });
                 }
                 Ok(None) => break,
                 Ok(Some(Err(err))) => {
-                    return Err(refuse(
-                        StatusCode::BAD_REQUEST,
-                        &format!("cannot read the request body: {err}"),
-                    ))
+                    return Err(BodyRefused {
+                        status: StatusCode::BAD_REQUEST,
+                        message: format!("cannot read the request body: {err}"),
+                    })
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
@@ -876,25 +963,11 @@ impl Server {
     async fn online(&self, body: &[u8], mut reservation: Reservation) -> Option<Answered> {
         let catalog = self.catalog();
         let parsed = online::parse(body)?;
-        if let Err(over) = online::check_limits(&catalog, &parsed, &self.options.limits) {
-            self.metrics.refused(match over {
-                online::OverLimit::Rows { .. } => Refused::TooManyRows,
-                online::OverLimit::Cells { .. } => Refused::TooManyCells,
-            });
-            return Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, &over.to_string()));
-        }
-        let resolved = online::resolve(&catalog, &parsed, self.options.answer_shape)?;
-        let over_budget = || {
-            self.metrics.refused(Refused::MemoryBudget);
-            shed("the server is holding as many answer bytes as it may (--max-buffered-mb): retry shortly")
-        };
-        if !reservation.grow(resolved.estimated_bytes()) {
-            return Some(over_budget());
-        }
-        let answered = online::answer(&self.client, &resolved, |bytes| reservation.grow(bytes)).await;
+        let answered = self
+            .read_natively(&catalog, &parsed, Format::Json, &mut reservation)
+            .await;
         match answered {
-            Ok(Some(Answer::Json { json, stamps })) => {
-                let json = json.into_bytes();
+            Ok(Some(Answer::Written { body: json, stamps })) => {
                 let kept = match (&self.memo, stamps) {
                     (Some(memo), Some(stamps)) => memo.keep(body, catalog.generation, stamps, json),
                     _ => Err(json),
@@ -903,10 +976,10 @@ impl Server {
                 let answer = kept.unwrap_or_else(|json| reservation.hold(json));
                 Some(respond(StatusCode::OK, "application/json", answer))
             }
-            Ok(Some(Answer::Unsupported)) => None,
-            Ok(None) => Some(over_budget()),
-            Err(err) => {
-                self.metrics.redis_error();
+            Ok(Some(Answer::Unsupported)) | Ok(None) => None,
+            Err(Refusal::OverLimit(over)) => Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, &over.to_string())),
+            Err(Refusal::OverBudget) => Some(shed(ANSWER_OVER_BUDGET)),
+            Err(Refusal::Redis(err)) => {
                 let mut message = String::new();
                 super::json::string(&mut message, &err.to_string());
                 Some(respond(
@@ -918,9 +991,69 @@ impl Server {
         }
     }
 
-    /// Feast's app's answer. A request waits for a place among `fallback.concurrency`
-    /// for at most `fallback.queue_timeout`, behind at most `fallback.queue` others;
-    /// past either it is shed with 503. Its client leaving cancels it in Feast's app.
+    /// `parsed` read from Redis and written in `format`, within the request limits and
+    /// the memory budget; `None` for a request the native path leaves to Feast.
+    pub(super) async fn read_natively(
+        &self,
+        catalog: &Catalog,
+        parsed: &online::OnlineRequest<'_>,
+        format: Format,
+        reservation: &mut Reservation,
+    ) -> Result<Option<Answer>, Refusal> {
+        if let Err(over) = online::check_limits(catalog, parsed, &self.options.limits) {
+            self.metrics.refused(match over {
+                online::OverLimit::Rows { .. } => Refused::TooManyRows,
+                online::OverLimit::Cells { .. } => Refused::TooManyCells,
+            });
+            return Err(Refusal::OverLimit(over));
+        }
+        let Some(resolved) = online::resolve(catalog, parsed, self.options.answer_shape) else {
+            return Ok(None);
+        };
+        let over_budget = || {
+            self.metrics.refused(Refused::MemoryBudget);
+            Refusal::OverBudget
+        };
+        if !reservation.grow(resolved.estimated_bytes()) {
+            return Err(over_budget());
+        }
+        match online::answer(&self.client, &resolved, format, |bytes| reservation.grow(bytes)).await {
+            Ok(Some(answer)) => Ok(Some(answer)),
+            Ok(None) => Err(over_budget()),
+            Err(err) => {
+                self.metrics.redis_error();
+                Err(Refusal::Redis(err))
+            }
+        }
+    }
+
+    /// A place among the reads in service, or why the request is shed.
+    pub(super) async fn enter_read(&self) -> Result<Place<'_>, String> {
+        self.reads.enter().await.map_err(|why| {
+            self.metrics.refused(Refused::Overloaded);
+            match why {
+                Shed::QueueFull => format!(
+                    "the server has {} requests waiting to be read already (--max-concurrent-reads): retry shortly",
+                    self.options.max_concurrent_reads
+                ),
+                Shed::Waited(waited) => format!(
+                    "the request waited {:.1} ms for a read in service to end (--max-concurrent-reads; under overload --read-queue-timeout): retry shortly",
+                    waited.as_secs_f64() * 1e3
+                ),
+            }
+        })
+    }
+
+    /// A reservation of the memory budget, empty to begin with.
+    pub(super) fn reservation(&self) -> Reservation {
+        self.budget.reservation()
+    }
+
+    pub(super) fn serving_version(&self) -> &str {
+        &self.options.serving_version
+    }
+
+    /// Feast's app's answer to an HTTP request.
     async fn fall_back(
         &self,
         parts: hyper::http::request::Parts,
@@ -928,28 +1061,6 @@ impl Server {
         client: SocketAddr,
         scheme: &'static str,
     ) -> Answered {
-        let limits = self.options.fallback;
-        let waiting = Waiting(&self.fallback_waiting);
-        if self.fallback_waiting.fetch_add(1, Ordering::Relaxed) >= limits.queue {
-            self.metrics.refused(Refused::FallbackQueueFull);
-            return shed(&format!(
-                "Feast's app has {} requests waiting already (--fallback-queue): retry shortly",
-                limits.queue
-            ));
-        }
-        let place = tokio::time::timeout(
-            limits.queue_timeout,
-            Arc::clone(&self.fallback_places).acquire_owned(),
-        )
-        .await;
-        drop(waiting);
-        let Ok(Ok(place)) = place else {
-            self.metrics.refused(Refused::FallbackQueueTimeout);
-            return shed(&format!(
-                "Feast's app could not take the request within {} s (--fallback-queue-timeout): retry shortly",
-                limits.queue_timeout.as_secs_f64()
-            ));
-        };
         let path = parts
             .uri
             .path_and_query()
@@ -959,29 +1070,16 @@ impl Server {
             .iter()
             .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
             .collect();
-        let (sender, answer) = oneshot::channel();
-        let id = self.next_fallback.fetch_add(1, Ordering::Relaxed);
-        self.metrics.fallback();
-        self.fallback.submit(FallbackRequest {
-            id,
-            method: parts.method.as_str().to_owned(),
-            path,
-            headers,
-            body,
-            client,
-            scheme,
-            reply: FallbackReply {
-                sender,
-                _place: place,
-            },
-        });
-        let mut cancel = CancelOnDrop {
-            fallback: &*self.fallback,
-            id,
-            answered: false,
-        };
-        let answer = answer.await;
-        cancel.answered = true;
+        let answer = self
+            .to_feast(
+                parts.method.as_str().to_owned(),
+                path,
+                headers,
+                body,
+                client,
+                scheme,
+            )
+            .await;
         match answer {
             Ok(answer) => {
                 let mut response = Response::new(Full::new(Bytes::from(answer.body)));
@@ -1000,7 +1098,70 @@ impl Server {
                 }
                 response
             }
-            Err(_) => feast_error(StatusCode::INTERNAL_SERVER_ERROR, "Feast's app gave no answer"),
+            Err(NotAnswered::Shed(message)) => shed(&message),
+            Err(NotAnswered::Dropped) => {
+                feast_error(StatusCode::INTERNAL_SERVER_ERROR, "Feast's app gave no answer")
+            }
         }
+    }
+
+    /// Feast's app's answer. A request waits for a place among `fallback.concurrency`
+    /// for at most `fallback.queue_timeout`, behind at most `fallback.queue` others;
+    /// past either it is shed. Its client leaving cancels it in Feast's app.
+    pub(super) async fn to_feast(
+        &self,
+        method: String,
+        path: String,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Bytes,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Result<FallbackResponse, NotAnswered> {
+        let limits = self.options.fallback;
+        let waiting = Waiting(&self.fallback_waiting);
+        if self.fallback_waiting.fetch_add(1, Ordering::Relaxed) >= limits.queue {
+            self.metrics.refused(Refused::FallbackQueueFull);
+            return Err(NotAnswered::Shed(format!(
+                "Feast's app has {} requests waiting already (--fallback-queue): retry shortly",
+                limits.queue
+            )));
+        }
+        let place = tokio::time::timeout(
+            limits.queue_timeout,
+            Arc::clone(&self.fallback_places).acquire_owned(),
+        )
+        .await;
+        drop(waiting);
+        let Ok(Ok(place)) = place else {
+            self.metrics.refused(Refused::FallbackQueueTimeout);
+            return Err(NotAnswered::Shed(format!(
+                "Feast's app could not take the request within {} s (--fallback-queue-timeout): retry shortly",
+                limits.queue_timeout.as_secs_f64()
+            )));
+        };
+        let (sender, answer) = oneshot::channel();
+        let id = self.next_fallback.fetch_add(1, Ordering::Relaxed);
+        self.metrics.fallback();
+        self.fallback.submit(FallbackRequest {
+            id,
+            method,
+            path,
+            headers,
+            body,
+            client,
+            scheme,
+            reply: FallbackReply {
+                sender,
+                _place: place,
+            },
+        });
+        let mut cancel = CancelOnDrop {
+            fallback: &*self.fallback,
+            id,
+            answered: false,
+        };
+        let answer = answer.await;
+        cancel.answered = true;
+        answer.map_err(|_| NotAnswered::Dropped)
     }
 }

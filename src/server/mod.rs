@@ -6,6 +6,7 @@
 mod admission;
 mod budget;
 mod connection;
+mod grpc;
 mod http;
 mod json;
 mod log;

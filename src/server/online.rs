@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::json;
+use crate::encoding::proto::Val;
 use crate::encoding::Value;
 use crate::redis::{EntryStamp, RedisClient};
 use crate::store::{
@@ -86,14 +87,58 @@ pub struct Catalog {
 pub struct OnlineRequest<'a> {
     #[serde(default, borrow)]
     features: Vec<JsonStr<'a>>,
-    #[serde(default)]
-    feature_service: Option<String>,
+    #[serde(default, borrow)]
+    feature_service: Option<JsonStr<'a>>,
     #[serde(borrow)]
     entities: Entities<'a>,
     #[serde(default)]
     full_feature_names: bool,
     #[serde(default)]
     include_feature_view_version_metadata: bool,
+}
+
+impl<'a> OnlineRequest<'a> {
+    /// A request that came as a protobuf message (gRPC), borrowing its strings and
+    /// values.
+    pub fn from_message(
+        features: impl IntoIterator<Item = &'a str>,
+        feature_service: Option<&'a str>,
+        entities: impl IntoIterator<Item = (&'a str, &'a [Value])>,
+        full_feature_names: bool,
+    ) -> Self {
+        let borrowed = |text: &'a str| JsonStr(Cow::Borrowed(text));
+        let mut columns: Vec<(JsonStr<'a>, EntityValues<'a>)> = Vec::new();
+        for (name, values) in entities {
+            match columns.iter_mut().find(|(n, _)| **n == *name) {
+                Some(column) => column.1 = EntityValues::Message(values),
+                None => columns.push((borrowed(name), EntityValues::Message(values))),
+            }
+        }
+        Self {
+            features: features.into_iter().map(borrowed).collect(),
+            feature_service: feature_service.map(borrowed),
+            entities: Entities(columns),
+            full_feature_names,
+            include_feature_view_version_metadata: false,
+        }
+    }
+}
+
+/// An entity column's values: JSON text until their type is known, or the values of a
+/// protobuf message.
+enum EntityValues<'a> {
+    Json(&'a RawValue),
+    Message(&'a [Value]),
+}
+
+impl EntityValues<'_> {
+    /// How many rows the column has; `None` when it is not a list.
+    fn len(&self) -> Option<usize> {
+        match self {
+            EntityValues::Json(raw) => array_length(raw),
+            EntityValues::Message(values) => Some(values.len()),
+        }
+    }
 }
 
 /// A JSON string, borrowed from the request's body unless it has escapes.
@@ -132,8 +177,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
 }
 
 /// The request's entity columns in their order (a repeated name keeps its first place
-/// and its last values, as Feast reads a JSON object).
-struct Entities<'a>(Vec<(JsonStr<'a>, &'a RawValue)>);
+/// and its last values, as Feast reads a JSON object or a protobuf map).
+struct Entities<'a>(Vec<(JsonStr<'a>, EntityValues<'a>)>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Entities<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -147,8 +192,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entities<'a> {
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut columns: Vec<(JsonStr<'de>, &'de RawValue)> = Vec::new();
+                let mut columns: Vec<(JsonStr<'de>, EntityValues<'de>)> = Vec::new();
                 while let Some((name, values)) = map.next_entry::<JsonStr<'de>, &'de RawValue>()? {
+                    let values = EntityValues::Json(values);
                     match columns.iter_mut().find(|(n, _)| **n == *name) {
                         Some(column) => column.1 = values,
                         None => columns.push((name, values)),
@@ -245,7 +291,7 @@ pub fn check_limits(
         .entities
         .0
         .iter()
-        .filter_map(|(_, values)| array_length(values))
+        .filter_map(|(_, values)| values.len())
         .max()
         .unwrap_or(0);
     if rows > limits.max_rows {
@@ -306,14 +352,50 @@ pub struct Resolved<'a> {
     null_status: bool,
 }
 
-fn entity_column(entity_type: EntityType, values: &RawValue) -> Option<NativeColumn> {
-    let text = values.get();
-    Some(match entity_type {
-        EntityType::Int64 => NativeColumn::Int64(serde_json::from_str(text).ok()?),
-        EntityType::Int32 => NativeColumn::Int32(serde_json::from_str(text).ok()?),
-        EntityType::String => NativeColumn::String(serde_json::from_str(text).ok()?),
-        EntityType::Bytes | EntityType::Other => return None,
-    })
+/// The column's values as `entity_type`; `None` when they are not all of it (a value
+/// of another kind is left to Feast, which keys it by its own kind).
+fn entity_column(entity_type: EntityType, values: &EntityValues<'_>) -> Option<NativeColumn> {
+    match values {
+        EntityValues::Json(raw) => {
+            let text = raw.get();
+            Some(match entity_type {
+                EntityType::Int64 => NativeColumn::Int64(serde_json::from_str(text).ok()?),
+                EntityType::Int32 => NativeColumn::Int32(serde_json::from_str(text).ok()?),
+                EntityType::String => NativeColumn::String(serde_json::from_str(text).ok()?),
+                EntityType::Bytes | EntityType::Other => return None,
+            })
+        }
+        EntityValues::Message(values) => {
+            let kinds = values.iter().map(|value| value.val.as_ref());
+            Some(match entity_type {
+                EntityType::Int64 => NativeColumn::Int64(
+                    kinds
+                        .map(|val| match val {
+                            Some(Val::Int64Val(v)) => Some(*v),
+                            _ => None,
+                        })
+                        .collect::<Option<_>>()?,
+                ),
+                EntityType::Int32 => NativeColumn::Int32(
+                    kinds
+                        .map(|val| match val {
+                            Some(Val::Int32Val(v)) => Some(*v),
+                            _ => None,
+                        })
+                        .collect::<Option<_>>()?,
+                ),
+                EntityType::String => NativeColumn::String(
+                    kinds
+                        .map(|val| match val {
+                            Some(Val::StringVal(v)) => Some(v.clone()),
+                            _ => None,
+                        })
+                        .collect::<Option<_>>()?,
+                ),
+                EntityType::Bytes | EntityType::Other => return None,
+            })
+        }
+    }
 }
 
 /// The views of a request, in the order Feast groups them (first appearance), with
@@ -514,10 +596,19 @@ impl Rendered {
     }
 }
 
+/// The contract an answer is written in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Format {
+    /// `feast serve`'s JSON.
+    Json,
+    /// A serialized `feast.serving.GetOnlineFeaturesResponse`, as `feast listen` answers.
+    Message,
+}
+
 /// What answering natively came to.
 pub enum Answer {
-    Json {
-        json: String,
+    Written {
+        body: Vec<u8>,
         /// The near-cache entries every value was read from, if all were.
         stamps: Option<Vec<EntryStamp>>,
     },
@@ -558,12 +649,13 @@ async fn read_all(
     Ok((hashes, None))
 }
 
-/// Reads every view of the request and writes Feast's JSON answer into one buffer.
-/// `reserve(bytes)` is asked for the stored bytes read before the answer is written,
-/// and refuses the answer when they do not fit.
+/// Reads every view of the request and writes Feast's answer in `format` into one
+/// buffer. `reserve(bytes)` is asked for the stored bytes read before the answer is
+/// written, and refuses the answer when they do not fit.
 pub async fn answer(
     client: &RedisClient,
     request: &Resolved<'_>,
+    format: Format,
     reserve: impl FnOnce(usize) -> bool,
 ) -> Result<Option<Answer>, StoreError> {
     let mut keys = Vec::with_capacity(request.views.len());
@@ -602,7 +694,28 @@ pub async fn answer(
     if !reserve(stored.saturating_mul(2)) {
         return Ok(None);
     }
+    let (body, stamps) = match format {
+        Format::Json => match write_json(request, &keys, &hashes, stored)? {
+            Some(json) => (json.into_bytes(), stamps),
+            None => return Ok(Some(Answer::Unsupported)),
+        },
+        Format::Message => (write_message(request, &keys, &hashes, stored)?, stamps),
+    };
+    Ok(Some(Answer::Written { body, stamps }))
+}
 
+/// The full name of `feature` (a position in the view's plan) as `view` is asked for.
+fn full_name(view: &ViewRead<'_>, feature: usize) -> String {
+    format!("{}__{}", view.name, view.view.plan.features[feature].name)
+}
+
+/// Feast's JSON answer; `None` when a stored value is of a kind left to Feast.
+fn write_json(
+    request: &Resolved<'_>,
+    keys: &[RowKeys],
+    hashes: &[Vec<store::Hash>],
+    stored: usize,
+) -> Result<Option<String>, StoreError> {
     let mut out = String::with_capacity(request.estimated_bytes() + stored * 2 + 256);
     out.push_str("{\"metadata\":{\"feature_names\":[");
     for (i, (entity, _)) in request.entities.iter().enumerate() {
@@ -617,10 +730,7 @@ pub async fn answer(
             match (request.full_feature_names, view.full_names) {
                 (false, _) => out.push_str(&view.view.names[feature]),
                 (true, Some(full_names)) => out.push_str(&full_names[feature]),
-                (true, None) => {
-                    let feature = &view.view.plan.features[feature].name;
-                    json::string(&mut out, &format!("{}__{feature}", view.name));
-                }
+                (true, None) => json::string(&mut out, &full_name(view, feature)),
             }
         }
     }
@@ -670,7 +780,7 @@ pub async fn answer(
     }
     let mut timestamps = Rendered::default();
     let mut values = Rendered::default();
-    for ((view, rows), hashes) in request.views.iter().zip(&keys).zip(&hashes) {
+    for ((view, rows), hashes) in request.views.iter().zip(keys).zip(hashes) {
         let plan = &view.view.plan;
         timestamps.clear();
         for (key, hash) in rows.unique_keys.iter().zip(hashes) {
@@ -697,7 +807,7 @@ pub async fn answer(
                     })
                     .transpose()?;
                 if json::value(&mut values.text, value.as_ref()).is_err() {
-                    return Ok(Some(Answer::Unsupported));
+                    return Ok(None);
                 }
                 values.end_item();
             }
@@ -715,7 +825,77 @@ pub async fn answer(
         out.push_str(",\"status\":null");
     }
     out.push('}');
-    Ok(Some(Answer::Json { json: out, stamps }))
+    Ok(Some(out))
+}
+
+/// Appends protobuf field `tag` (length-delimited) holding `bytes`.
+fn put_bytes(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(bytes.len() as u64, out);
+    out.extend_from_slice(bytes);
+}
+
+/// `feast.serving.FieldStatus.PRESENT`.
+const PRESENT: u8 = 1;
+
+/// A serialized `GetOnlineFeaturesResponse` as `feast listen` answers it: the entity
+/// columns as asked for, then every feature's stored values as they are stored.
+fn write_message(
+    request: &Resolved<'_>,
+    keys: &[RowKeys],
+    hashes: &[Vec<store::Hash>],
+    stored: usize,
+) -> Result<Vec<u8>, StoreError> {
+    let mut names = Vec::new();
+    for (entity, _) in &request.entities {
+        put_bytes(&mut names, 1, entity.as_bytes());
+    }
+    for view in &request.views {
+        for &feature in &view.features {
+            let name = &view.view.plan.features[feature].name;
+            match request.full_feature_names {
+                false => put_bytes(&mut names, 1, name.as_bytes()),
+                true => put_bytes(&mut names, 1, full_name(view, feature).as_bytes()),
+            }
+        }
+    }
+    let mut metadata = Vec::with_capacity(names.len() + 8);
+    put_bytes(&mut metadata, 1, &names);
+
+    let mut out = Vec::with_capacity(request.estimated_bytes() + stored + metadata.len() + 16);
+    put_bytes(&mut out, 1, &metadata);
+    let mut vector = Vec::new();
+    let mut value = Vec::new();
+    for (_, column) in &request.entities {
+        vector.clear();
+        for row in 0..request.rows {
+            let val = match column {
+                NativeColumn::Int64(v) => Val::Int64Val(v[row]),
+                NativeColumn::Int32(v) => Val::Int32Val(v[row]),
+                NativeColumn::String(v) => Val::StringVal(v[row].clone()),
+                NativeColumn::Bytes(v) => Val::BytesVal(v[row].clone()),
+            };
+            value.clear();
+            Value { val: Some(val) }.encode(&mut value).expect("a Vec grows");
+            put_bytes(&mut vector, 1, &value);
+        }
+        put_bytes(&mut vector, 2, &vec![PRESENT; request.rows]);
+        for _ in 0..request.rows {
+            put_bytes(&mut vector, 3, &[]);
+        }
+        put_bytes(&mut out, 2, &vector);
+    }
+    for ((view, rows), hashes) in request.views.iter().zip(keys).zip(hashes) {
+        store::feature_vectors(
+            &view.view.plan,
+            rows,
+            hashes,
+            view.features.len(),
+            false,
+            &mut out,
+        )?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -753,7 +933,15 @@ mod tests {
     #[test]
     fn a_repeated_entity_name_keeps_its_place_and_its_last_values() {
         let request = parse(br#"{"entities":{"a":[1],"b":[2],"a":[3,4]}}"#).unwrap();
-        let columns: Vec<(&str, &str)> = request.entities.0.iter().map(|(n, v)| (&**n, v.get())).collect();
+        let columns: Vec<(&str, &str)> = request
+            .entities
+            .0
+            .iter()
+            .map(|(name, values)| match values {
+                EntityValues::Json(raw) => (&**name, raw.get()),
+                EntityValues::Message(_) => panic!("a JSON request holds JSON values"),
+            })
+            .collect();
         assert_eq!(columns, [("a", "[3,4]"), ("b", "[2]")]);
     }
 }

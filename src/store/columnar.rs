@@ -40,7 +40,14 @@ impl ColumnarResponse {
     pub fn feature_vectors(&self) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::new();
         for view in &self.replies {
-            feature_vectors(&view.plan, &view.rows, &view.hashes, false, &mut out)?;
+            feature_vectors(
+                &view.plan,
+                &view.rows,
+                &view.hashes,
+                view.plan.features.len(),
+                false,
+                &mut out,
+            )?;
         }
         Ok(out)
     }

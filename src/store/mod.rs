@@ -17,5 +17,5 @@ pub use delete::{delete_entities, delete_view, scan_keys};
 pub use error::{printable_key, StoreError};
 pub use plan::{EntityColumn, EntityType, Keys, NativeColumn, RowKeys, ViewPlan, ViewSpec};
 pub use read::{read_hashes, read_hashes_stamped, read_rows, stored_timestamp, Hash, HashRead, StoredRow};
-pub use vectors::{read_response, response_timestamp};
+pub use vectors::{feature_vectors, read_response, response_timestamp};
 pub use write::{write_arrow, write_protos, ProtoRow, WriteSummary};

@@ -39,7 +39,7 @@ pub async fn read_response(
     let mut out = Vec::new();
     for ((plan, rows), hashes) in views.into_iter().zip(&hashes) {
         check_values(plan, &rows.unique_keys, hashes)?;
-        feature_vectors(plan, rows, hashes, true, &mut out)?;
+        feature_vectors(plan, rows, hashes, plan.features.len(), true, &mut out)?;
     }
     Ok(out)
 }
@@ -91,7 +91,7 @@ pub fn response_timestamp(stored: Option<Timestamp>) -> Timestamp {
 /// `_ts:{view}`).
 pub(super) fn hash_timestamp(plan: &ViewPlan, key: &[u8], hash: &Hash) -> Result<Timestamp, StoreError> {
     let stored = hash
-        .get(plan.features.len())
+        .last()
         .map(|bytes| stored_timestamp(&plan.view, key, bytes))
         .transpose()?;
     Ok(response_timestamp(stored))
@@ -108,8 +108,8 @@ fn put_length_delimited(tag_byte: u8, bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Appends to `out` the `FeatureVector`s of a view read (response field 2):
-/// `hashes[u]` holds the fields read for unique key `u` (the features, then
-/// `_ts:{view}`), and the rows' keys fan them out to the request rows. Like stock
+/// `hashes[u]` holds the fields read for unique key `u` (`features_read` features,
+/// then `_ts:{view}`), and the rows' keys fan them out to the request rows. Like stock
 /// Feast, every requested feature is PRESENT (a missing one with an empty `Value`),
 /// and, with `with_timestamp_column`, a last vector for the `_ts:{view}` column is
 /// NOT_FOUND throughout (stock Feast adds it; `get_online_features` drops it).
@@ -117,6 +117,7 @@ pub fn feature_vectors(
     plan: &ViewPlan,
     rows: &RowKeys,
     hashes: &[Hash],
+    features_read: usize,
     with_timestamp_column: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
@@ -136,7 +137,7 @@ pub fn feature_vectors(
     let mut vector = Vec::new();
     // The features' columns, then the `_ts:{view}` column (None).
     let timestamp_column = with_timestamp_column.then_some(None);
-    for column in (0..plan.features.len()).map(Some).chain(timestamp_column) {
+    for column in (0..features_read).map(Some).chain(timestamp_column) {
         let status = if column.is_some() { PRESENT } else { NOT_FOUND };
         let value_of = |u: u32| -> &[u8] {
             match column {
@@ -217,7 +218,7 @@ mod tests {
             row_to_unique: vec![0],
         };
         let hashes = [Strings::from_items([None, Some(&b"\xff\xff"[..])])];
-        let err = feature_vectors(&plan(), &rows, &hashes, true, &mut Vec::new()).unwrap_err();
+        let err = feature_vectors(&plan(), &rows, &hashes, 1, true, &mut Vec::new()).unwrap_err();
         assert!(
             err.to_string().contains("_ts:fv") && err.to_string().contains("b\"k\""),
             "{err}"

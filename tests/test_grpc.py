@@ -1,0 +1,256 @@
+"""gRPC on ``feast-redis-rs serve``'s port (``feast-redis-rs listen``) against stock
+``feast listen`` on the same repo and Redis: ``GrpcFeatureServer.GetOnlineFeatures``
+answers equal as messages (read natively), Feast's servicer's statuses for what it
+answers, ``ServingService``, health and reflection."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import grpc
+import pytest
+from feast.protos.feast.serving import GrpcServer_pb2_grpc, ServingService_pb2
+from feast.protos.feast.serving.ServingService_pb2_grpc import ServingServiceStub
+from feast.protos.feast.types.Value_pb2 import RepeatedValue
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from . import loan_repo
+from .feature_servers import BIN, ROOT, START_TIMEOUT_SECONDS, ours_and_stock_yamls, start_server
+from .redis_servers import free_port, stop_process
+from .test_server import comparable_refs, fallbacks, served_repo  # noqa: F401 (a fixture)
+
+
+@pytest.fixture(scope="module")
+def channels(redis_server, served_repo):  # noqa: F811
+    """Ours (``serve --type grpc``, its HTTP beside it for /metrics) and stock
+    ``feast listen``'s channels."""
+    repo = served_repo
+    ours_yaml, stock_yaml = ours_and_stock_yamls(repo, redis_server.address, "-grpc")
+    ours = start_server("feast-redis-rs", repo, ours_yaml, "--type", "grpc", "--metrics")
+    port = free_port()
+    log = repo / f"stock-listen-{port}.log"
+    stock = subprocess.Popen(
+        [str(BIN / "feast"), "-c", str(repo), "-f", str(stock_yaml), "listen",
+         "-a", f"127.0.0.1:{port}"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    ours_channel = grpc.insecure_channel(ours.url.removeprefix("http://"))
+    stock_channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        grpc.channel_ready_future(stock_channel).result(timeout=START_TIMEOUT_SECONDS)
+    except grpc.FutureTimeoutError:
+        stop_process(stock)
+        raise RuntimeError(f"feast listen did not start: {log.read_text()[-3000:]}") from None
+    yield ours, ours_channel, stock_channel
+    ours_channel.close()
+    stock_channel.close()
+    ours.stop()
+    stop_process(stock, timeout=30)
+
+
+def repeated(values: list) -> RepeatedValue:
+    kind = "int64_val" if isinstance(values[0], int) else "string_val"
+    return RepeatedValue(val=[ValueProto(**{kind: v}) for v in values])
+
+
+def online_request(**kind) -> ServingService_pb2.GetOnlineFeaturesRequest:
+    rows = loan_repo.entity_rows()
+    request = ServingService_pb2.GetOnlineFeaturesRequest(**kind)
+    request.entities["zipcode"].CopyFrom(repeated([r["zipcode"] for r in rows]))
+    request.entities["dob_ssn"].CopyFrom(repeated([r["dob_ssn"] for r in rows]))
+    return request
+
+
+def by_name(response: ServingService_pb2.GetOnlineFeaturesResponse) -> dict[str, bytes]:
+    """Each column, serialized, by its name: stock orders a view's features as a Python
+    set iterates them, and entity columns as its map does."""
+    names = list(response.metadata.feature_names.val)
+    columns = zip(names, response.results, strict=True)
+    return {name: column.SerializeToString() for name, column in columns}
+
+
+def feature_list(refs: list[str]) -> ServingService_pb2.FeatureList:
+    return ServingService_pb2.FeatureList(val=refs)
+
+
+@pytest.mark.parametrize(
+    "request_kind",
+    [
+        {"features": feature_list(comparable_refs()), "full_feature_names": True},
+        {"features": feature_list(comparable_refs())},
+        {"feature_service": "comparable", "full_feature_names": True},
+    ],
+    ids=["full-names", "short-names", "feature-service"],
+)
+def test_get_online_features_equals_stock_feast_listen(channels, request_kind):
+    ours, ours_channel, stock_channel = channels
+    request = online_request(**request_kind)
+    before = fallbacks(ours)
+    answer = GrpcServer_pb2_grpc.GrpcFeatureServerStub(ours_channel).GetOnlineFeatures(request)
+    expected = GrpcServer_pb2_grpc.GrpcFeatureServerStub(stock_channel).GetOnlineFeatures(request)
+    assert fallbacks(ours) == before, "the request must be answered natively"
+    assert by_name(answer) == by_name(expected)
+    # The Go and Java servers' contract answers the same.
+    serving = ServingServiceStub(ours_channel).GetOnlineFeatures(request)
+    assert by_name(serving) == by_name(expected)
+
+
+def test_absent_and_mistyped_entities(channels):
+    _, ours_channel, stock_channel = channels
+    request = ServingService_pb2.GetOnlineFeaturesRequest(
+        features=feature_list(["credit_history:c_f64", "credit_history:c_text_list"])
+    )
+    request.entities["dob_ssn"].CopyFrom(
+        repeated([*loan_repo.APPLICANTS[:3], "nobody", loan_repo.APPLICANTS[0]])
+    )
+    answer = GrpcServer_pb2_grpc.GrpcFeatureServerStub(ours_channel).GetOnlineFeatures(request)
+    expected = GrpcServer_pb2_grpc.GrpcFeatureServerStub(stock_channel).GetOnlineFeatures(request)
+    assert by_name(answer) == by_name(expected)
+
+
+@pytest.mark.parametrize(
+    "request_kind",
+    [{"feature_service": "no_such_service"}, {"features": feature_list(["no_view:x"])}],
+    ids=["unknown-service", "unknown-view"],
+)
+def test_errors_carry_feasts_status(channels, request_kind):
+    _, ours_channel, stock_channel = channels
+    request = online_request(**request_kind)
+    failures = []
+    for channel in (ours_channel, stock_channel):
+        with pytest.raises(grpc.RpcError) as raised:
+            GrpcServer_pb2_grpc.GrpcFeatureServerStub(channel).GetOnlineFeatures(request)
+        failures.append((raised.value.code(), raised.value.details()))
+    assert failures[0] == failures[1]
+    assert failures[0][0] in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
+def test_health_and_serving_info(channels):
+    _, ours_channel, _ = channels
+    health = health_pb2_grpc.HealthStub(ours_channel)
+    for service in ("", "GrpcFeatureServer", "feast.serving.ServingService"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as raised:
+        health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    import feast
+
+    info = ServingServiceStub(ours_channel).GetFeastServingInfo(
+        ServingService_pb2.GetFeastServingInfoRequest()
+    )
+    assert info.version == feast.__version__
+
+
+def test_reflection_serves_feasts_own_descriptors(channels):
+    """The services listed, and each file as the installed Feast compiled it."""
+    _, ours_channel, _ = channels
+    stub = reflection_pb2_grpc.ServerReflectionStub(ours_channel)
+
+    def ask(**question) -> reflection_pb2.ServerReflectionResponse:
+        return next(iter(stub.ServerReflectionInfo(iter([
+            reflection_pb2.ServerReflectionRequest(**question)
+        ]))))  # fmt: skip
+
+    listed = {s.name for s in ask(list_services="").list_services_response.service}
+    assert {"GrpcFeatureServer", "feast.serving.ServingService", "grpc.health.v1.Health"} <= listed
+    from feast.protos.feast.serving import GrpcServer_pb2
+
+    for module in (GrpcServer_pb2, ServingService_pb2):
+        served = descriptor_pb2.FileDescriptorProto.FromString(
+            ask(
+                file_by_filename=module.DESCRIPTOR.name
+            ).file_descriptor_response.file_descriptor_proto[0]
+        )
+        expected = descriptor_pb2.FileDescriptorProto.FromString(module.DESCRIPTOR.serialized_pb)
+        assert comparable(served) == comparable(expected), module.DESCRIPTOR.name
+
+
+def comparable(file: descriptor_pb2.FileDescriptorProto) -> list[str]:
+    """``file`` without what compilers differ in and no client reads: options, source
+    info, the JSON names protoc leaves out of Python's descriptors."""
+    file.ClearField("options")
+    file.ClearField("source_code_info")
+    for service in file.service:
+        for method in service.method:
+            method.ClearField("options")
+    messages = list(file.message_type)
+    while messages:
+        message = messages.pop()
+        messages.extend(message.nested_type)
+        for field in message.field:
+            field.ClearField("json_name")
+    return str(file).splitlines()
+
+
+def test_unknown_services_are_unimplemented(channels):
+    _, ours_channel, _ = channels
+    call = ours_channel.unary_unary("/no.such.Service/Method")
+    with pytest.raises(grpc.RpcError) as raised:
+        call(b"", timeout=10)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_http_still_answers_beside_grpc(channels):
+    ours, _, _ = channels
+    status, answer = ours.post(
+        "/get-online-features",
+        {"features": ["credit_history:c_f64"], "entities": {"dob_ssn": loan_repo.APPLICANTS[:2]}},
+    )
+    assert status == 200, answer
+
+
+def test_writes_go_through_feasts_servicer_with_its_statuses(channels, redis_server):
+    """WriteToOnlineStore and Push are Feast's servicer's: the same status and details as
+    stock's, and the same bytes in Redis."""
+    _, ours_channel, stock_channel = channels
+    from feast.protos.feast.serving import GrpcServer_pb2
+
+    def write(channel, applicant: str):
+        request = GrpcServer_pb2.WriteToOnlineStoreRequest(
+            feature_view_name="http_view", allow_registry_cache=False
+        )
+        request.typed_features["dob_ssn"].string_val = applicant
+        request.typed_features["h_count"].int64_val = 41
+        request.typed_features["h_text"].string_val = "written over gRPC"
+        request.typed_features["event_timestamp"].unix_timestamp_val = 1_700_000_000
+        return GrpcServer_pb2_grpc.GrpcFeatureServerStub(channel).WriteToOnlineStore(request)
+
+    client = redis_server.client()
+    stored = []
+    for channel in (stock_channel, ours_channel):
+        before = set(client.keys())
+        assert write(channel, "grpc-writer").status is True
+        (written,) = set(client.keys()) - before
+        stored.append(client.hgetall(written))
+        client.delete(written)
+    assert stored[0] == stored[1]
+
+    failures = []
+    for channel in (ours_channel, stock_channel):
+        request = GrpcServer_pb2.PushRequest(stream_feature_view="no_such_source", to="online")
+        request.features["dob_ssn"] = "x"
+        with pytest.raises(grpc.RpcError) as raised:
+            GrpcServer_pb2_grpc.GrpcFeatureServerStub(channel).Push(request)
+        failures.append((raised.value.code(), raised.value.details()))
+    assert failures[0] == failures[1]
+    assert failures[0][0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_message_over_the_body_limit_is_resource_exhausted(channels):
+    _, ours_channel, _ = channels
+    request = ServingService_pb2.GetOnlineFeaturesRequest(
+        features=feature_list(["credit_history:c_f64"])
+    )
+    request.entities["dob_ssn"].CopyFrom(repeated(["x" * (17 << 20)]))
+    with pytest.raises(grpc.RpcError) as raised:
+        GrpcServer_pb2_grpc.GrpcFeatureServerStub(ours_channel).GetOnlineFeatures(
+            request, timeout=30
+        )
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "--max-body-bytes" in raised.value.details()
