@@ -6,6 +6,7 @@ answers, ``ServingService``, health and reflection."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import grpc
@@ -254,3 +255,28 @@ def test_a_message_over_the_body_limit_is_resource_exhausted(channels):
         )
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "--max-body-bytes" in raised.value.details()
+
+
+def test_metrics_count_calls_by_method_and_code(channels):
+    ours, ours_channel, _ = channels
+    stub = GrpcServer_pb2_grpc.GrpcFeatureServerStub(ours_channel)
+    request = ServingService_pb2.GetOnlineFeaturesRequest(
+        features=feature_list(["credit_history:c_f64"])
+    )
+    request.entities["dob_ssn"].CopyFrom(repeated(loan_repo.APPLICANTS[:2]))
+    stub.GetOnlineFeatures(request)
+    with pytest.raises(grpc.RpcError):
+        stub.GetOnlineFeatures(online_request(feature_service="no_such_service"))
+    with pytest.raises(grpc.RpcError):
+        ours_channel.unary_unary("/no.such.Service/Method")(b"", timeout=10)
+    status, text = ours.request("GET", "/metrics")
+    assert status == 200
+    counted = dict(
+        re.findall(r"^feast_redis_rs_requests_total\{(.*)\} (\d+)$", text.decode(), re.M)
+    )
+    method = 'endpoint="/GrpcFeatureServer/GetOnlineFeatures",status="200"'
+    assert int(counted[f'{method},grpc_code="Ok"']) >= 1
+    assert int(counted[f'{method},grpc_code="Internal"']) >= 1
+    # A client's made-up paths add no series of their own.
+    assert int(counted['endpoint="other",status="200",grpc_code="Unimplemented"']) >= 1
+    assert not any("no.such" in labels for labels in counted)

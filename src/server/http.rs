@@ -756,7 +756,15 @@ impl Server {
             },
         };
         let status = response.status();
-        self.metrics.record(route, status.as_u16(), started.elapsed());
+        let grpc_code = matches!(response.body(), Either::Right(_)).then(|| {
+            response
+                .headers()
+                .get("grpc-status")
+                .and_then(|code| code.to_str().ok()?.parse().ok())
+                .unwrap_or(0)
+        });
+        self.metrics
+            .record(route, status.as_u16(), grpc_code, started.elapsed());
         if let Some((method, path, version)) = logged {
             self.log(format!(
                 "INFO:     {peer} - \"{method} {path} {version:?}\" {} {}",

@@ -96,9 +96,12 @@ pub struct Gauges {
     pub near_cache: Option<(NearCacheStats, MemoStats)>,
 }
 
+/// A request series: its route, HTTP status and gRPC code (for gRPC calls).
+type SeriesKey = (usize, u16, Option<i32>);
+
 pub struct Metrics {
     routes: Vec<String>,
-    series: RwLock<HashMap<(usize, u16), Arc<Series>>>,
+    series: RwLock<HashMap<SeriesKey, Arc<Series>>>,
     in_flight: AtomicI64,
     redis_errors: AtomicU64,
     fallbacks: AtomicU64,
@@ -187,10 +190,11 @@ impl Metrics {
             .unwrap_or(self.routes.len())
     }
 
-    /// Counts a request to `route` answered with `status` in `elapsed`. The write lock
-    /// is taken only for a series' first request.
-    pub fn record(&self, route: usize, status: u16, elapsed: Duration) {
-        let key = (route, status);
+    /// Counts a request to `route` answered with `status` (and, for a gRPC call, the
+    /// code its headers carry: a call answered with a message carries its OK in the
+    /// trailers) in `elapsed`. The write lock is taken only for a series' first request.
+    pub fn record(&self, route: usize, status: u16, grpc_code: Option<i32>, elapsed: Duration) {
+        let key = (route, status, grpc_code);
         if let Some(series) = self.series.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             series.observe(elapsed);
             return;
@@ -201,7 +205,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let mut listed: Vec<((usize, u16), Arc<Series>)> = {
+        let mut listed: Vec<(SeriesKey, Arc<Series>)> = {
             let series = self.series.read().unwrap_or_else(|e| e.into_inner());
             series
                 .iter()
@@ -211,18 +215,23 @@ impl Metrics {
         listed.sort_by_key(|(key, _)| *key);
         let labels: Vec<String> = listed
             .iter()
-            .map(|((route, status), _)| {
+            .map(|((route, status, grpc_code), _)| {
                 let mut labels = String::from("endpoint=\"");
                 label(
                     &mut labels,
                     self.routes.get(*route).map_or(OTHER_ROUTE, String::as_str),
                 );
                 let _ = write!(labels, "\",status=\"{status}\"");
+                if let Some(code) = grpc_code {
+                    let _ = write!(labels, ",grpc_code=\"{:?}\"", tonic::Code::from_i32(*code));
+                }
                 labels
             })
             .collect();
         let mut out = String::new();
-        out.push_str("# HELP feast_redis_rs_requests_total HTTP requests by endpoint and status.\n");
+        out.push_str(
+            "# HELP feast_redis_rs_requests_total Requests by endpoint and status (and gRPC code).\n",
+        );
         out.push_str("# TYPE feast_redis_rs_requests_total counter\n");
         for (labels, (_, series)) in labels.iter().zip(&listed) {
             let count = series.count.load(Ordering::Relaxed);
