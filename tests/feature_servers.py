@@ -140,6 +140,39 @@ def start_server(
     raise RuntimeError(f"{command} serve did not become healthy: {log.read_text()[-3000:]}")
 
 
+@dataclass
+class StockListen:
+    """Stock ``feast listen`` (Feast's gRPC server) and a channel to it."""
+
+    process: subprocess.Popen
+    channel: object  # grpc.Channel
+
+    def stop(self) -> None:
+        self.channel.close()
+        stop_process(self.process, timeout=30)
+
+
+def start_stock_listen(repo: Path, yaml_file: Path) -> StockListen:
+    """Stock ``feast listen`` serving `repo` with `yaml_file`, once its channel is ready."""
+    import grpc
+
+    port = free_port()
+    log = repo / f"stock-listen-{port}.log"
+    process = subprocess.Popen(
+        [str(BIN / "feast"), "-c", str(repo), "-f", str(yaml_file), "listen",
+         "-a", f"127.0.0.1:{port}"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=START_TIMEOUT_SECONDS)
+    except grpc.FutureTimeoutError:
+        stop_process(process)
+        raise RuntimeError(f"feast listen did not start: {log.read_text()[-3000:]}") from None
+    return StockListen(process, channel)
+
+
 def columns(answer: dict) -> dict[str, dict]:
     """A get-online-features answer by column name. Stock Feast orders the features of
     a view as a Python set iterates them, so answers are compared by name."""

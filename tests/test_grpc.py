@@ -5,9 +5,10 @@ answers, ``ServingService``, health and reflection."""
 
 from __future__ import annotations
 
-import os
+import queue
 import re
-import subprocess
+import signal
+import time
 
 import grpc
 import pytest
@@ -20,8 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from . import loan_repo
-from .feature_servers import BIN, ROOT, START_TIMEOUT_SECONDS, ours_and_stock_yamls, start_server
-from .redis_servers import free_port, stop_process
+from .feature_servers import ours_and_stock_yamls, start_server, start_stock_listen
 from .test_server import comparable_refs, fallbacks, served_repo  # noqa: F401 (a fixture)
 
 
@@ -32,26 +32,12 @@ def channels(redis_server, served_repo):  # noqa: F811
     repo = served_repo
     ours_yaml, stock_yaml = ours_and_stock_yamls(repo, redis_server.address, "-grpc")
     ours = start_server("feast-redis-rs", repo, ours_yaml, "--type", "grpc", "--metrics")
-    port = free_port()
-    log = repo / f"stock-listen-{port}.log"
-    stock = subprocess.Popen(
-        [str(BIN / "feast"), "-c", str(repo), "-f", str(stock_yaml), "listen",
-         "-a", f"127.0.0.1:{port}"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+    stock = start_stock_listen(repo, stock_yaml)
     ours_channel = grpc.insecure_channel(ours.url.removeprefix("http://"))
-    stock_channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        grpc.channel_ready_future(stock_channel).result(timeout=START_TIMEOUT_SECONDS)
-    except grpc.FutureTimeoutError:
-        stop_process(stock)
-        raise RuntimeError(f"feast listen did not start: {log.read_text()[-3000:]}") from None
-    yield ours, ours_channel, stock_channel
+    yield ours, ours_channel, stock.channel
     ours_channel.close()
-    stock_channel.close()
     ours.stop()
-    stop_process(stock, timeout=30)
+    stock.stop()
 
 
 def repeated(values: list) -> RepeatedValue:
@@ -280,3 +266,89 @@ def test_metrics_count_calls_by_method_and_code(channels):
     # A client's made-up paths add no series of their own.
     assert int(counted['endpoint="other",status="200",grpc_code="Unimplemented"']) >= 1
     assert not any("no.such" in labels for labels in counted)
+
+
+def test_one_reflection_stream_answers_request_after_request(channels):
+    """grpcurl's reflection client keeps one stream open and asks on it one question at
+    a time: each is answered as it comes, not when the stream ends."""
+    _, ours_channel, _ = channels
+    asked: queue.Queue = queue.Queue()
+    answers = reflection_pb2_grpc.ServerReflectionStub(ours_channel).ServerReflectionInfo(
+        iter(asked.get, None), timeout=20
+    )
+    asked.put(reflection_pb2.ServerReflectionRequest(list_services=""))
+    listed = next(answers)
+    services = {service.name for service in listed.list_services_response.service}
+    assert {"GrpcFeatureServer", "feast.serving.ServingService"} <= services
+    started = time.monotonic()
+    asked.put(reflection_pb2.ServerReflectionRequest(file_containing_symbol="GrpcFeatureServer"))
+    (file,) = next(answers).file_descriptor_response.file_descriptor_proto
+    assert descriptor_pb2.FileDescriptorProto.FromString(file).name.endswith("GrpcServer.proto")
+    assert time.monotonic() - started < 5
+    asked.put(None)
+    assert list(answers) == []
+
+
+def watch(channel: grpc.Channel, service: str = ""):
+    return health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(service=service), timeout=60
+    )
+
+
+def test_streaming_calls_are_bounded_in_number_and_time(served_repo, redis_server):  # noqa: F811
+    """Health Watch streams as long as its client wants: the server holds at most as
+    many as --worker-connections, each for --stream-timeout, and the connection a
+    watch is on stays open while it streams (it is not idle)."""
+    ours_yaml, _ = ours_and_stock_yamls(served_repo, redis_server.address, "-streams")
+    server = start_server(
+        "feast-redis-rs", served_repo, ours_yaml, "--metrics", "--worker-connections", "3",
+        "--stream-timeout", "3", "--keep-alive-timeout", "1",
+    )  # fmt: skip
+    channel = grpc.insecure_channel(server.url.removeprefix("http://"))
+    try:
+        watches = [watch(channel) for _ in range(3)]
+        for stream in watches:
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as raised:
+            next(watch(channel))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--worker-connections" in raised.value.details()
+        # Past the keep-alive timeout, the watches still stream: then each ends at its
+        # lifetime, telling the client to call again.
+        for stream in watches:
+            with pytest.raises(grpc.RpcError) as raised:
+                next(stream)
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "--stream-timeout" in raised.value.details()
+        assert 2 < time.monotonic() - started < 10
+        # Their places are free again.
+        assert next(watch(channel)).status == health_pb2.HealthCheckResponse.SERVING
+        status, text = server.request("GET", "/metrics")
+        assert status == 200
+        assert 'feast_redis_rs_requests_refused_total{limit="streaming_calls"} 1' in text.decode()
+    finally:
+        channel.close()
+        server.stop()
+
+
+def test_shutdown_ends_watches_after_not_serving(served_repo, redis_server):  # noqa: F811
+    ours_yaml, _ = ours_and_stock_yamls(served_repo, redis_server.address, "-shutdown")
+    server = start_server("feast-redis-rs", served_repo, ours_yaml, "--shutdown-timeout", "20")
+    channel = grpc.insecure_channel(server.url.removeprefix("http://"))
+    try:
+        stream = watch(channel, "GrpcFeatureServer")
+        assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert next(stream).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.RpcError) as raised:
+            next(stream)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in raised.value.details()
+        assert server.process.wait(timeout=15) == 0
+        # Well within the grace: nothing waited for the watch.
+        assert time.monotonic() - started < 10
+    finally:
+        channel.close()
+        server.stop()

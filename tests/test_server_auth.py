@@ -12,6 +12,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -19,11 +20,14 @@ from feast import FeatureView
 from feast.permissions.action import AuthzedAction
 from feast.permissions.permission import Permission
 from feast.permissions.policy import RoleBasedPolicy
+from feast.protos.feast.serving import GrpcServer_pb2, GrpcServer_pb2_grpc, ServingService_pb2
+from feast.protos.feast.serving.ServingService_pb2_grpc import ServingServiceStub
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feast_redis_rs import RedisOnlineStoreConfig
 
 from . import loan_repo
-from .feature_servers import BIN, columns, start_server, write_repo_yaml
+from .feature_servers import BIN, columns, start_server, start_stock_listen, write_repo_yaml
 from .redis_servers import free_port
 
 CLIENT_ID = "feast-test"
@@ -66,13 +70,13 @@ class Issuer:
         }
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def token(self, roles: list[str], key=None) -> str:
+    def token(self, roles: list[str], key=None, lifetime: int = 3600) -> str:
         now = int(time.time())
         claims = {
             "preferred_username": "tester",
             "resource_access": {CLIENT_ID: {"roles": roles}},
             "iat": now,
-            "exp": now + 3600,
+            "exp": now + lifetime,
             "iss": self.url,
         }
         return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": "test-key"})
@@ -122,6 +126,7 @@ def protected(redis_server, tmp_path_factory):
     )  # fmt: skip
     ours.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     stock = start_server("feast", repo, stock_yaml, "--no-access-log")
+    ours.repo, ours.stock_yaml = repo, stock_yaml
     yield issuer, ours, stock
     ours.stop()
     stock.stop()
@@ -187,3 +192,73 @@ def test_an_auth_type_feast_does_not_know_is_an_error_not_an_open_server(redis_s
     assert result.returncode == 1
     assert "cannot load the feature repo" in result.stderr and "ldap" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def grpc_online_request() -> ServingService_pb2.GetOnlineFeaturesRequest:
+    request = ServingService_pb2.GetOnlineFeaturesRequest(
+        features=ServingService_pb2.FeatureList(val=REQUEST["features"])
+    )
+    request.entities["zipcode"].val.extend(
+        ValueProto(int64_val=zipcode) for zipcode in REQUEST["entities"]["zipcode"]
+    )
+    return request
+
+
+def test_grpc_calls_are_authenticated_by_their_bearer_token(protected, redis_server):
+    """gRPC carries the token in its ``authorization`` metadata, as Feast's gRPC servers
+    read it: no token, a bad or expired one is UNAUTHENTICATED, a token without the
+    permission PERMISSION_DENIED (writes too, and nothing is written), a reader gets
+    what stock ``feast listen`` (which checks nothing) answers on the same repo."""
+    issuer, ours, _ = protected
+    forged = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    stock = start_stock_listen(ours.repo, ours.stock_yaml)
+    channel = grpc.insecure_channel(ours.url.removeprefix("http://"))
+    stub = GrpcServer_pb2_grpc.GrpcFeatureServerStub(channel)
+
+    def call(method, request, authorization: str | None):
+        metadata = [("authorization", authorization)] if authorization else []
+        try:
+            return grpc.StatusCode.OK, method(request, metadata=metadata, timeout=30)
+        except grpc.RpcError as error:
+            return error.code(), error.details()
+
+    try:
+        request = grpc_online_request()
+        refused = {
+            "no token": None,
+            "not a bearer token": "Basic c2VjcmV0LXZhbHVl",
+            "not a token": "Bearer garbage",
+            "signed by another key": f"Bearer {issuer.token(['reader'], key=forged)}",
+            "expired": f"Bearer {issuer.token(['reader'], lifetime=-60)}",
+        }
+        for case, authorization in refused.items():
+            code, details = call(stub.GetOnlineFeatures, request, authorization)
+            assert code == grpc.StatusCode.UNAUTHENTICATED, (case, details)
+            assert "c2VjcmV0LXZhbHVl" not in details
+        code, details = call(stub.GetOnlineFeatures, request, f"Bearer {issuer.token(['writer'])}")
+        assert code == grpc.StatusCode.PERMISSION_DENIED, details
+        assert "Permission error" in details
+        reader = f"Bearer {issuer.token(['reader'])}"
+        code, answer = call(stub.GetOnlineFeatures, request, reader)
+        assert code == grpc.StatusCode.OK, answer
+        expected = GrpcServer_pb2_grpc.GrpcFeatureServerStub(stock.channel).GetOnlineFeatures(
+            request
+        )
+        assert answer == expected
+        # The Go and Java servers' contract is checked the same way.
+        serving = ServingServiceStub(channel)
+        assert call(serving.GetOnlineFeatures, request, None)[0] == grpc.StatusCode.UNAUTHENTICATED
+        assert call(serving.GetOnlineFeatures, request, reader) == (grpc.StatusCode.OK, expected)
+
+        write = GrpcServer_pb2.WriteToOnlineStoreRequest(feature_view_name="zipcode_features")
+        write.typed_features["zipcode"].int64_val = 1
+        write.typed_features["z_i64"].int64_val = 41
+        write.typed_features["event_timestamp"].unix_timestamp_val = 1_700_000_000
+        keys = set(redis_server.client().keys())
+        assert call(stub.WriteToOnlineStore, write, None)[0] == grpc.StatusCode.UNAUTHENTICATED
+        code, details = call(stub.WriteToOnlineStore, write, reader)
+        assert code == grpc.StatusCode.PERMISSION_DENIED, details
+        assert set(redis_server.client().keys()) == keys
+    finally:
+        channel.close()
+        stock.stop()

@@ -17,11 +17,13 @@ build.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 import threading
 import warnings
 from enum import Enum
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import feast
@@ -341,6 +343,74 @@ def offline_store_of(repo_config: RepoConfig) -> OfflineStore:
     from feast.infra.passthrough_provider import PassthroughProvider
 
     return PassthroughProvider(repo_config).offline_store
+
+
+def authenticate_grpc_call(metadata: dict[str, str]) -> None:
+    """Makes a gRPC call's user the current user of Feast's security manager, as Feast's
+    ``AuthInterceptor`` does: the bearer token of its ``authorization`` metadata, parsed
+    by the repo's auth manager. Nothing when the repo has no ``auth``. Raises
+    starlette's ``AuthenticationError`` for a missing or rejected token."""
+    from feast.permissions.auth.auth_manager import get_auth_manager
+    from feast.permissions.security_manager import get_security_manager
+    from feast.permissions.server.grpc_token_extractor import GrpcTokenExtractor
+
+    security_manager = get_security_manager()
+    if security_manager is None:
+        return
+    token = GrpcTokenExtractor().extract_access_token(metadata=metadata)
+    parser = get_auth_manager().token_parser
+    security_manager.set_current_user(asyncio.run(parser.user_details_from_access_token(token)))
+
+
+def authorize_grpc_call(store: FeatureStore, method: str, request: Any) -> None:
+    """Asks Feast's security manager what ``feast serve`` asks before the same action
+    (its ``/get-online-features``, ``/push`` and ``/write-to-online-store``): Feast's
+    servicer asks nothing. Raises ``FeastPermissionError``; nothing when the repo has
+    no ``auth``; a name not found raises Feast's error for it."""
+    from feast.feature_server import _get_features
+    from feast.feature_view_utils import get_feature_view_from_feature_store
+    from feast.permissions.action import WRITE, AuthzedAction
+    from feast.permissions.security_manager import assert_permissions, get_security_manager
+
+    if get_security_manager() is None:
+        return
+    if method == "GetOnlineFeatures":
+        asked = SimpleNamespace(
+            feature_service=request.feature_service
+            if request.HasField("feature_service")
+            else None,
+            features=list(request.features.val),
+        )
+        asyncio.run(_get_features(asked, store))
+    elif method == "Push":
+        actions = {
+            "online": [AuthzedAction.WRITE_ONLINE],
+            "offline": [AuthzedAction.WRITE_OFFLINE],
+            "online_and_offline": WRITE,
+        }.get(request.to)
+        if actions is None:
+            return  # the servicer refuses it
+        cache = request.allow_registry_cache
+        views = store.list_feature_views(allow_cache=cache) + store.list_stream_feature_views(
+            allow_cache=cache
+        )
+        for view in views:
+            source = view.stream_source
+            if source is not None and getattr(source, "name", None) == request.stream_feature_view:
+                assert_permissions(resource=view, actions=actions)
+    elif method == "WriteToOnlineStore":
+        view = get_feature_view_from_feature_store(
+            store, request.feature_view_name, request.allow_registry_cache
+        )
+        assert_permissions(resource=view, actions=[AuthzedAction.WRITE_ONLINE])
+
+
+def is_permission_error(details: str) -> bool:
+    """Whether Feast's servicer's details are a ``FeastPermissionError`` it caught (its
+    ``Push`` and ``WriteToOnlineStore`` answer every error as ``INTERNAL``)."""
+    from feast.errors import FeastPermissionError
+
+    return details.startswith(str(FeastPermissionError("")))
 
 
 def grpc_feature_servicer(store: FeatureStore) -> Any:

@@ -56,6 +56,9 @@ _LIMITS = [
      "is closed."),
     ("--tls-handshake-timeout", "tls_handshake_timeout", float,
      "Seconds for a TLS handshake."),
+    ("--stream-timeout", "stream_timeout", float,
+     "Seconds a streaming gRPC call (health Watch, reflection) may last; then it ends "
+     "with UNAVAILABLE, and the client calls again."),
     ("--max-body-bytes", "max_body_bytes", int,
      "Larger request bodies are refused with 413, before they are read."),
     ("--max-entity-rows", "max_entity_rows", int,

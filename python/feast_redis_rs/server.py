@@ -13,6 +13,7 @@ and errors are Feast's.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import threading
@@ -24,6 +25,7 @@ from urllib.parse import unquote
 
 import feast
 from feast import FeatureStore
+from feast.errors import FeastPermissionError
 from feast.feature_server import get_app
 from feast.permissions.server.utils import (
     AuthManagerType,
@@ -32,6 +34,7 @@ from feast.permissions.server.utils import (
     init_security_manager,
     str_to_auth_manager_type,
 )
+from starlette.authentication import AuthenticationError
 
 from feast_redis_rs import _feast, _native
 from feast_redis_rs.config import _PASSWORD, RedisOnlineStoreConfig
@@ -80,6 +83,8 @@ class ServerOptions:
     body_timeout: float = 30.0
     write_timeout: float = 30.0
     tls_handshake_timeout: float = 10.0
+    stream_timeout: float = 300.0
+    """For all of a streaming gRPC call (health Watch, reflection); then UNAVAILABLE."""
     fallback_concurrency: int = 32
     """Requests Feast's app works on at once."""
     fallback_queue: int = 256
@@ -223,7 +228,7 @@ class FeastApp:
     def _start(self, request_id, method, path, headers, body, client, scheme, reply) -> None:
         if method == GRPC_METHOD:
             # Feast's servicer blocks: it runs on the loop's threads, not on the loop.
-            call = self._loop.run_in_executor(None, self._grpc.answer, path, body)
+            call = self._loop.run_in_executor(None, self._grpc.answer, path, headers, body)
             call.add_done_callback(lambda done: reply(*done.result()))
             return
         disconnected = asyncio.Event()
@@ -303,9 +308,10 @@ GRPC_METHOD = "GRPC"
 class _Context:
     """What Feast's servicer is given of grpcio's ``ServicerContext``."""
 
-    def __init__(self) -> None:
+    def __init__(self, metadata: dict[str, str]) -> None:
         self.code: Any = None
         self.details = ""
+        self._metadata = metadata
 
     def set_code(self, code: Any) -> None:
         self.code = code
@@ -317,8 +323,8 @@ class _Context:
         self.code, self.details = code, details
         raise _Aborted
 
-    def invocation_metadata(self) -> tuple[()]:
-        return ()
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return tuple(self._metadata.items())
 
     def is_active(self) -> bool:
         return True
@@ -343,14 +349,23 @@ class GrpcServicer:
             "Push": GrpcServer_pb2.PushRequest,
             "WriteToOnlineStore": GrpcServer_pb2.WriteToOnlineStoreRequest,
         }
+        self._store = store
         try:
             self._servicer: Any = _feast.grpc_feature_servicer(store)
         except ImportError as error:
             self._servicer = None
             self._missing = str(error)
 
-    def answer(self, path: str, body: bytes) -> tuple[int, list[tuple[str, bytes]], bytes]:
-        """``(status code, [("grpc-message", details)], serialized response)``."""
+    def answer(
+        self, path: str, headers: list[tuple[str, bytes]], body: bytes
+    ) -> tuple[int, list[tuple[str, bytes]], bytes]:
+        """``(status code, [("grpc-message", details)], serialized response)``, in a
+        context of its own: the caller's user is the call's alone."""
+        return contextvars.Context().run(self._answer, path, headers, body)
+
+    def _answer(
+        self, path: str, headers: list[tuple[str, bytes]], body: bytes
+    ) -> tuple[int, list[tuple[str, bytes]], bytes]:
         method = path.rpartition("/")[2]
         if self._servicer is None:
             return _status(
@@ -360,23 +375,44 @@ class GrpcServicer:
             )
         if method not in self._requests:
             return _status(_UNIMPLEMENTED, f"GrpcFeatureServer has no method {method}")
-        context = _Context()
+        metadata = {
+            name: value.decode("latin-1") for name, value in headers if not name.endswith("-bin")
+        }
+        try:
+            _feast.authenticate_grpc_call(metadata)
+        except AuthenticationError as error:
+            # Feast's message may quote the header it could not read: never send it back.
+            details = str(error)
+            for value in metadata.values():
+                details = details.replace(value, "<redacted>") if value else details
+            return _status(_UNAUTHENTICATED, details)
+        context = _Context(metadata)
         try:
             request = self._requests[method].FromString(body)
+            _feast.authorize_grpc_call(self._store, method, request)
             response = getattr(self._servicer, method)(request, context)
         except _Aborted:
             return _status(context.code.value[0], context.details)
+        except FeastPermissionError as error:
+            # As Feast's gRPC servers with auth answer it (their ErrorInterceptor).
+            return _status(_PERMISSION_DENIED, str(error))
         except Exception as error:
             # As grpcio answers a servicer's uncaught exception.
             logger.exception("Exception calling application: %s", error)
             return _status(_UNKNOWN, f"Exception calling application: {error}")
         if context.code is not None and context.code.value[0] != 0:
-            return _status(context.code.value[0], context.details)
+            code = context.code.value[0]
+            if code == _INTERNAL and _feast.is_permission_error(context.details):
+                code = _PERMISSION_DENIED
+            return _status(code, context.details)
         return 0, [], response.SerializeToString()
 
 
 _UNKNOWN = 2
+_PERMISSION_DENIED = 7
 _UNIMPLEMENTED = 12
+_INTERNAL = 13
+_UNAUTHENTICATED = 16
 
 
 def _status(code: int, details: str) -> tuple[int, list[tuple[str, bytes]], bytes]:

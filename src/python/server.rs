@@ -74,6 +74,8 @@ struct PyServerOptions {
     #[pyo3(attribute)]
     tls_handshake_timeout: f64,
     #[pyo3(attribute)]
+    stream_timeout: f64,
+    #[pyo3(attribute)]
     fallback_concurrency: usize,
     #[pyo3(attribute)]
     fallback_queue: usize,
@@ -157,6 +159,7 @@ impl PyServerOptions {
                 body_read: seconds("--body-timeout", self.body_timeout)?,
                 write: seconds("--write-timeout", self.write_timeout)?,
                 tls_handshake: seconds("--tls-handshake-timeout", self.tls_handshake_timeout)?,
+                stream: seconds("--stream-timeout", self.stream_timeout)?,
             },
             fallback: FallbackLimits {
                 concurrency: self.fallback_concurrency,

@@ -32,6 +32,8 @@ pub struct Timeouts {
     pub write: Duration,
     /// For a TLS handshake.
     pub tls_handshake: Duration,
+    /// For all of a streaming gRPC call (health Watch, reflection).
+    pub stream: Duration,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -8,14 +8,20 @@
 //! `Fallback`, and comes back with its status codes.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use futures_util::future::BoxFuture;
-use http_body_util::Full;
+use hyper::body::{Body as HttpBody, Frame};
 use prost::encoding::{DecodeContext, WireType};
 use prost::{DecodeError, Message};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status};
 use tower_service::Service;
 
@@ -141,12 +147,12 @@ impl FeastServices {
         method: &'static str,
     ) -> Result<Response<WrittenMessage>, Status> {
         let caller = caller_of(&request)?;
-        let message = request.into_inner();
+        let (metadata, _, message) = request.into_parts();
         if let Some(answer) = caller.server.grpc_online(&message).await? {
             return Ok(Response::new(WrittenMessage(answer)));
         }
         let (code, details, body) = caller
-            .fall_back(method, Bytes::from(message.encode_to_vec()))
+            .fall_back(method, metadata, Bytes::from(message.encode_to_vec()))
             .await?;
         match code {
             0 => Ok(Response::new(WrittenMessage(body))),
@@ -160,8 +166,9 @@ impl FeastServices {
         method: &'static str,
     ) -> Result<Response<R>, Status> {
         let caller = caller_of(&request)?;
-        let body = Bytes::from(request.into_inner().encode_to_vec());
-        let (code, details, body) = caller.fall_back(method, body).await?;
+        let (metadata, _, message) = request.into_parts();
+        let body = Bytes::from(message.encode_to_vec());
+        let (code, details, body) = caller.fall_back(method, metadata, body).await?;
         let answer = R::decode(body).map_err(|err| {
             Status::internal(format!(
                 "Feast's servicer answered {method} with a message that does not parse: {err}"
@@ -218,15 +225,11 @@ impl ServingService for FeastServices {
 }
 
 /// A service's answer to a call, whatever the service's type.
-type Call = Box<dyn Fn(hyper::Request<Full<Bytes>>) -> BoxFuture<'static, GrpcResponse> + Send + Sync>;
+type Call = Box<dyn Fn(GrpcRequest) -> BoxFuture<'static, GrpcResponse> + Send + Sync>;
 
 fn call_of<S>(service: S) -> Call
 where
-    S: Service<hyper::Request<Full<Bytes>>, Response = GrpcResponse, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    S: Service<GrpcRequest, Response = GrpcResponse, Error = Infallible> + Clone + Send + Sync + 'static,
     S::Future: Send + 'static,
 {
     Box::new(move |request| {
@@ -266,7 +269,24 @@ pub const METHODS: [&str; 8] = [
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
 ];
 
+pub type GrpcRequest = hyper::Request<tonic::body::Body>;
 pub type GrpcResponse = hyper::Response<tonic::body::Body>;
+
+/// The calls whose messages stream both ways while the call lasts: their requests are
+/// read a message at a time, not whole.
+const STREAMING: [&str; 3] = [
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The largest message of a health or reflection call (they name a service, a file or
+/// a symbol); a streaming call reserves this much of the memory budget while it lasts.
+pub const STREAM_MESSAGE_BYTES: usize = 64 * 1024;
+
+pub fn is_streaming(path: &str) -> bool {
+    STREAMING.contains(&path)
+}
 
 impl GrpcServices {
     pub fn new(max_message_bytes: usize) -> Self {
@@ -298,7 +318,7 @@ impl GrpcServices {
                 "grpc.health.v1.Health",
                 call_of(
                     tonic_health::pb::health_server::HealthServer::new(health)
-                        .max_decoding_message_size(max_message_bytes),
+                        .max_decoding_message_size(STREAM_MESSAGE_BYTES),
                 ),
             ),
             (
@@ -307,7 +327,7 @@ impl GrpcServices {
                     reflection()
                         .build_v1()
                         .expect("the descriptors compiled by build.rs are valid")
-                        .max_decoding_message_size(max_message_bytes),
+                        .max_decoding_message_size(STREAM_MESSAGE_BYTES),
                 ),
             ),
             (
@@ -316,7 +336,7 @@ impl GrpcServices {
                     reflection()
                         .build_v1alpha()
                         .expect("the descriptors compiled by build.rs are valid")
-                        .max_decoding_message_size(max_message_bytes),
+                        .max_decoding_message_size(STREAM_MESSAGE_BYTES),
                 ),
             ),
         ];
@@ -339,14 +359,119 @@ impl GrpcServices {
         }
     }
 
-    /// Answers a gRPC request of any of the services, its message read already.
-    pub async fn call(&self, request: hyper::Request<Full<Bytes>>) -> GrpcResponse {
+    /// Answers a gRPC request of any of the services.
+    pub async fn call(&self, request: GrpcRequest) -> GrpcResponse {
         let path = request.uri().path();
         let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
         match self.services.iter().find(|(name, _)| *name == service) {
             Some((_, call)) => call(request).await,
             None => Status::unimplemented(format!("this server has no gRPC service {service:?}")).into_http(),
         }
+    }
+}
+
+/// The streaming calls in service: as many at once as the server has connections, each
+/// for a bounded time, and all of them ended when the server shuts down.
+pub struct StreamingCalls {
+    places: Arc<Semaphore>,
+    limit: usize,
+    lifetime: Duration,
+    ending: watch::Sender<bool>,
+}
+
+impl StreamingCalls {
+    pub fn new(limit: usize, lifetime: Duration) -> Self {
+        Self {
+            places: Arc::new(Semaphore::new(limit)),
+            limit,
+            lifetime,
+            ending: watch::channel(false).0,
+        }
+    }
+
+    /// A place for one more streaming call, or `RESOURCE_EXHAUSTED`.
+    pub fn enter(&self) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.places).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the server has {} streaming calls (health Watch, reflection) in service, as many as \
+                 --worker-connections: retry shortly",
+                self.limit
+            ))
+        })
+    }
+
+    /// `response` sent until the call ends by itself, its lifetime (`--stream-timeout`)
+    /// passes or the server shuts down; in the last two cases it ends with `UNAVAILABLE`,
+    /// which tells the client to call again (on another server, when this one stops).
+    /// `held` (the call's place, its memory, its connection's being in service) is let
+    /// go with the response.
+    pub fn bound(&self, response: GrpcResponse, held: impl Send + 'static) -> GrpcResponse {
+        let lifetime = self.lifetime;
+        let mut ending = self.ending.subscribe();
+        let until = Box::pin(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(lifetime) => format!(
+                    "the call lasted {} s, as long as a streaming call may (--stream-timeout): call again",
+                    lifetime.as_secs_f64()
+                ),
+                _ = ending.wait_for(|ending| *ending) => "the server is shutting down: call again".to_owned(),
+            }
+        });
+        response.map(|inner| {
+            tonic::body::Body::new(Bounded {
+                inner,
+                until,
+                ended: false,
+                _held: Box::new(held),
+            })
+        })
+    }
+
+    /// Ends every streaming call (shutdown), and those that begin after.
+    pub fn end_all(&self) {
+        self.ending.send_replace(true);
+    }
+}
+
+/// A streaming call's response, ended with `UNAVAILABLE` when `until` resolves first.
+struct Bounded {
+    inner: tonic::body::Body,
+    until: Pin<Box<dyn Future<Output = String> + Send>>,
+    ended: bool,
+    _held: Box<dyn Send>,
+}
+
+impl HttpBody for Bounded {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if !matches!(&frame, Some(Ok(frame)) if frame.is_data()) {
+                self.ended = true;
+            }
+            return Poll::Ready(frame);
+        }
+        let Poll::Ready(why) = self.until.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        self.ended = true;
+        let mut trailers = hyper::HeaderMap::new();
+        Status::unavailable(why)
+            .add_header(&mut trailers)
+            .map_or(Poll::Ready(None), |()| {
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
     }
 }
 
@@ -364,14 +489,25 @@ pub fn refusal(refused: &BodyRefused) -> GrpcResponse {
 
 impl Caller {
     /// Feast's servicer's answer to `method` of `GrpcFeatureServer`: its status code, its
-    /// details and the serialized response.
-    async fn fall_back(&self, method: &'static str, body: Bytes) -> Result<(u16, String, Bytes), Status> {
+    /// details and the serialized response. The call's metadata goes with it (its
+    /// `authorization` authenticates it in a repo with `auth`).
+    async fn fall_back(
+        &self,
+        method: &'static str,
+        metadata: MetadataMap,
+        body: Bytes,
+    ) -> Result<(u16, String, Bytes), Status> {
+        let headers = metadata
+            .into_headers()
+            .iter()
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect();
         let answer = self
             .server
             .to_feast(
                 FALLBACK_METHOD.to_owned(),
                 format!("/{FEATURE_SERVER}/{method}"),
-                Vec::new(),
+                headers,
                 body,
                 self.peer,
                 self.scheme,

@@ -33,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 use super::admission::{Admission, Place, Shed};
 use super::budget::{MemoryBudget, Reservation};
 use super::connection::{Closed, ConnState, Connections, TimedIo, Timeouts};
-use super::grpc::{self, Caller, GrpcServices};
+use super::grpc::{self, Caller, GrpcServices, StreamingCalls};
 use super::log::Log;
 use super::memo::AnswerMemo;
 use super::metrics::{Gauges, Metrics, Refused};
@@ -172,6 +172,8 @@ pub(super) enum Refusal {
     Redis(crate::store::StoreError),
 }
 
+const REQUEST_OVER_BUDGET: &str =
+    "the server is holding as many request bytes as it may (--max-buffered-mb): retry shortly";
 const ANSWER_OVER_BUDGET: &str =
     "the server is holding as many answer bytes as it may (--max-buffered-mb): retry shortly";
 
@@ -201,6 +203,7 @@ pub struct Server {
     budget: MemoryBudget,
     connections: Arc<Connections>,
     grpc: GrpcServices,
+    streaming: StreamingCalls,
     stop: Notify,
 }
 
@@ -223,6 +226,8 @@ const FD_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 const FULL_RETRY: Duration = Duration::from_millis(100);
 /// Largest request head (request line and headers) a client may send.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// At shutdown, how long a connection without a request in service may go on writing.
+const SHUTDOWN_FLUSH: Duration = Duration::from_millis(100);
 /// Requests an HTTP/2 connection may have in service at once.
 const MAX_STREAMS_PER_CONNECTION: u32 = 100;
 /// Streams an HTTP/2 client may open and reset at once before the connection is ended
@@ -424,6 +429,7 @@ impl Server {
             budget: MemoryBudget::new(options.max_buffered_bytes),
             connections: Arc::default(),
             grpc: GrpcServices::new(options.max_body_bytes),
+            streaming: StreamingCalls::new(options.max_connections, options.timeouts.stream),
             stop: Notify::new(),
             options,
         }
@@ -533,6 +539,7 @@ impl Server {
         let started = Instant::now();
         self.draining.store(true, Ordering::Relaxed);
         self.grpc.set_serving(false).await;
+        self.streaming.end_all();
         let _ = shutdown.send(true);
         self.connections.close_idle();
         metrics_connections.close_idle();
@@ -688,11 +695,7 @@ impl Server {
             service_state.begin_request();
             let in_service = InService(Arc::clone(&service_state));
             let server = Arc::clone(&server);
-            async move {
-                let response = server.handle(request, peer, kind, scheme).await;
-                drop(in_service);
-                Ok::<_, Infallible>(response)
-            }
+            async move { Ok::<_, Infallible>(server.handle(request, peer, kind, scheme, in_service).await) }
         });
         // HTTP/1.1, or HTTP/2 (gRPC's) told by the client's preface.
         let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -721,6 +724,12 @@ impl Server {
             }
         }
         connection.as_mut().graceful_shutdown();
+        // What is written already (a stream's last frames, HTTP/2's GOAWAY) gets a moment
+        // to leave; a request still arriving gets none.
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = tokio::time::sleep(SHUTDOWN_FLUSH) => {}
+        }
         if !state.close_unless_busy() {
             let _ = connection.await;
         }
@@ -732,6 +741,7 @@ impl Server {
         peer: SocketAddr,
         kind: Listener,
         scheme: &'static str,
+        in_service: InService,
     ) -> Response<Body> {
         let started = Instant::now();
         let _in_flight = self.metrics.start();
@@ -747,7 +757,7 @@ impl Server {
             Listener::Api
                 if grpc::is_grpc(request.headers().get(CONTENT_TYPE).map(HeaderValue::as_bytes)) =>
             {
-                self.grpc(request, peer, scheme).await
+                self.grpc(request, peer, scheme, in_service).await
             }
             Listener::Api => self.route(request, peer, scheme).await.map(Either::Left),
             Listener::Metrics => match (request.method(), request.uri().path()) {
@@ -777,25 +787,53 @@ impl Server {
 
     /// A gRPC call: its message read whole within the body's limits (size, time, the
     /// memory budget) before tonic decodes it, so a slow or huge stream holds nothing
-    /// past them.
+    /// past them. A streaming call (health Watch, reflection) is read a message at a
+    /// time instead, each bounded by its service, and the call by `StreamingCalls`; its
+    /// connection stays in service while it lasts.
     async fn grpc(
         self: &Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
         scheme: &'static str,
+        in_service: InService,
     ) -> Response<Body> {
         let (mut parts, body) = request.into_parts();
-        let (body, _reservation) = match self.read_body(&parts, body).await {
-            Ok(read) => read,
-            Err(refused) => return grpc::refusal(&refused).map(Either::Right),
-        };
         parts.extensions.insert(Caller {
             server: Arc::clone(self),
             peer,
             scheme,
         });
+        if grpc::is_streaming(parts.uri.path()) {
+            let place = match self.streaming.enter() {
+                Ok(place) => place,
+                Err(refused) => {
+                    self.metrics.refused(Refused::Streams);
+                    return refused.into_http::<tonic::body::Body>().map(Either::Right);
+                }
+            };
+            let mut reservation = self.budget.reservation();
+            if !reservation.grow(grpc::STREAM_MESSAGE_BYTES) {
+                self.metrics.refused(Refused::MemoryBudget);
+                return tonic::Status::unavailable(REQUEST_OVER_BUDGET)
+                    .into_http::<tonic::body::Body>()
+                    .map(Either::Right);
+            }
+            let request = Request::from_parts(parts, tonic::body::Body::new(body));
+            let response = self.grpc.call(request).await;
+            return self
+                .streaming
+                .bound(response, (place, reservation, in_service))
+                .map(Either::Right);
+        }
+        let (body, _reservation) = match self.read_body(&parts, body).await {
+            Ok(read) => read,
+            Err(refused) => return grpc::refusal(&refused).map(Either::Right),
+        };
         self.grpc
-            .call(Request::from_parts(parts, Full::new(body)))
+            .call(Request::from_parts(
+                parts,
+                tonic::body::Body::new(Full::new(body)),
+            ))
             .await
             .map(Either::Right)
     }
@@ -901,9 +939,7 @@ impl Server {
             self.metrics.refused(Refused::MemoryBudget);
             BodyRefused {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                message:
-                    "the server is holding as many request bytes as it may (--max-buffered-mb): retry shortly"
-                        .to_owned(),
+                message: REQUEST_OVER_BUDGET.to_owned(),
             }
         };
         let declared = parts

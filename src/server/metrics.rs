@@ -53,10 +53,11 @@ pub enum Refused {
     Overloaded,
     FallbackQueueFull,
     FallbackQueueTimeout,
+    Streams,
 }
 
 impl Refused {
-    const ALL: [Refused; 8] = [
+    const ALL: [Refused; 9] = [
         Refused::BodyTooLarge,
         Refused::BodyTimeout,
         Refused::TooManyRows,
@@ -65,6 +66,7 @@ impl Refused {
         Refused::Overloaded,
         Refused::FallbackQueueFull,
         Refused::FallbackQueueTimeout,
+        Refused::Streams,
     ];
 
     fn label(self) -> &'static str {
@@ -77,6 +79,7 @@ impl Refused {
             Refused::Overloaded => "overloaded",
             Refused::FallbackQueueFull => "fallback_queue_full",
             Refused::FallbackQueueTimeout => "fallback_queue_timeout",
+            Refused::Streams => "streaming_calls",
         }
     }
 }
