@@ -192,6 +192,11 @@ soak: build-dev redis-server
 wrk:
 	$(call debian_packages,wrk,wrk)
 
+# The gRPC bench's load client (nghttp2's h2load: HTTP/2 and HTTP/1.1, per-request log).
+.PHONY: h2load
+h2load:
+	$(call debian_packages,h2load,nghttp2-client)
+
 # The release artifacts, as the release workflow builds them: an abi3 wheel for this
 # machine's architecture linked against glibc 2.17's symbols by zig (manylinux_2_17,
 # checked by auditwheel), and the sdist.
@@ -227,10 +232,11 @@ oha: $(OHA)
 
 # Release build with the bench extra (matplotlib); `make test` rebuilds in debug after.
 .PHONY: bench
-bench: $(DEPS_STAMP) redis-server wrk oha
+bench: $(DEPS_STAMP) redis-server wrk oha h2load
 	$(BIN)/maturin develop --release --extras bench
 	$(BIN)/python bench/bench.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/serve_grpc.py
 	$(BIN)/python bench/overload.py
 	$(BIN)/python bench/ray_engine.py
 

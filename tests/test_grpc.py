@@ -8,6 +8,8 @@ from __future__ import annotations
 import queue
 import re
 import signal
+import socket
+import ssl
 import time
 
 import grpc
@@ -22,6 +24,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from . import loan_repo
 from .feature_servers import ours_and_stock_yamls, start_server, start_stock_listen
+from .redis_servers import make_tls_files
 from .test_server import comparable_refs, fallbacks, served_repo  # noqa: F401 (a fixture)
 
 
@@ -352,3 +355,92 @@ def test_shutdown_ends_watches_after_not_serving(served_repo, redis_server):  # 
     finally:
         channel.close()
         server.stop()
+
+
+def test_grpc_over_tls_by_alpn(served_repo, redis_server, channels, tmp_path):  # noqa: F811
+    """With --cert/--key, ALPN offers h2 beside http/1.1: gRPC over TLS answers as the
+    plain-text port does, and HTTPS still answers HTTP/1.1 on the same port."""
+    _, plain_channel, _ = channels
+    tls = make_tls_files(tmp_path / "tls")
+    ours_yaml, _ = ours_and_stock_yamls(served_repo, redis_server.address, "-tls")
+    context = ssl.create_default_context(cafile=str(tls.ca_cert))
+    server = start_server(
+        "feast-redis-rs", served_repo, ours_yaml,
+        "--cert", str(tls.server_cert), "--key", str(tls.server_key), ssl_context=context,
+    )  # fmt: skip
+    credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca_cert.read_bytes())
+    channel = grpc.secure_channel(server.url.removeprefix("https://"), credentials)
+    try:
+        request = online_request(features=feature_list(comparable_refs()))
+        answer = GrpcServer_pb2_grpc.GrpcFeatureServerStub(channel).GetOnlineFeatures(
+            request, timeout=30
+        )
+        plain = GrpcServer_pb2_grpc.GrpcFeatureServerStub(plain_channel).GetOnlineFeatures(request)
+        assert by_name(answer) == by_name(plain)
+        assert server.request("GET", "/health")[0] == 200
+    finally:
+        channel.close()
+        server.stop()
+
+
+def test_many_calls_on_one_connection(channels):
+    """300 calls at once on one channel (one HTTP/2 connection, at most 100 streams in
+    service): every one is answered with its own rows, as when asked alone."""
+    _, ours_channel, _ = channels
+    stub = GrpcServer_pb2_grpc.GrpcFeatureServerStub(ours_channel)
+
+    def request(applicant: str) -> ServingService_pb2.GetOnlineFeaturesRequest:
+        asked = ServingService_pb2.GetOnlineFeaturesRequest(
+            features=feature_list(["credit_history:c_f64"])
+        )
+        asked.entities["dob_ssn"].CopyFrom(repeated([applicant]))
+        return asked
+
+    applicants = loan_repo.APPLICANTS
+    alone = {applicant: stub.GetOnlineFeatures(request(applicant)) for applicant in applicants}
+    asked = [applicants[index % len(applicants)] for index in range(300)]
+    calls = [stub.GetOnlineFeatures.future(request(applicant), timeout=60) for applicant in asked]
+    for applicant, call in zip(asked, calls, strict=True):
+        assert call.result() == alone[applicant]
+
+
+def test_rapid_resets_end_the_connection_and_spare_the_others(channels):
+    """A client opening streams and resetting them at once (the HTTP/2 "rapid reset"
+    attack) has its connection ended with GOAWAY; other clients are answered."""
+    import h2.connection
+    import h2.events
+
+    ours, ours_channel, _ = channels
+    host, port = ours.url.removeprefix("http://").split(":")
+    attacker = h2.connection.H2Connection()
+    attacker.initiate_connection()
+    for _ in range(500):
+        stream = attacker.get_next_available_stream_id()
+        attacker.send_headers(
+            stream,
+            [(":method", "POST"), (":scheme", "http"), (":authority", host),
+             (":path", "/GrpcFeatureServer/GetOnlineFeatures"),
+             ("content-type", "application/grpc"), ("te", "trailers")],
+        )  # fmt: skip
+        attacker.reset_stream(stream)
+    ended = None
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(attacker.data_to_send())
+        deadline = time.monotonic() + 10
+        while ended is None and time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            for event in attacker.receive_data(data):
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    ended = event
+    assert ended is not None, "the server must end the connection with GOAWAY"
+    assert ended.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    request = ServingService_pb2.GetOnlineFeaturesRequest(
+        features=feature_list(["credit_history:c_f64"])
+    )
+    request.entities["dob_ssn"].CopyFrom(repeated(loan_repo.APPLICANTS[:1]))
+    assert GrpcServer_pb2_grpc.GrpcFeatureServerStub(ours_channel).GetOnlineFeatures(request)

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 from feast import FeatureStore
@@ -95,6 +96,49 @@ def _limit_options(command):
     return command
 
 
+_CONNECTION_OPTIONS = [
+    click.option("--no-access-log", is_flag=True, help="Do not log every request."),
+    click.option("--key", "-k", "tls_key_path", default="", help="TLS private key (with --cert)."),
+    click.option("--cert", "-c", "tls_cert_path", default="", help="TLS certificate (with --key)."),
+    click.option("--metrics", "-m", is_flag=True, help="Serve Prometheus metrics at /metrics."),
+    click.option(
+        "--metrics-host",
+        default=_DEFAULTS.metrics_host,
+        show_default=True,
+        help="Host the metrics' own port binds (with --metrics-port).",
+    ),
+    click.option(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Serve /metrics on a port of its own (default: the server's port; "
+        f"{STOCK_METRICS_PORT} for a repo with auth:, as feast serve).",
+    ),
+]
+
+
+def _connection_options(command):
+    """The options `serve` and `listen` share: TLS, the access log and the metrics."""
+    for option in reversed(_CONNECTION_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _connection(options: dict[str, Any]) -> dict[str, Any]:
+    """The `ServerOptions` fields of `_connection_options`, taken out of `options`."""
+    tls_key_path, tls_cert_path = options.pop("tls_key_path"), options.pop("tls_cert_path")
+    if bool(tls_key_path) != bool(tls_cert_path):
+        raise click.BadParameter("pass both --cert and --key to serve HTTPS")
+    return {
+        "tls_cert_path": tls_cert_path or None,
+        "tls_key_path": tls_key_path or None,
+        "access_log": not options.pop("no_access_log"),
+        "metrics": options.pop("metrics"),
+        "metrics_host": options.pop("metrics_host"),
+        "metrics_port": options.pop("metrics_port"),
+    }
+
+
 @cli.command("serve")
 @click.option("--host", "-h", default="127.0.0.1", show_default=True, help="Host to bind.")
 @click.option("--port", "-p", type=int, default=6566, show_default=True, help="Port to bind.")
@@ -107,7 +151,6 @@ def _limit_options(command):
     help="Server type: http or grpc. Either way the port answers both: HTTP/1.1 (Feast's "
     "HTTP API) and HTTP/2 (its gRPC services).",
 )
-@click.option("--no-access-log", is_flag=True, help="Do not log every request.")
 @click.option(
     "--registry_ttl_sec",
     "-r",
@@ -116,22 +159,7 @@ def _limit_options(command):
     show_default=True,
     help="Seconds between registry refreshes (0: never).",
 )
-@click.option("--key", "-k", "tls_key_path", default="", help="TLS private key (with --cert).")
-@click.option("--cert", "-c", "tls_cert_path", default="", help="TLS certificate (with --key).")
-@click.option("--metrics", "-m", is_flag=True, help="Serve Prometheus metrics at /metrics.")
-@click.option(
-    "--metrics-host",
-    default=_DEFAULTS.metrics_host,
-    show_default=True,
-    help="Host the metrics' own port binds (with --metrics-port).",
-)
-@click.option(
-    "--metrics-port",
-    type=int,
-    default=None,
-    help="Serve /metrics on a port of its own (default: the server's port; "
-    f"{STOCK_METRICS_PORT} for a repo with auth:, as feast serve).",
-)
+@_connection_options
 @click.option(
     "--workers",
     "-w",
@@ -162,17 +190,11 @@ def serve_command(
     host: str,
     port: int,
     type_: str,
-    no_access_log: bool,
     registry_ttl_sec: int,
-    tls_key_path: str,
-    tls_cert_path: str,
-    metrics: bool,
-    metrics_host: str,
-    metrics_port: int | None,
     workers: int,
     max_requests: int,
     max_requests_jitter: int,
-    **limits: float,
+    **options: Any,
 ) -> None:
     """Serve Feast's HTTP feature server API (and its gRPC services), answered in Rust."""
     if type_ not in ("http", "grpc"):
@@ -180,26 +202,14 @@ def serve_command(
             f"--type is http or grpc, not {type_!r} (both are served on the port either way)",
             param_hint="--type",
         )
-    if bool(tls_key_path) != bool(tls_cert_path):
-        raise click.BadParameter("pass both --cert and --key to serve HTTPS")
     if workers == -1:
         workers = cores_available()
     if workers < 1:
         raise click.BadParameter("--workers must be 1 or more (or -1: one per core it may use)")
+    connection = _connection(options)
     _run(
         ctx,
-        ServerOptions(
-            host=host,
-            port=port,
-            tls_cert_path=tls_cert_path or None,
-            tls_key_path=tls_key_path or None,
-            access_log=not no_access_log,
-            metrics=metrics,
-            metrics_host=metrics_host,
-            metrics_port=metrics_port,
-            workers=workers,
-            **limits,
-        ),
+        ServerOptions(host=host, port=port, workers=workers, **connection, **options),
         registry_ttl_sec,
     )
 
@@ -228,10 +238,11 @@ def serve_command(
     show_default=True,
     help="Seconds between registry refreshes (0: never).",
 )
+@_connection_options
 @_limit_options
 @click.pass_context
 def listen_command(
-    ctx: click.Context, address: str, max_workers: int, registry_ttl_sec: int, **limits: float
+    ctx: click.Context, address: str, max_workers: int, registry_ttl_sec: int, **options: Any
 ) -> None:
     """Serve Feast's gRPC feature server (feast listen's GrpcFeatureServer, and the Go and
     Java servers' ServingService), answered in Rust."""
@@ -242,7 +253,12 @@ def listen_command(
         )
     if max_workers < 1:
         raise click.BadParameter("--max_workers must be 1 or more", param_hint="--max_workers")
-    _run(ctx, ServerOptions(host=host.strip("[]"), port=int(port), **limits), registry_ttl_sec)
+    connection = _connection(options)
+    _run(
+        ctx,
+        ServerOptions(host=host.strip("[]"), port=int(port), **connection, **options),
+        registry_ttl_sec,
+    )
 
 
 def _run(ctx: click.Context, options: ServerOptions, registry_ttl_sec: int) -> None:
