@@ -19,7 +19,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from serve import body as json_body  # noqa: E402
-from serve import served_repo  # noqa: E402
+from serve import served_repo, stop  # noqa: E402
 
 from bench import FEATURES, entity_rows, percentile  # noqa: E402
 from tests.redis_servers import free_port, start_redis  # noqa: E402
@@ -71,14 +70,6 @@ def start(command: list[str], port: int, log: Path) -> subprocess.Popen:
             time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"{command[0]} did not start: {log.read_text()[-2000:]}")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def answered_rows(port: int, message: bytes) -> int:

@@ -385,7 +385,9 @@ def test_grpc_over_tls_by_alpn(served_repo, redis_server, channels, tmp_path):  
 
 def test_many_calls_on_one_connection(channels):
     """300 calls at once on one channel (one HTTP/2 connection, at most 100 streams in
-    service): every one is answered with its own rows, as when asked alone."""
+    service, more than --max-concurrent-reads lets wait): each is answered with its own
+    rows, as when asked alone, or shed at once with UNAVAILABLE naming the limit, and
+    then answered when called again."""
     _, ours_channel, _ = channels
     stub = GrpcServer_pb2_grpc.GrpcFeatureServerStub(ours_channel)
 
@@ -400,8 +402,17 @@ def test_many_calls_on_one_connection(channels):
     alone = {applicant: stub.GetOnlineFeatures(request(applicant)) for applicant in applicants}
     asked = [applicants[index % len(applicants)] for index in range(300)]
     calls = [stub.GetOnlineFeatures.future(request(applicant), timeout=60) for applicant in asked]
+    shed = []
     for applicant, call in zip(asked, calls, strict=True):
-        assert call.result() == alone[applicant]
+        if call.exception() is None:
+            assert call.result() == alone[applicant]
+            continue
+        assert call.code() == grpc.StatusCode.UNAVAILABLE, call.details()
+        assert "--max-concurrent-reads" in call.details()
+        shed.append(applicant)
+    assert len(shed) < len(asked)
+    for applicant in shed:
+        assert stub.GetOnlineFeatures(request(applicant)) == alone[applicant]
 
 
 def test_rapid_resets_end_the_connection_and_spare_the_others(channels):
