@@ -102,6 +102,15 @@ class Cached:
                     raise
                 time.sleep(0.05)
 
+    def wait_for_invalidations(self) -> None:
+        """Waits, at most the invalidation bound, for the cache to drop what a write just
+        changed: a read is only promised the write completed before it past that delay
+        (on a loaded machine the listener's thread may run a few ms after the writer).
+        Invalidations that never come leave the entries, and the next read stale."""
+        deadline = time.monotonic() + INVALIDATION_BOUND_SECONDS
+        while self.stats()["entries"] and time.monotonic() < deadline:
+            time.sleep(0.001)
+
     def write_when_answered(self, number: int, seconds: float = 10) -> None:
         deadline = time.monotonic() + seconds
         while True:
@@ -116,6 +125,7 @@ class Cached:
     def cached_round(self, number: int) -> None:
         """Round `number` written, read once into the cache and once from it."""
         self.write_when_answered(number)
+        self.wait_for_invalidations()
         assert self.read_when_answered() == [number] * ENTITIES
         hits = self.stats()["hits"]
         assert self.read() == [number] * ENTITIES
