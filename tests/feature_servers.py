@@ -152,7 +152,9 @@ class StockListen:
         stop_process(self.process, timeout=30)
 
 
-def start_stock_listen(repo: Path, yaml_file: Path) -> StockListen:
+def start_stock_listen(
+    repo: Path, yaml_file: Path, env: dict[str, str] | None = None
+) -> StockListen:
     """Stock ``feast listen`` serving `repo` with `yaml_file`, once its channel is ready."""
     import grpc
 
@@ -162,7 +164,7 @@ def start_stock_listen(repo: Path, yaml_file: Path) -> StockListen:
         [str(BIN / "feast"), "-c", str(repo), "-f", str(yaml_file), "listen",
          "-a", f"127.0.0.1:{port}"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**(env or os.environ), "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     try:

@@ -22,7 +22,7 @@ import redis
 from loan_demo import data, embedded_redis, read_paths
 
 from .browser import chromium, page_text, shown_decision
-from .feature_servers import start_server
+from .feature_servers import start_server, start_stock_listen
 from .redis_servers import RedisServer, free_port, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,6 +235,60 @@ def test_run_py_scores_over_http_from_feast_redis_rs_serve(trained, demo_servers
     scored = trained.run(sys.executable, "run.py", "--feature-server", url)
     assert scored.returncode == 0, scored.stderr
     assert scored.stdout.strip().splitlines() == ["Loan rejected!"]
+
+
+def test_grpc_answers_equal_stock_feast_listen_on_the_demo_repo(demo):
+    """The demo's views over gRPC: `feast-redis-rs serve --type grpc` with the demo's
+    feature_store.yaml against stock `feast listen` with feature_store.stock.yaml, on
+    the Redis `feast materialize` wrote, for 100 applicants and zipcodes and one of each
+    never written; both of Feast's services answer alike."""
+    import grpc
+    from feast.protos.feast.serving import GrpcServer_pb2_grpc, ServingService_pb2
+    from feast.protos.feast.serving.ServingService_pb2_grpc import ServingServiceStub
+
+    from .test_grpc import by_name, feature_list, repeated
+    from .test_server import fallbacks
+
+    repo = demo.path / "feature_repo"
+    env = {**demo.env, "FEAST_REDIS_CONNECTION": f"127.0.0.1:{demo.server.port},db=0"}
+    tables = demo.path / "data"
+    dob_ssns = list(pd.read_parquet(tables / "credit_history.parquet")["dob_ssn"][:100])
+    zipcodes = [int(z) for z in pd.read_parquet(tables / "zipcode_table.parquet")["zipcode"][:100]]
+    features = [
+        *(f"zipcode_features:{name}" for name in (
+            "city", "state", "location_type", "tax_returns_filed", "population", "total_wages"
+        )),
+        *(f"credit_history:{name}" for name in data.CREDIT_FEATURES),
+    ]  # fmt: skip
+    ours = start_server(
+        "feast-redis-rs", repo, repo / "feature_store.yaml", "--type", "grpc", "--metrics", env=env
+    )
+    stock = start_stock_listen(repo, repo / "feature_store.stock.yaml", env=env)
+    channel = grpc.insecure_channel(ours.url.removeprefix("http://"))
+    try:
+        for full_feature_names in (True, False):
+            request = ServingService_pb2.GetOnlineFeaturesRequest(
+                features=feature_list(features), full_feature_names=full_feature_names
+            )
+            request.entities["dob_ssn"].CopyFrom(repeated([*dob_ssns, "never-applied"]))
+            request.entities["zipcode"].CopyFrom(repeated([*zipcodes, 1]))
+            expected = GrpcServer_pb2_grpc.GrpcFeatureServerStub(stock.channel).GetOnlineFeatures(
+                request
+            )
+            answer = GrpcServer_pb2_grpc.GrpcFeatureServerStub(channel).GetOnlineFeatures(request)
+            assert by_name(answer) == by_name(expected)
+            assert by_name(ServingServiceStub(channel).GetOnlineFeatures(request)) == by_name(
+                expected
+            )
+        assert fallbacks(ours) == 0, "every call must be answered natively"
+        # What materialize wrote is there to compare: every applicant has a credit card due.
+        names = list(expected.metadata.feature_names.val)
+        dues = expected.results[names.index("credit_card_due")]
+        assert [v.HasField("int64_val") for v in dues.values] == [True] * 100 + [False]
+    finally:
+        channel.close()
+        ours.stop()
+        stock.stop()
 
 
 def test_model_beats_the_majority_class_on_held_out_loans(demo):

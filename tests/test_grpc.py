@@ -71,8 +71,8 @@ def feature_list(refs: list[str]) -> ServingService_pb2.FeatureList:
 @pytest.mark.parametrize(
     "request_kind",
     [
-        {"features": feature_list(comparable_refs()), "full_feature_names": True},
-        {"features": feature_list(comparable_refs())},
+        {"features": feature_list(loan_repo.feature_refs()), "full_feature_names": True},
+        {"features": feature_list(loan_repo.feature_refs())},
         {"feature_service": "comparable", "full_feature_names": True},
     ],
     ids=["full-names", "short-names", "feature-service"],
@@ -352,6 +352,30 @@ def test_shutdown_ends_watches_after_not_serving(served_repo, redis_server):  # 
         assert server.process.wait(timeout=15) == 0
         # Well within the grace: nothing waited for the watch.
         assert time.monotonic() - started < 10
+    finally:
+        channel.close()
+        server.stop()
+
+
+def test_shutdown_answers_unary_calls_in_flight_on_the_connection(served_repo, redis_server):  # noqa: F811
+    ours_yaml, _ = ours_and_stock_yamls(served_repo, redis_server.address, "-in-flight")
+    server = start_server("feast-redis-rs", served_repo, ours_yaml, "--shutdown-timeout", "20")
+    channel = grpc.insecure_channel(server.url.removeprefix("http://"))
+    stub = GrpcServer_pb2_grpc.GrpcFeatureServerStub(channel)
+    request = online_request(features=feature_list(loan_repo.feature_refs()))
+    try:
+        expected = by_name(stub.GetOnlineFeatures(request))
+        # Redis holds every command for 1.5 s: the calls below, all streams of the one
+        # connection, are in flight when the signal comes.
+        redis_server.client().execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        calls = [stub.GetOnlineFeatures.future(request) for _ in range(4)]
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGTERM)
+        assert [by_name(call.result(timeout=30)) for call in calls] == [expected] * 4
+        assert server.process.wait(timeout=30) == 0
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetOnlineFeatures(request, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         channel.close()
         server.stop()
