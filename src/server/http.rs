@@ -813,10 +813,7 @@ impl Server {
             };
             let mut reservation = self.budget.reservation();
             if !reservation.grow(grpc::STREAM_MESSAGE_BYTES) {
-                self.metrics.refused(Refused::MemoryBudget);
-                return tonic::Status::unavailable(REQUEST_OVER_BUDGET)
-                    .into_http::<tonic::body::Body>()
-                    .map(Either::Right);
+                return grpc::refusal(&self.request_over_budget()).map(Either::Right);
             }
             let request = Request::from_parts(parts, tonic::body::Body::new(body));
             let response = self.grpc.call(request).await;
@@ -919,6 +916,15 @@ impl Server {
         }
     }
 
+    /// A request refused for want of room in the memory budget, counted.
+    fn request_over_budget(&self) -> BodyRefused {
+        self.metrics.refused(Refused::MemoryBudget);
+        BodyRefused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: REQUEST_OVER_BUDGET.to_owned(),
+        }
+    }
+
     /// The whole body, within the size limit, the body-read timeout and the memory
     /// budget (reserved as it arrives). A declared length over the limit is refused
     /// before anything is read, so no `100 Continue` is sent for it.
@@ -935,13 +941,6 @@ impl Server {
                 message: format!("the request body is over {limit} bytes (--max-body-bytes)"),
             }
         };
-        let over_budget = || {
-            self.metrics.refused(Refused::MemoryBudget);
-            BodyRefused {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                message: REQUEST_OVER_BUDGET.to_owned(),
-            }
-        };
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -953,7 +952,7 @@ impl Server {
         let mut reservation = self.budget.reservation();
         let mut reserved = declared.map_or(0, |length| length as usize);
         if !reservation.grow(reserved) {
-            return Err(over_budget());
+            return Err(self.request_over_budget());
         }
         let mut data: Vec<u8> = Vec::with_capacity(reserved);
         let deadline = tokio::time::Instant::now() + self.options.timeouts.body_read;
@@ -985,7 +984,7 @@ impl Server {
             }
             if needed > reserved {
                 if !reservation.grow(needed - reserved) {
-                    return Err(over_budget());
+                    return Err(self.request_over_budget());
                 }
                 reserved = needed;
             }
