@@ -129,12 +129,12 @@ pub fn feature_vectors(
         .collect::<Result<Vec<_>, StoreError>>()?;
     let row_to_unique = &rows.row_to_unique;
     let rows = row_to_unique.len();
-    let timestamps_len: usize = row_to_unique
-        .iter()
-        .map(|&u| length_delimited_len(timestamps[u as usize].len()))
-        .sum();
+    // Every column repeats the rows' timestamps: written once, copied into each.
+    let mut row_timestamps = Vec::new();
+    for &u in row_to_unique {
+        put_length_delimited(0x1a, &timestamps[u as usize], &mut row_timestamps);
+    }
     let statuses_len = if rows == 0 { 0 } else { length_delimited_len(rows) };
-    let mut vector = Vec::new();
     // The features' columns, then the `_ts:{view}` column (None).
     let timestamp_column = with_timestamp_column.then_some(None);
     for column in (0..features_read).map(Some).chain(timestamp_column) {
@@ -149,20 +149,20 @@ pub fn feature_vectors(
             .iter()
             .map(|&u| length_delimited_len(value_of(u).len()))
             .sum();
-        vector.clear();
-        vector.reserve(values_len + statuses_len + timestamps_len);
+        // The vector is written in place, after its length.
+        let vector_len = values_len + statuses_len + row_timestamps.len();
+        out.reserve(length_delimited_len(vector_len));
+        out.push(0x12);
+        encode_varint(vector_len as u64, out);
         for &u in row_to_unique {
-            put_length_delimited(0x0a, value_of(u), &mut vector);
+            put_length_delimited(0x0a, value_of(u), out);
         }
         if rows > 0 {
-            vector.push(0x12);
-            encode_varint(rows as u64, &mut vector);
-            vector.resize(vector.len() + rows, status);
+            out.push(0x12);
+            encode_varint(rows as u64, out);
+            out.resize(out.len() + rows, status);
         }
-        for &u in row_to_unique {
-            put_length_delimited(0x1a, &timestamps[u as usize], &mut vector);
-        }
-        put_length_delimited(0x12, &vector, out);
+        out.extend_from_slice(&row_timestamps);
     }
     Ok(())
 }
