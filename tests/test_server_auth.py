@@ -6,10 +6,12 @@ does not know is an error at start, never an open server."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -79,6 +81,8 @@ class Issuer:
             "iat": now,
             "exp": now + lifetime,
             "iss": self.url,
+            # Each token its own, as an issuer's are.
+            "jti": uuid.uuid4().hex,
         }
         return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": "test-key"})
 
@@ -86,26 +90,25 @@ class Issuer:
         self.server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def protected(redis_server, tmp_path_factory):
-    """Ours and stock's serving the loan repo with OIDC auth and a reader permission."""
-    issuer = Issuer()
-    repo = tmp_path_factory.mktemp("protected-repo")
+def readers(*roles: str) -> Permission:
+    """READ_ONLINE on every feature view for the `roles`."""
+    return Permission(
+        name="readers",
+        types=[FeatureView],
+        policy=RoleBasedPolicy(roles=list(roles)),
+        actions=[AuthzedAction.READ_ONLINE],
+    )
+
+
+def protect(repo, redis_server, issuer: Issuer):
+    """The loan repo in `repo` with OIDC auth by `issuer` and a reader permission, its
+    zipcodes written; returns its store, ours' and stock's feature_store.yaml."""
     store = loan_repo.feature_store(
         repo, RedisOnlineStoreConfig(connection_string=redis_server.address)
     )
     zipcodes = loan_repo.views(repo)[0]
     store.write_to_online_store(zipcodes.name, loan_repo.frame(zipcodes))
-    store.apply(
-        [
-            Permission(
-                name="readers",
-                types=[FeatureView],
-                policy=RoleBasedPolicy(roles=["reader"]),
-                actions=[AuthzedAction.READ_ONLINE],
-            )
-        ]
-    )
+    store.apply([readers("reader")])
     auth = {
         "type": "oidc",
         "client_id": CLIENT_ID,
@@ -120,10 +123,20 @@ def protected(redis_server, tmp_path_factory):
     stock_yaml = write_repo_yaml(
         repo, "stock.yaml", {"type": "redis", "connection_string": redis_server.address}, auth=auth
     )
+    return store, ours_yaml, stock_yaml
+
+
+@pytest.fixture(scope="module")
+def protected(redis_server, tmp_path_factory):
+    """Ours and stock's serving the loan repo with OIDC auth and a reader permission (the
+    registry not read again while the tests run: decisions are kept meanwhile)."""
+    issuer = Issuer()
+    repo = tmp_path_factory.mktemp("protected-repo")
+    _, ours_yaml, stock_yaml = protect(repo, redis_server, issuer)
     metrics_port = free_port()
     ours = start_server(
         "feast-redis-rs", repo, ours_yaml, "--no-access-log", "--metrics",
-        "--metrics-port", str(metrics_port),
+        "--metrics-port", str(metrics_port), "--registry_ttl_sec", "3600",
     )  # fmt: skip
     ours.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     stock = start_server("feast", repo, stock_yaml, "--no-access-log")
@@ -163,6 +176,76 @@ def test_tokens_get_feasts_answers(protected):
     assert statuses["signed by another key"] in (401, 403)
     assert statuses["without the permission"] == 403
     assert statuses["a reader"] == 200
+
+
+def counters(server) -> dict[str, float]:
+    """The server's count of requests answered by Feast's app, and of Feast's auth
+    decisions made for the native path."""
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    pattern = r"^feast_redis_rs_(feast_fallbacks_total|auth_decisions_total) (\S+)$"
+    return {name: float(value) for name, value in re.findall(pattern, text, re.M)}
+
+
+def test_an_allowed_token_is_read_natively_on_one_decision(protected):
+    """Feast decides once for a token and the features it asks for; the reads are then
+    native (none goes to Feast's app) and equal stock's. A refusal is never kept: each
+    refused request is Feast's app's to answer, with its 401 or 403."""
+    issuer, ours, stock = protected
+    reader = issuer.token(["reader"])
+    expected = columns(json.loads(post(stock, reader)[1]))
+    before = counters(ours)
+    answers = [post(ours, reader) for _ in range(5)]
+    assert [status for status, _ in answers] == [200] * 5
+    assert all(columns(json.loads(content)) == expected for _, content in answers)
+    after = counters(ours)
+    assert after["feast_fallbacks_total"] == before["feast_fallbacks_total"]
+    assert after["auth_decisions_total"] == before["auth_decisions_total"] + 1
+
+    writer = issuer.token(["writer"])
+    assert [post(ours, writer)[0] for _ in range(3)] == [post(stock, writer)[0]] * 3 == [403] * 3
+    assert [post(ours, None)[0] for _ in range(2)] == [post(stock, None)[0]] * 2
+    refused = counters(ours)
+    assert refused["feast_fallbacks_total"] == after["feast_fallbacks_total"] + 5
+    assert refused["auth_decisions_total"] == after["auth_decisions_total"]
+
+
+def test_a_decision_is_not_kept_past_its_tokens_expiry(protected):
+    issuer, ours, stock = protected
+    token = issuer.token(["reader"], lifetime=1)
+    before = counters(ours)
+    assert post(ours, token)[0] == 200
+    assert post(ours, token)[0] == 200
+    assert counters(ours)["auth_decisions_total"] == before["auth_decisions_total"] + 1
+    time.sleep(1.5)
+    # Expired, but within the 10 s Feast allows for clocks apart: Feast decides again,
+    # and allows it, as stock does.
+    assert post(ours, token)[0] == post(stock, token)[0] == 200
+    assert counters(ours)["auth_decisions_total"] == before["auth_decisions_total"] + 2
+
+
+def test_a_permission_removed_by_apply_stops_within_one_registry_ttl(redis_server, tmp_path):
+    issuer = Issuer()
+    store, ours_yaml, stock_yaml = protect(tmp_path, redis_server, issuer)
+    ours = start_server("feast-redis-rs", tmp_path, ours_yaml, "--registry_ttl_sec", "1")
+    stock = start_server("feast", tmp_path, stock_yaml, "--registry_ttl_sec", "1")
+    try:
+        reader = issuer.token(["reader"])
+        assert post(ours, reader)[0] == post(stock, reader)[0] == 200
+        store.apply([readers("auditor")])
+        applied = time.monotonic()
+        while post(ours, reader)[0] == 200:
+            assert time.monotonic() - applied < 1 + 2, "the decision outlived the registry's ttl"
+            time.sleep(0.05)
+        assert post(ours, reader)[0] == 403
+        time.sleep(1.5)
+        assert post(stock, reader)[0] == 403
+        # And a permission granted is honoured from the next refresh on.
+        assert post(ours, issuer.token(["auditor"]))[0] == 200
+    finally:
+        ours.stop()
+        stock.stop()
+        issuer.stop()
 
 
 def test_metrics_are_not_served_beside_the_authenticated_api(protected):

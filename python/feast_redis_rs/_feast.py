@@ -18,9 +18,12 @@ build.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
+import math
 import re
 import threading
+import time
 import warnings
 from enum import Enum
 from types import SimpleNamespace
@@ -367,7 +370,6 @@ def authorize_grpc_call(store: FeatureStore, method: str, request: Any) -> None:
     (its ``/get-online-features``, ``/push`` and ``/write-to-online-store``): Feast's
     servicer asks nothing. Raises ``FeastPermissionError``; nothing when the repo has
     no ``auth``; a name not found raises Feast's error for it."""
-    from feast.feature_server import _get_features
     from feast.feature_view_utils import get_feature_view_from_feature_store
     from feast.permissions.action import WRITE, AuthzedAction
     from feast.permissions.security_manager import assert_permissions, get_security_manager
@@ -375,13 +377,8 @@ def authorize_grpc_call(store: FeatureStore, method: str, request: Any) -> None:
     if get_security_manager() is None:
         return
     if method == "GetOnlineFeatures":
-        asked = SimpleNamespace(
-            feature_service=request.feature_service
-            if request.HasField("feature_service")
-            else None,
-            features=list(request.features.val),
-        )
-        asyncio.run(_get_features(asked, store))
+        service = request.feature_service if request.HasField("feature_service") else None
+        _assert_may_read(store, service, list(request.features.val))
     elif method == "Push":
         actions = {
             "online": [AuthzedAction.WRITE_ONLINE],
@@ -403,6 +400,64 @@ def authorize_grpc_call(store: FeatureStore, method: str, request: Any) -> None:
             store, request.feature_view_name, request.allow_registry_cache
         )
         assert_permissions(resource=view, actions=[AuthzedAction.WRITE_ONLINE])
+
+
+def _assert_may_read(store: FeatureStore, feature_service: str | None, features: list[str]) -> None:
+    """What ``feast serve`` asserts of the current user before ``/get-online-features``
+    (its ``_get_features``): READ_ONLINE on the feature service, or on each view of the
+    features."""
+    from feast.feature_server import _get_features
+
+    asked = SimpleNamespace(feature_service=feature_service, features=features)
+    asyncio.run(_get_features(asked, store))
+
+
+def decide_online_read(
+    store: FeatureStore, authorization: str, feature_service: str | None, features: list[str]
+) -> float | None:
+    """Feast's decision on a read of ``features`` (or ``feature_service``) by the bearer
+    token of the ``authorization`` header: the token parsed by the repo's auth manager and
+    the user's permissions asserted as ``feast serve`` does, in a context of its own.
+    Returns the seconds until the token expires (``math.inf`` when it names no expiry),
+    or ``None`` where Feast would not answer (no bearer token, a token rejected, a
+    permission missing, a name not found): Feast's app then answers the request."""
+    return contextvars.Context().run(
+        _decide_online_read, store, authorization, feature_service, features
+    )
+
+
+def _decide_online_read(
+    store: FeatureStore, authorization: str, feature_service: str | None, features: list[str]
+) -> float | None:
+    from feast.permissions.auth.auth_manager import get_auth_manager
+    from feast.permissions.security_manager import get_security_manager
+    from feast.permissions.server.grpc_token_extractor import GrpcTokenExtractor
+
+    security_manager = get_security_manager()
+    if security_manager is None:
+        return None
+    try:
+        token = GrpcTokenExtractor().extract_access_token(metadata={"authorization": authorization})
+        parser = get_auth_manager().token_parser
+        security_manager.set_current_user(asyncio.run(parser.user_details_from_access_token(token)))
+        _assert_may_read(store, feature_service, features)
+    except Exception:  # Feast's app answers the request, with its own error
+        return None
+    return _seconds_until_expiry(token)
+
+
+def _seconds_until_expiry(token: str) -> float:
+    """The time left before the ``exp`` of a token Feast has just accepted (its signature
+    was checked by Feast's parser)."""
+    import jwt
+
+    try:
+        expires = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return math.inf
+    if not isinstance(expires, (int, float)):
+        return math.inf
+    return max(0.0, expires - time.time())
 
 
 def is_permission_error(details: str) -> bool:

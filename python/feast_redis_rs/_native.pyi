@@ -120,6 +120,7 @@ class FeatureServer:
         version_metadata: bool,
         null_status: bool,
         feast_version: str,
+        decide: Callable[[str, str | None, list[str]], float | None] | None,
     ) -> FeatureServer: ...
     def update(
         self,

@@ -84,6 +84,10 @@ _LIMITS = [
      "Seconds a request may wait for Feast's app; then 503 with Retry-After."),
     ("--shutdown-timeout", "shutdown_timeout", float,
      "Seconds from SIGTERM to exit, all of it; a second SIGTERM or SIGINT exits at once."),
+    ("--auth-cache-seconds", "auth_cache_seconds", float,
+     "In a repo with auth: seconds Feast's decision for a token and the features it asks "
+     "for is reused at most (never past the token's expiry; decided again after each "
+     "registry refresh); 0: Feast decides every request."),
 ]  # fmt: skip
 
 

@@ -92,6 +92,10 @@ class ServerOptions:
     fallback_queue_timeout: float = 5.0
     shutdown_timeout: float = 25.0
     """From SIGTERM to exit, all of it (Kubernetes waits 30 s by default)."""
+    auth_cache_seconds: float = 60.0
+    """In a repo with ``auth``: how long Feast's decision for a token and the features a
+    request asks for is reused at most (never past the token's expiry, and decided again
+    after each registry refresh); 0: Feast decides every request."""
 
 
 # A fallback whose client went away is cancelled this long after its app is told.
@@ -466,12 +470,19 @@ def serve(
         auth_type=auth_type, server_type=ServerType.REST, auth_config=config.auth_config
     )
     protected = auth_type != AuthManagerType.NONE
+    decide = None
     if protected:
         logger.info(
-            "auth type %s: every request is authenticated, authorized and answered by "
-            "Feast's app (the native path serves repos without auth)",
+            "auth type %s: a read is answered natively once Feast's auth allows its token "
+            "(the decision reused for up to %g s and until the registry is read again); "
+            "Feast's app answers the rest",
             config.auth_config.type,
+            options.auth_cache_seconds,
         )
+
+        def decide(authorization: str, feature_service: str | None, features: list[str]):
+            return _feast.decide_online_read(store, authorization, feature_service, features)
+
         if options.metrics and options.metrics_port is None:
             # Not beside an authenticated API for anyone to read: on a port of its own.
             options = replace(options, metrics_port=STOCK_METRICS_PORT)
@@ -493,11 +504,12 @@ def serve(
         _feast.SERVED_VERSION_METADATA,
         _feast.SERVED_NULL_STATUS,
         feast.__version__,
+        decide,
     )
     stop_refreshing = threading.Event()
 
     def catalog() -> tuple[list[ServedView], list[tuple[str, list[ServedProjection]]]]:
-        return ([], []) if protected else _catalog(store, plans)
+        return _catalog(store, plans)
 
     def refresh() -> None:
         nonlocal served

@@ -14,9 +14,9 @@ use pyo3::types::PyBytes;
 use super::plan::ViewPlan;
 use super::store::RedisStoreClient;
 use crate::server::{
-    AnswerShape, Catalog, Fallback, FallbackLimits, FallbackReply, FallbackRequest, FallbackResponse,
-    MetricsExposure, RequestLimits, ServedProjection, ServedView, Server, ServerError, ServerOptions,
-    Timeouts,
+    AnswerShape, Asked, Catalog, Decide, Fallback, FallbackLimits, FallbackReply, FallbackRequest,
+    FallbackResponse, MetricsExposure, RequestLimits, ServedProjection, ServedView, Server, ServerError,
+    ServerOptions, Timeouts,
 };
 
 impl From<ServerError> for PyErr {
@@ -83,6 +83,8 @@ struct PyServerOptions {
     fallback_queue_timeout: f64,
     #[pyo3(attribute)]
     shutdown_timeout: f64,
+    #[pyo3(attribute)]
+    auth_cache_seconds: f64,
 }
 
 /// `seconds` as a duration, or an error naming the option.
@@ -167,6 +169,12 @@ impl PyServerOptions {
                 queue_timeout: seconds("--fallback-queue-timeout", self.fallback_queue_timeout)?,
             },
             shutdown_timeout: seconds("--shutdown-timeout", self.shutdown_timeout)?,
+            auth_cache: Duration::try_from_secs_f64(self.auth_cache_seconds).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "--auth-cache-seconds must be a number of seconds, 0 or more, not {}",
+                    self.auth_cache_seconds
+                ))
+            })?,
             routes,
             answer_shape,
             serving_version,
@@ -293,6 +301,35 @@ impl Fallback for PythonFallback {
     }
 }
 
+/// Feast's auth decision through Python's `decide(authorization, feature_service,
+/// features)`: the seconds it holds, or `None` (called on a blocking thread).
+struct PythonDecide(Py<PyAny>);
+
+impl Decide for PythonDecide {
+    fn decide(&self, authorization: &str, asked: &Asked) -> Option<Duration> {
+        Python::attach(|py| {
+            let decided = self
+                .0
+                .call1(
+                    py,
+                    (authorization, asked.service.as_deref(), asked.features.clone()),
+                )
+                .and_then(|holds| holds.extract::<Option<f64>>(py));
+            match decided {
+                // Allowed: for the seconds given (none are negative; infinity for a
+                // token without an expiry).
+                Ok(holds) => holds
+                    .map(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX)),
+                Err(err) => {
+                    // Not a decision: Feast's app answers the request.
+                    err.print(py);
+                    None
+                }
+            }
+        })
+    }
+}
+
 #[pyclass(frozen, module = "feast_redis_rs._native")]
 pub struct FeatureServer(Arc<Server>);
 
@@ -303,7 +340,8 @@ impl FeatureServer {
     /// `cancel(id)` when that request's client went away); `routes` are the path
     /// templates of Feast's app, for the metrics; `version_metadata` and `null_status`:
     /// how the installed Feast's `feast serve` shapes its answers (`AnswerShape`);
-    /// `feast_version`: what `ServingService.GetFeastServingInfo` answers.
+    /// `feast_version`: what `ServingService.GetFeastServingInfo` answers; `decide`, in
+    /// a repo with `auth`: Feast's decision for a request read natively (`PythonDecide`).
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -315,6 +353,7 @@ impl FeatureServer {
         version_metadata: bool,
         null_status: bool,
         feast_version: String,
+        decide: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let shape = AnswerShape {
             version_metadata,
@@ -322,7 +361,10 @@ impl FeatureServer {
         };
         let options = options.into_options(routes, shape, feast_version)?;
         let fallback = PythonFallback::start(dispatch, cancel)?;
-        let server = Server::new(options, client.shared(), Box::new(fallback));
+        let mut server = Server::new(options, client.shared(), Box::new(fallback));
+        if let Some(decide) = decide {
+            server = server.with_access(Box::new(PythonDecide(decide)));
+        }
         Ok(Self(Arc::new(server)))
     }
 

@@ -148,7 +148,8 @@ impl FeastServices {
     ) -> Result<Response<WrittenMessage>, Status> {
         let caller = caller_of(&request)?;
         let (metadata, _, message) = request.into_parts();
-        if let Some(answer) = caller.server.grpc_online(&message).await? {
+        let authorization = metadata.get("authorization").map(|value| value.as_bytes());
+        if let Some(answer) = caller.server.grpc_online(&message, authorization).await? {
             return Ok(Response::new(WrittenMessage(answer)));
         }
         let (code, details, body) = caller
@@ -536,7 +537,11 @@ pub const FALLBACK_METHOD: &str = "GRPC";
 impl Server {
     /// A `GetOnlineFeatures` read natively: the serialized response, `None` for Feast's
     /// servicer, or a status for a request refused at a limit.
-    async fn grpc_online(&self, message: &OnlineFeaturesRequest) -> Result<Option<Bytes>, Status> {
+    async fn grpc_online(
+        &self,
+        message: &OnlineFeaturesRequest,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Bytes>, Status> {
         // Request data goes to on-demand views, which Feast's servicer computes.
         if !message.request_context.is_empty() {
             return Ok(None);
@@ -557,6 +562,9 @@ impl Server {
         let catalog = self.catalog();
         let mut reservation = self.reservation();
         let _place = self.enter_read().await.map_err(Status::unavailable)?;
+        if !self.allows(authorization, &parsed).await {
+            return Ok(None);
+        }
         match self
             .read_natively(&catalog, &parsed, Format::Message, &mut reservation)
             .await

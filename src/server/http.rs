@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,6 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
+use super::access::{Access, Decide, Verdict};
 use super::admission::{Admission, Place, Shed};
 use super::budget::{MemoryBudget, Reservation};
 use super::connection::{Closed, ConnState, Connections, TimedIo, Timeouts};
@@ -89,6 +90,9 @@ pub struct ServerOptions {
     pub fallback: FallbackLimits,
     /// From SIGTERM/SIGINT to the end of `run`, all of it.
     pub shutdown_timeout: Duration,
+    /// In a repo with `auth`, how long Feast's decision for a token and a request's
+    /// features is kept at most (zero: Feast decides every request).
+    pub auth_cache: Duration,
     /// Feast's app's path templates, each a series of its own in the metrics.
     pub routes: Vec<String>,
     /// How the installed Feast's `feast serve` shapes its answers.
@@ -204,6 +208,8 @@ pub struct Server {
     connections: Arc<Connections>,
     grpc: GrpcServices,
     streaming: StreamingCalls,
+    /// Feast's auth, in a repo with `auth`.
+    access: Option<Access>,
     stop: Notify,
 }
 
@@ -431,8 +437,15 @@ impl Server {
             grpc: GrpcServices::new(options.max_body_bytes),
             streaming: StreamingCalls::new(options.max_connections, options.timeouts.stream),
             stop: Notify::new(),
+            access: None,
             options,
         }
+    }
+
+    /// Reads natively only what Feast's auth, asked through `decide`, allows.
+    pub fn with_access(mut self, decide: Box<dyn Decide>) -> Self {
+        self.access = Some(Access::new(decide, self.options.auth_cache));
+        self
     }
 
     fn readiness(&self) -> std::sync::MutexGuard<'_, Readiness> {
@@ -451,6 +464,10 @@ impl Server {
 
     /// The registry was read again and holds what the catalog in service was made of.
     pub fn keep_catalog(&self) {
+        // Permissions are read with the registry: decided again under the ones read now.
+        if let Some(access) = &self.access {
+            access.forget();
+        }
         *self.readiness() = Readiness {
             refreshed: Instant::now(),
             stale: None,
@@ -892,13 +909,16 @@ impl Server {
                     Err(refused) => return refused.answer(),
                 };
                 // An answer kept for this body costs what `/health` does: it needs no
-                // place among the reads.
-                if let Some(kept) = self.kept_answer(&body) {
-                    return kept;
+                // place among the reads (in a repo with auth, once allowed).
+                if self.access.is_none() {
+                    if let Some(kept) = self.kept_answer(&body) {
+                        return kept;
+                    }
                 }
+                let authorization = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
                 // A place is taken once the body is in: a slow client holds none.
                 let native = match self.enter_read().await {
-                    Ok(_place) => self.online(&body, reservation).await,
+                    Ok(_place) => self.online(&body, authorization, reservation).await,
                     Err(why) => return shed(&why),
                 };
                 match native {
@@ -1003,9 +1023,22 @@ impl Server {
     }
 
     /// The native answer, or `None` for Feast's.
-    async fn online(&self, body: &[u8], mut reservation: Reservation) -> Option<Answered> {
+    async fn online(
+        &self,
+        body: &[u8],
+        authorization: Option<&[u8]>,
+        mut reservation: Reservation,
+    ) -> Option<Answered> {
         let catalog = self.catalog();
         let parsed = online::parse(body)?;
+        if self.access.is_some() {
+            if !self.allows(authorization, &parsed).await {
+                return None;
+            }
+            if let Some(kept) = self.kept_answer(body) {
+                return Some(kept);
+            }
+        }
         let answered = self
             .read_natively(&catalog, &parsed, Format::Json, &mut reservation)
             .await;
@@ -1031,6 +1064,26 @@ impl Server {
                     message,
                 ))
             }
+        }
+    }
+
+    /// Whether Feast's auth lets `authorization` read what `parsed` asks for natively
+    /// (always, in a repo without `auth`).
+    pub(super) async fn allows(
+        &self,
+        authorization: Option<&[u8]>,
+        parsed: &online::OnlineRequest<'_>,
+    ) -> bool {
+        let Some(access) = &self.access else {
+            return true;
+        };
+        match access.verdict(authorization, &parsed.asked()).await {
+            Verdict::Kept => true,
+            Verdict::Decided => {
+                self.metrics.auth_decided();
+                true
+            }
+            Verdict::ToFeast => false,
         }
     }
 

@@ -108,6 +108,7 @@ pub struct Metrics {
     in_flight: AtomicI64,
     redis_errors: AtomicU64,
     fallbacks: AtomicU64,
+    auth_decisions: AtomicU64,
     refused: [AtomicU64; Refused::ALL.len()],
     pub closed: Arc<ClosedCounts>,
 }
@@ -162,6 +163,7 @@ impl Metrics {
             in_flight: AtomicI64::default(),
             redis_errors: AtomicU64::default(),
             fallbacks: AtomicU64::default(),
+            auth_decisions: AtomicU64::default(),
             refused: Default::default(),
             closed: Arc::default(),
         }
@@ -178,6 +180,11 @@ impl Metrics {
 
     pub fn fallback(&self) {
         self.fallbacks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Feast's code decided a request of a repo with `auth` for the native path.
+    pub fn auth_decided(&self) {
+        self.auth_decisions.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn refused(&self, why: Refused) {
@@ -298,6 +305,11 @@ impl Metrics {
                 "feast_fallbacks_total",
                 "Requests answered by Feast's app.",
                 &self.fallbacks,
+            ),
+            (
+                "auth_decisions_total",
+                "Decisions Feast's auth made for requests read natively (kept decisions not counted).",
+                &self.auth_decisions,
             ),
         ];
         for (name, help, value) in counters {

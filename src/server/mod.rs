@@ -3,6 +3,7 @@
 //! are parsed, read from Redis and answered as JSON without Python, and whatever this
 //! server does not answer itself goes to Feast's own app through a `Fallback`.
 
+mod access;
 mod admission;
 mod budget;
 mod connection;
@@ -14,6 +15,7 @@ mod memo;
 mod metrics;
 mod online;
 
+pub use access::{Asked, Decide};
 pub use connection::Timeouts;
 pub use http::{
     Fallback, FallbackLimits, FallbackReply, FallbackRequest, FallbackResponse, MetricsExposure, Server,

@@ -98,6 +98,14 @@ pub struct OnlineRequest<'a> {
 }
 
 impl<'a> OnlineRequest<'a> {
+    /// What the request asks to read, as Feast's auth decides on it.
+    pub fn asked(&self) -> super::access::Asked {
+        super::access::Asked {
+            service: self.feature_service.as_ref().map(|service| service.to_string()),
+            features: self.features.iter().map(|feature| feature.to_string()).collect(),
+        }
+    }
+
     /// A request that came as a protobuf message (gRPC), borrowing its strings and
     /// values.
     pub fn from_message(
