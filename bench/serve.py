@@ -74,8 +74,9 @@ class Client:
     resends, inside the timing) when the server closes it, as gunicorn does when it
     recycles a worker of `feast serve` after `--max-requests`."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
         self.port = port
+        self.headers = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self.reconnects = 0
         self.sock = self._connect()
 
@@ -87,7 +88,8 @@ class Client:
     def request(self, body: bytes) -> bytes:
         head = (
             f"POST /get-online-features HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{self.headers}\r\n"
         ).encode()
         for _ in range(3):
             try:
@@ -193,8 +195,12 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def measure_latency(ports: dict, bodies: list[bytes], rounds: int) -> dict:
-    clients = {name: Client(port) for name, port in ports.items()}
+def measure_latency(
+    ports: dict, bodies: list[bytes], rounds: int, headers: dict[str, dict] | None = None
+) -> dict:
+    """Each server's p50 and p99 over `rounds` of `bodies`, one request at a time, the
+    servers taking turns (`headers` by server: what its client sends besides)."""
+    clients = {name: Client(port, (headers or {}).get(name)) for name, port in ports.items()}
     latencies: dict[str, list[float]] = {name: [] for name in ports}
     for client in clients.values():  # warm-up, out of the measurement
         for request in bodies[:20]:

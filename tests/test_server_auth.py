@@ -8,14 +8,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 import time
 import urllib.request
-import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
-import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from feast import FeatureView
@@ -30,64 +26,14 @@ from feast_redis_rs import RedisOnlineStoreConfig
 
 from . import loan_repo
 from .feature_servers import BIN, columns, start_server, start_stock_listen, write_repo_yaml
+from .oidc_issuer import CLIENT_ID, Issuer
 from .redis_servers import free_port
 from .test_grpc import by_name
 
-CLIENT_ID = "feast-test"
 REQUEST = {
     "features": ["zipcode_features:z_i64", "zipcode_features:z_text"],
     "entities": {"zipcode": loan_repo.ZIPCODES[:3]},
 }
-
-
-class Issuer:
-    """An OIDC issuer on a free loopback port: discovery document and JWKS, and tokens
-    signed with its key."""
-
-    def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update({"kid": "test-key", "use": "sig", "alg": "RS256"})
-        documents: dict[str, dict] = {"/jwks": {"keys": [jwk]}}
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                document = documents.get(self.path)
-                body = json.dumps(document or {}).encode()
-                self.send_response(200 if document else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        documents["/.well-known/openid-configuration"] = {
-            "issuer": self.url,
-            "authorization_endpoint": f"{self.url}/auth",
-            "token_endpoint": f"{self.url}/token",
-            "jwks_uri": f"{self.url}/jwks",
-        }
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def token(self, roles: list[str], key=None, lifetime: int = 3600) -> str:
-        now = int(time.time())
-        claims = {
-            "preferred_username": "tester",
-            "resource_access": {CLIENT_ID: {"roles": roles}},
-            "iat": now,
-            "exp": now + lifetime,
-            "iss": self.url,
-            # Each token its own, as an issuer's are.
-            "jti": uuid.uuid4().hex,
-        }
-        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": "test-key"})
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 def readers(*roles: str) -> Permission:
