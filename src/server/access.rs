@@ -203,11 +203,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_decision_lapses_with_its_token_or_the_cache_bound() {
-        let (access, asked) = access(Duration::from_millis(30), Duration::from_secs(60));
+        let (access, asked) = access(Duration::from_secs(1), Duration::from_secs(60));
         let a = features(&["v:a"]);
         access.verdict(Some(b"Bearer good"), &a).await;
         assert_eq!(access.verdict(Some(b"Bearer good"), &a).await, Verdict::Kept);
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(access.verdict(Some(b"Bearer good"), &a).await, Verdict::Decided);
         let (every_time, asked_every_time) = access_with_zero_age();
         every_time.verdict(Some(b"Bearer good"), &a).await;
@@ -226,6 +226,63 @@ mod tests {
 
     fn access_with_zero_age() -> (Access, Arc<AtomicUsize>) {
         access(Duration::from_secs(60), Duration::ZERO)
+    }
+
+    /// Allows every token, holding each decision until `release` opens.
+    struct Held(Arc<std::sync::Barrier>);
+
+    impl Decide for Held {
+        fn decide(&self, _: &str, _: &Asked) -> Option<Duration> {
+            self.0.wait();
+            Some(Duration::from_secs(60))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn decisions_kept_and_made_at_once_are_bounded() {
+        let (access, asked) = access(Duration::from_secs(60), Duration::from_secs(60));
+        // "Bearer good" is allowed: what is asked varies instead.
+        for n in 0..=KEPT_DECISIONS {
+            access
+                .verdict(Some(b"Bearer good"), &features(&[&n.to_string()]))
+                .await;
+        }
+        assert_eq!(asked.load(Ordering::SeqCst), KEPT_DECISIONS + 1);
+        // The first was dropped to make room for the last.
+        let first = features(&["0"]);
+        assert_eq!(
+            access.verdict(Some(b"Bearer good"), &first).await,
+            Verdict::Decided
+        );
+        let last = features(&[&KEPT_DECISIONS.to_string()]);
+        assert_eq!(access.verdict(Some(b"Bearer good"), &last).await, Verdict::Kept);
+
+        let release = Arc::new(std::sync::Barrier::new(DECIDING_AT_ONCE + 1));
+        let held = Arc::new(Access::new(
+            Box::new(Held(Arc::clone(&release))),
+            Duration::from_secs(60),
+        ));
+        let deciding: Vec<_> = (0..DECIDING_AT_ONCE)
+            .map(|n| {
+                let held = Arc::clone(&held);
+                tokio::spawn(async move {
+                    held.verdict(Some(b"Bearer t"), &features(&[&n.to_string()]))
+                        .await
+                })
+            })
+            .collect();
+        while held.deciding.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Every place taken: the next goes to Feast's app at once.
+        assert_eq!(
+            held.verdict(Some(b"Bearer t"), &features(&["more"])).await,
+            Verdict::ToFeast
+        );
+        tokio::task::spawn_blocking(move || release.wait()).await.unwrap();
+        for decided in deciding {
+            assert_eq!(decided.await.unwrap(), Verdict::Decided);
+        }
     }
 
     #[test]
