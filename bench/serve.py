@@ -12,6 +12,7 @@ bench/results_server.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,7 +46,7 @@ from bench import (  # noqa: E402  (bench/bench.py, beside this script)
     pyplot,
 )
 from feast_redis_rs import RedisOnlineStoreConfig  # noqa: E402
-from tests.redis_servers import free_port, start_redis  # noqa: E402
+from tests.redis_servers import RedisServer, free_port, start_redis  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # The near cache's size in its bench: ~90% of a Zipf-like mix's keys hit (an LRU of
@@ -159,6 +161,21 @@ def served_repo(
     write_yaml(repo, "ours.yaml", ours)
     write_yaml(repo, "cached.yaml", {**ours, "near_cache": {"max_entries": NEAR_CACHE_ENTRIES}})
     return repo, zips, applicant_ids
+
+
+@contextlib.contextmanager
+def bench_repo(quick: bool) -> Iterator[tuple[Path, RedisServer, Path, list, list]]:
+    """A temporary directory, a Redis of its own in it and the bench's data materialized
+    into that Redis (smaller with `quick`): yields the directory, the Redis, the repo,
+    its zipcodes and its applicants; the Redis is stopped at the end."""
+    zipcodes, applicants = (2_000, 2_000) if quick else (28_844, 28_633)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        redis = start_redis(tmp_path / "redis")
+        try:
+            yield (tmp_path, redis, *served_repo(tmp_path, redis.address, zipcodes, applicants))
+        finally:
+            redis.stop()
 
 
 def start(
@@ -388,15 +405,11 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: install Debian's wrk package (make bench does)")
-    zipcodes, applicants_n = (2_000, 2_000) if args.quick else (28_844, 28_633)
     block, seconds = (20, 3) if args.quick else (200, 10)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        server = start_redis(tmp_path / "redis")
+    with bench_repo(args.quick) as (tmp_path, _, repo, zips, applicants):
         processes = []
         try:
-            repo, zips, applicants = served_repo(tmp_path, server.address, zipcodes, applicants_n)
             ports = {}
             for index, (name, (command, yaml_name)) in enumerate(SERVERS.items()):
                 process, port = start(command, repo, yaml_name, tmp_path / f"server-{index}.log")
@@ -472,7 +485,6 @@ def main() -> None:
         finally:
             for process in processes:
                 stop(process)
-            server.stop()
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores"
     results = {

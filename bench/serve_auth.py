@@ -14,10 +14,7 @@ import argparse
 import json
 import os
 import platform
-import re
-import socket
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -29,10 +26,10 @@ from feast.permissions.policy import RoleBasedPolicy
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from serve import body, measure_latency, served_repo, start, stop  # noqa: E402
+from serve import bench_repo, body, measure_latency, metric, start, stop  # noqa: E402
 
 from tests.oidc_issuer import CLIENT_ID, Issuer  # noqa: E402
-from tests.redis_servers import free_port, start_redis  # noqa: E402
+from tests.redis_servers import free_port  # noqa: E402
 
 STOCK, OURS, OURS_OPEN = (
     "feast serve (auth)",
@@ -55,13 +52,7 @@ def protect(repo: Path, yaml_name: str, issuer: Issuer) -> str:
 
 
 def counters(port: int) -> dict[str, float]:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        text = b""
-        while chunk := sock.recv(65536):
-            text += chunk
-    pattern = r"^feast_redis_rs_(feast_fallbacks_total|auth_decisions_total) (\S+)$"
-    return {name: float(v) for name, v in re.findall(pattern, text.decode(), re.M)}
+    return {name: metric(port, name) for name in ("feast_fallbacks_total", "auth_decisions_total")}
 
 
 def main() -> None:
@@ -69,16 +60,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
     args = parser.parse_args()
-    zipcodes, applicants_n = (2_000, 2_000) if args.quick else (28_844, 28_633)
     block = 20 if args.quick else 200
 
     issuer = Issuer()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        redis = start_redis(tmp_path / "redis")
+    with bench_repo(args.quick) as (tmp_path, _, repo, zips, applicants):
         processes = []
         try:
-            repo, zips, applicants = served_repo(tmp_path, redis.address, zipcodes, applicants_n)
             FeatureStore(repo_path=str(repo), fs_yaml_file=repo / "ours.yaml").apply(
                 [
                     Permission(
@@ -123,7 +110,6 @@ def main() -> None:
         finally:
             for process in processes:
                 stop(process)
-            redis.stop()
             issuer.stop()
 
     counted = {name: after[name] - before[name] for name in after}

@@ -23,7 +23,6 @@ import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,11 +31,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from serve import bench_repo, stop  # noqa: E402
 from serve import body as json_body  # noqa: E402
-from serve import served_repo, stop  # noqa: E402
 
 from bench import FEATURES, entity_rows, percentile  # noqa: E402
-from tests.redis_servers import free_port, start_redis  # noqa: E402
+from tests.redis_servers import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 STOCK, OURS, OURS_HTTP = "stock feast listen", "feast-redis-rs listen", "feast-redis-rs HTTP"
@@ -178,15 +177,11 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         sys.exit("h2load not found: install Debian's nghttp2-client (make bench does)")
-    zipcodes, applicants_n = (2_000, 2_000) if args.quick else (28_844, 28_633)
     seconds = 3 if args.quick else 8
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        redis = start_redis(tmp_path / "redis")
+    with bench_repo(args.quick) as (tmp_path, redis, repo, zips, applicants):
         processes = []
         try:
-            repo, zips, applicants = served_repo(tmp_path, redis.address, zipcodes, applicants_n)
             stock_port, ours_port = free_port(), free_port()
             repo_args = ["-c", str(repo), "-f"]
             stock_command = [str(BIN / "feast"), *repo_args, str(repo / "stock.yaml"), "listen"]
@@ -245,7 +240,6 @@ def main() -> None:
         finally:
             for process in processes:
                 stop(process)
-            redis.stop()
 
     def median(measured: list[dict], key: str) -> float:
         return float(np.median([m[key] for m in measured]))
