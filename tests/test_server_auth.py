@@ -54,7 +54,14 @@ def protect(repo, redis_server, issuer: Issuer):
     )
     zipcodes = loan_repo.views(repo)[0]
     store.write_to_online_store(zipcodes.name, loan_repo.frame(zipcodes))
-    store.apply([readers("reader")])
+    zipcode_readers = Permission(
+        name="zipcode-readers",
+        types=[FeatureView],
+        name_patterns=["zipcode_features"],
+        policy=RoleBasedPolicy(roles=["zipcode-reader"]),
+        actions=[AuthzedAction.READ_ONLINE],
+    )
+    store.apply([readers("reader"), zipcode_readers])
     auth = {
         "type": "oidc",
         "client_id": CLIENT_ID,
@@ -93,10 +100,10 @@ def protected(redis_server, tmp_path_factory):
     issuer.stop()
 
 
-def post(server, token: str | None) -> tuple[int, bytes]:
+def post(server, token: str | None, request: dict = REQUEST) -> tuple[int, bytes]:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
     return server.request(
-        "POST", "/get-online-features", raw=json.dumps(REQUEST).encode(), headers=headers
+        "POST", "/get-online-features", raw=json.dumps(request).encode(), headers=headers
     )
 
 
@@ -154,6 +161,20 @@ def test_an_allowed_token_is_read_natively_on_one_decision(protected):
     refused = counters(ours)
     assert refused["feast_fallbacks_total"] == after["feast_fallbacks_total"] + 5
     assert refused["auth_decisions_total"] == after["auth_decisions_total"]
+
+
+def test_a_decision_covers_only_what_it_asked_for(protected):
+    """A token allowed one view only: a decision kept for a read of it never lets the
+    same token read another view, whatever else the request carries (an empty
+    ``feature_service``, which Feast passes over, included)."""
+    issuer, ours, stock = protected
+    token = issuer.token(["zipcode-reader"])
+    allowed = {"features": ["zipcode_features:z_i64"], "entities": {"zipcode": [76100]}}
+    other = {"features": ["credit_history:c_i64"], "entities": {"dob_ssn": ["someone"]}}
+    for extra in ({}, {"feature_service": ""}):
+        for request, status in ((allowed, 200), (other, 403), (allowed, 200), (other, 403)):
+            request = {**request, **extra}
+            assert post(ours, token, request)[0] == post(stock, token, request)[0] == status
 
 
 def test_a_decision_is_not_kept_past_its_tokens_expiry(protected):

@@ -121,8 +121,9 @@ impl Access {
     }
 }
 
-/// SHA-256 of the header and of what was asked, each part length-prefixed: a header is
-/// never kept, and no two questions share a digest.
+/// SHA-256 of the header and of all that was asked (the service, even an empty one
+/// Feast passes over, and every feature), each part length-prefixed: a header is never
+/// kept, and no two questions share a digest.
 fn digest_of(authorization: &str, asked: &Asked) -> [u8; 32] {
     let mut context = digest::Context::new(&digest::SHA256);
     let mut part = |bytes: &[u8]| {
@@ -135,12 +136,11 @@ fn digest_of(authorization: &str, asked: &Asked) -> [u8; 32] {
             part(b"service");
             part(service.as_bytes());
         }
-        None => {
-            part(b"features");
-            for feature in &asked.features {
-                part(feature.as_bytes());
-            }
-        }
+        None => part(b"no service"),
+    }
+    part(b"features");
+    for feature in &asked.features {
+        part(feature.as_bytes());
     }
     let mut out = [0; 32];
     out.copy_from_slice(context.finish().as_ref());
@@ -295,6 +295,15 @@ mod tests {
         assert_ne!(
             digest_of("t", &features(&["v:a", "b"])),
             digest_of("t", &features(&["v:ab"]))
+        );
+        // Feast decides on the features when the service is empty: so must the key.
+        let empty_service = |names: &[&str]| Asked {
+            service: Some(String::new()),
+            features: features(names).features,
+        };
+        assert_ne!(
+            digest_of("t", &empty_service(&["v:a"])),
+            digest_of("t", &empty_service(&["w:secret"]))
         );
     }
 }
