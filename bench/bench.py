@@ -56,6 +56,11 @@ EVENT_TIME = datetime(2020, 4, 26, 18, 1, 4, tzinfo=timezone.utc)
 MATERIALIZE_ROUNDS = 3
 
 
+def machine() -> str:
+    """The machine a bench ran on, as its results name it."""
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
 def make_data(data_dir: Path, zipcodes: int, applicants: int) -> tuple[np.ndarray, list[str]]:
     rng = np.random.default_rng(7)
     zips = np.sort(rng.choice(np.arange(501, 99951), size=zipcodes, replace=False))
@@ -496,9 +501,7 @@ def main() -> None:
             server.stop()
 
     results = {
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        ),
+        "machine": machine(),
         "materialize": materialize,
         "reads": reads,
         "floor": floor,

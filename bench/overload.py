@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from serve import body, served_repo, start, stop  # noqa: E402  (bench/serve.py)
 
+from bench import machine  # noqa: E402  (bench/bench.py)
 from tests.redis_servers import start_redis  # noqa: E402
 
 OHA = Path(os.environ.get("OHA", ROOT / ".tools" / "oha" / "bin" / "oha"))
@@ -142,15 +142,17 @@ def main() -> None:
         finally:
             redis.stop()
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     report = {
-        "machine": machine,
+        "machine": machine(),
         "connections": CONNECTIONS,
         "cores": f"server and Redis on CPU {SERVER_CPU}, oha on CPU {CLIENT_CPU}",
         "servers": results,
     }
     (ROOT / "bench" / "results_overload.json").write_text(json.dumps(report, indent=2))
-    print(f"\nMachine: {machine}; oha open loop, {CONNECTIONS} connections; {report['cores']}\n")
+    print(
+        f"\nMachine: {report['machine']}; oha open loop, {CONNECTIONS} connections; "
+        f"{report['cores']}\n"
+    )
     print(
         "| rows | server | load | offered req/s | sent req/s | answered req/s | p50 | p99 "
         "| p99.9 | 503 | failed | RSS |"

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from pathlib import Path
 
@@ -28,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from serve import bench_repo, body, measure_latency, metric, start, stop  # noqa: E402
 
+from bench import machine  # noqa: E402  (bench/bench.py)
 from tests.oidc_issuer import CLIENT_ID, Issuer  # noqa: E402
 from tests.redis_servers import free_port  # noqa: E402
 
@@ -118,9 +117,7 @@ def main() -> None:
     assert counted["feast_fallbacks_total"] == 0, counted
     assert 1 <= counted["auth_decisions_total"] <= 10, counted
     results = {
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        ),
+        "machine": machine(),
         "client": "one keep-alive HTTP/1.1 connection per server, one request at a time",
         "rounds": args.rounds,
         "requests_per_round": block,

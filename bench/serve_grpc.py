@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
-import platform
 import re
 import shutil
 import socket
@@ -34,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from serve import bench_repo, stop  # noqa: E402
 from serve import body as json_body  # noqa: E402
 
-from bench import FEATURES, entity_rows, percentile  # noqa: E402
+from bench import FEATURES, entity_rows, machine, percentile  # noqa: E402
 from tests.redis_servers import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -245,9 +243,7 @@ def main() -> None:
         return float(np.median([m[key] for m in measured]))
 
     results = {
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        ),
+        "machine": machine(),
         "client": f"h2load, one connection; throughput with {STREAMS} concurrent streams",
         "rounds": args.rounds,
         "seconds": seconds,

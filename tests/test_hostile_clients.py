@@ -20,6 +20,7 @@ import time
 
 import pandas as pd
 import pytest
+from feast import FeatureService
 from prometheus_client.parser import text_string_to_metric_families
 
 from feast_redis_rs import RedisOnlineStoreConfig
@@ -47,8 +48,10 @@ def delayed(features_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def slow_request(delay: float) -> dict:
+    """A request Feast's app answers in ``delay`` seconds: an on-demand view in a
+    feature service is left to it."""
     return {
-        "features": ["delayed_view:delayed"],
+        "feature_service": "delayed_service",
         "entities": {"zipcode": loan_repo.ZIPCODES[:1], "delay": [delay]},
     }
 
@@ -62,7 +65,12 @@ def repo(tmp_path_factory):
     store = loan_repo.feature_store(path, RedisOnlineStoreConfig(connection_string=redis.address))
     zipcodes = loan_repo.views(path)[0]
     store.write_to_online_store(zipcodes.name, loan_repo.frame(zipcodes))
-    store.apply(loan_repo.on_demand_view(path, "delayed_view", "delay", "delayed", delayed))
+    request, delayed_view = loan_repo.on_demand_view(
+        path, "delayed_view", "delay", "delayed", delayed
+    )
+    store.apply(
+        [request, delayed_view, FeatureService(name="delayed_service", features=[delayed_view])]
+    )
     yaml_file = write_repo_yaml(
         path,
         "ours.yaml",

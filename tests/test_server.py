@@ -205,26 +205,6 @@ def test_bad_requests_get_feasts_status_and_error(servers, body):
     assert json.loads(content) == json.loads(stock_content)
 
 
-def test_on_demand_views_with_request_data_are_answered_by_feast(servers):
-    ours, stock = servers
-    request = {
-        "features": ["zipcode_features:z_f64", "scaled_view:scaled"],
-        "entities": {"zipcode": loan_repo.ZIPCODES[:4], "factor": [0.5, 1.0, 2.0, -1.0]},
-    }
-    before = fallbacks(ours)
-    status, answer = ours.post("/get-online-features", request)
-    stock_status, expected = stock.post("/get-online-features", request)
-    assert (status, stock_status) == (200, 200), answer
-    assert fallbacks(ours) == before + 1
-    assert columns(answer) == columns(expected)
-    answered = columns(answer)
-    factors = request["entities"]["factor"]
-    for stored, scaled, factor in zip(
-        answered["z_f64"]["values"], answered["scaled"]["values"], factors, strict=True
-    ):
-        assert scaled == (stored * factor if stored is not None else None)
-
-
 def test_health_unknown_paths_and_the_access_log(servers):
     ours, stock = servers
     assert ours.request("GET", "/health")[0] == 200

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import json
 import math
 import re
 import threading
@@ -35,6 +36,7 @@ from feast import utils
 from feast.infra.online_stores.online_store import OnlineStore
 from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
 if TYPE_CHECKING:
@@ -255,6 +257,54 @@ def stock_get_online_features(
             f"Feast {feast.__version__} is installed"
         )
     return OnlineStore.get_online_features(store, *arguments)
+
+
+# Feast's on-demand transformations take the requested features' types from 0.62 on.
+_TRANSFORMS_TAKE_TYPES = (
+    "feature_types"
+    in inspect.signature(utils._augment_response_with_on_demand_transforms).parameters
+)
+
+
+def on_demand_features(
+    store: FeatureStore,
+    features: list[str],
+    full_feature_names: bool,
+    request_data: list[tuple[str, str]],
+    read: bytes,
+) -> list[tuple[str, bytes]] | None:
+    """Feast's on-demand transformations of the rows ``read`` (a serialized
+    ``GetOnlineFeaturesResponse`` holding the join keys and the source features, as
+    Feast's flow holds it before it transforms) and of ``request_data`` (each column as
+    the request's JSON): each on-demand feature asked for, by its name in the answer,
+    as a serialized ``FeatureVector``. ``None`` where Feast's app should answer (Feast
+    refuses the request, or a transformation fails: the app says why)."""
+    try:
+        context = request_context(store.registry, store.project, features, full_feature_names)
+        response = GetOnlineFeaturesResponse.FromString(read)
+        # Feast reads request data as it reads an entity column with no declared type.
+        populate_result_rows(
+            response,
+            {
+                name: python_values_to_proto_values(json.loads(text), ValueType.UNKNOWN)
+                for name, text in request_data
+            },
+        )
+        before = len(response.results)
+        extra = (
+            {"feature_types": feature_types(context.grouped_refs)} if _TRANSFORMS_TAKE_TYPES else {}
+        )
+        utils._augment_response_with_on_demand_transforms(
+            response, context.feature_refs, context.on_demand_views, full_feature_names, **extra
+        )
+    except Exception:
+        return None
+    names = response.metadata.feature_names.val[before:]
+    return [
+        (name, vector.SerializeToString())
+        for name, vector in zip(names, response.results[before:], strict=True)
+        if name in context.result_row_names
+    ]
 
 
 def check_versioned_read_support(store: OnlineStore, grouped_refs: list) -> None:

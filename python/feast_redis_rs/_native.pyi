@@ -6,7 +6,7 @@ from typing import Any, final
 
 from feast_redis_rs.config import RedisOnlineStoreConfig
 from feast_redis_rs.plans import ViewSpec
-from feast_redis_rs.server import ServedProjection, ServedView, ServerOptions
+from feast_redis_rs.server import ServedOnDemandView, ServedProjection, ServedView, ServerOptions
 
 __all__ = [
     "BUILD_PROFILE",
@@ -121,10 +121,15 @@ class FeatureServer:
         null_status: bool,
         feast_version: str,
         decide: Callable[[str, str | None, list[str]], float | None] | None,
+        transform: Callable[
+            [list[str], bool, list[tuple[str, str]], bytes], list[tuple[str, bytes]] | None
+        ]
+        | None,
     ) -> FeatureServer: ...
     def update(
         self,
         views: list[ServedView],
+        on_demand: list[ServedOnDemandView],
         services: list[tuple[str, list[ServedProjection]]],
     ) -> None: ...
     def keep_catalog(self) -> None: ...

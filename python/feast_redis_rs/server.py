@@ -27,6 +27,7 @@ import feast
 from feast import FeatureStore
 from feast.errors import FeastPermissionError
 from feast.feature_server import get_app
+from feast.feature_view import DUMMY_ENTITY_NAME
 from feast.permissions.server.utils import (
     AuthManagerType,
     ServerType,
@@ -124,11 +125,60 @@ class ServedProjection:
     join_key_map: dict[str, str]
 
 
-def _catalog(
-    store: FeatureStore, plans: Plans
-) -> tuple[list[ServedView], list[tuple[str, list[ServedProjection]]]]:
-    """The feature views the server reads natively, and the feature services made only
-    of them (a pre-computed service is left to Feast)."""
+@dataclass(frozen=True)
+class ServedOnDemandView:
+    name: str
+    # Each source view and its features given to the transformation.
+    sources: list[tuple[str, list[str]]]
+    features: list[str]
+    request_fields: list[str]
+    # The view as the registry holds it (its transformation included).
+    definition: bytes
+
+
+def _on_demand_views(store: FeatureStore, served: set[str]) -> list[ServedOnDemandView]:
+    """The on-demand views whose sources the server reads natively, transformed by
+    Feast's code. Left to Feast: those written to the online store, with aggregations
+    or entities of their own (not Feast's placeholder), of another mode than pandas and
+    python, or with a source renamed or re-keyed by a projection."""
+    on_demand = []
+    for view in store.list_on_demand_feature_views(allow_cache=True):
+        sources = list(view.source_feature_view_projections.values())
+        if (
+            view.write_to_online_store
+            or getattr(view, "aggregations", None)
+            or set(getattr(view, "entities", None) or ()) - {DUMMY_ENTITY_NAME}
+            or view.mode not in ("pandas", "python")
+            or any(
+                p.name not in served
+                or p.name_alias
+                or p.join_key_map
+                or getattr(p, "version_tag", None) is not None
+                for p in sources
+            )
+        ):
+            continue
+        on_demand.append(
+            ServedOnDemandView(
+                name=view.name,
+                sources=[(p.name, [f.name for f in p.features]) for p in sources],
+                features=[f.name for f in view.features],
+                request_fields=sorted(view.get_request_data_schema()),
+                definition=view.to_proto().SerializeToString(deterministic=True),
+            )
+        )
+    return on_demand
+
+
+Catalog = tuple[
+    list[ServedView], list[ServedOnDemandView], list[tuple[str, list[ServedProjection]]]
+]
+
+
+def _catalog(store: FeatureStore, plans: Plans) -> Catalog:
+    """The feature views the server reads natively, the on-demand views made of them
+    and the feature services made only of views (a pre-computed service is left to
+    Feast)."""
     views = [
         ServedView(
             name=view.name,
@@ -162,7 +212,7 @@ def _catalog(
                 ],
             )
         )
-    return views, services
+    return views, _on_demand_views(store, served), services
 
 
 class FeastApp:
@@ -495,6 +545,15 @@ def serve(
     plans = Plans()
     app = FeastApp(store)
     app.start()
+
+    def transform(
+        features: list[str],
+        full_feature_names: bool,
+        request_data: list[tuple[str, str]],
+        read: bytes,
+    ) -> list[tuple[str, bytes]] | None:
+        return _feast.on_demand_features(store, features, full_feature_names, request_data, read)
+
     server = _native.FeatureServer(
         options,
         client,
@@ -505,17 +564,18 @@ def serve(
         _feast.SERVED_NULL_STATUS,
         feast.__version__,
         decide,
+        transform,
     )
     stop_refreshing = threading.Event()
 
-    def catalog() -> tuple[list[ServedView], list[tuple[str, list[ServedProjection]]]]:
+    def catalog() -> Catalog:
         return _catalog(store, plans)
 
     def refresh() -> None:
         nonlocal served
         try:
             store.refresh_registry()
-            views, services = catalog()
+            fresh = catalog()
         except Exception as error:
             logger.exception("cannot read the registry; serving the catalog read before")
             server.set_stale(
@@ -524,11 +584,11 @@ def serve(
             )
             return
         # The same catalog again keeps the answers kept for it.
-        if (views, services) == served:
+        if fresh == served:
             server.keep_catalog()
         else:
-            server.update(views, services)
-            served = (views, services)
+            server.update(*fresh)
+            served = fresh
 
     def refresh_every_ttl() -> None:
         while registry_ttl_sec > 0 and not stop_refreshing.wait(registry_ttl_sec):

@@ -15,8 +15,8 @@ use super::plan::ViewPlan;
 use super::store::RedisStoreClient;
 use crate::server::{
     AnswerShape, Asked, Catalog, Decide, Fallback, FallbackLimits, FallbackReply, FallbackRequest,
-    FallbackResponse, MetricsExposure, RequestLimits, ServedProjection, ServedView, Server, ServerError,
-    ServerOptions, Timeouts,
+    FallbackResponse, MetricsExposure, RequestLimits, Rows, ServedOnDemandView, ServedProjection, ServedView,
+    Server, ServerError, ServerOptions, Timeouts, Transform,
 };
 
 impl From<ServerError> for PyErr {
@@ -208,6 +208,19 @@ struct PyServedProjection {
     join_key_map: HashMap<String, String>,
 }
 
+/// The attributes of `feast_redis_rs.server.ServedOnDemandView`.
+#[derive(FromPyObject)]
+struct PyServedOnDemandView {
+    #[pyo3(attribute)]
+    name: String,
+    #[pyo3(attribute)]
+    sources: Vec<(String, Vec<String>)>,
+    #[pyo3(attribute)]
+    features: Vec<String>,
+    #[pyo3(attribute)]
+    request_fields: Vec<String>,
+}
+
 /// Sends a fallback's answer back to the waiting request; called once from Python.
 /// Until then (or until it is dropped) it holds the request's place in Feast's app.
 #[pyclass(frozen, module = "feast_redis_rs._native")]
@@ -330,6 +343,35 @@ impl Decide for PythonDecide {
     }
 }
 
+/// Feast's on-demand transformations through Python's `transform(features,
+/// full_feature_names, request_data, read)` (called on a blocking thread).
+struct PythonTransform(Py<PyAny>);
+
+impl Transform for PythonTransform {
+    fn transform(&self, rows: &Rows) -> Option<Vec<(String, Vec<u8>)>> {
+        Python::attach(|py| {
+            let read = PyBytes::new(py, &rows.read);
+            let transformed = self
+                .0
+                .call1(
+                    py,
+                    (
+                        rows.features.clone(),
+                        rows.full_feature_names,
+                        rows.request_data.clone(),
+                        read,
+                    ),
+                )
+                .and_then(|vectors| vectors.extract::<Option<Vec<(String, Vec<u8>)>>>(py));
+            transformed.unwrap_or_else(|err| {
+                // Not an answer: Feast's app answers the request.
+                err.print(py);
+                None
+            })
+        })
+    }
+}
+
 #[pyclass(frozen, module = "feast_redis_rs._native")]
 pub struct FeatureServer(Arc<Server>);
 
@@ -341,7 +383,8 @@ impl FeatureServer {
     /// templates of Feast's app, for the metrics; `version_metadata` and `null_status`:
     /// how the installed Feast's `feast serve` shapes its answers (`AnswerShape`);
     /// `feast_version`: what `ServingService.GetFeastServingInfo` answers; `decide`, in
-    /// a repo with `auth`: Feast's decision for a request read natively (`PythonDecide`).
+    /// a repo with `auth`: Feast's decision for a request read natively (`PythonDecide`);
+    /// `transform`: Feast's on-demand transformations (`PythonTransform`).
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -354,6 +397,7 @@ impl FeatureServer {
         null_status: bool,
         feast_version: String,
         decide: Option<Py<PyAny>>,
+        transform: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let shape = AnswerShape {
             version_metadata,
@@ -365,15 +409,19 @@ impl FeatureServer {
         if let Some(decide) = decide {
             server = server.with_access(Box::new(PythonDecide(decide)));
         }
+        if let Some(transform) = transform {
+            server = server.with_transforms(Box::new(PythonTransform(transform)));
+        }
         Ok(Self(Arc::new(server)))
     }
 
-    /// Serves `views` (and the feature services made of them) from the next request on,
-    /// read from the registry just now.
+    /// Serves `views` (and the on-demand views and feature services made of them) from
+    /// the next request on, read from the registry just now.
     fn update(
         &self,
         py: Python<'_>,
         views: Vec<PyServedView>,
+        on_demand: Vec<PyServedOnDemandView>,
         services: Vec<(String, Vec<PyServedProjection>)>,
     ) {
         let views = views
@@ -400,8 +448,20 @@ impl FeatureServer {
                 (name, projections)
             })
             .collect();
+        let on_demand = on_demand
+            .into_iter()
+            .map(|view| {
+                let served = ServedOnDemandView {
+                    sources: view.sources,
+                    features: view.features,
+                    request_fields: view.request_fields,
+                };
+                (view.name, served)
+            })
+            .collect();
         self.0.set_catalog(Catalog {
             views,
+            on_demand,
             services,
             generation: 0,
         });

@@ -39,6 +39,7 @@ use super::log::Log;
 use super::memo::AnswerMemo;
 use super::metrics::{Gauges, Metrics, Refused};
 use super::online::{self, Answer, Catalog, Format, RequestLimits};
+use super::transform::{Transform, Transforms};
 use crate::redis::{ConnectionGroup, RedisClient};
 
 /// Where `/metrics` is served, if at all.
@@ -210,6 +211,8 @@ pub struct Server {
     streaming: StreamingCalls,
     /// Feast's auth, in a repo with `auth`.
     access: Option<Access>,
+    /// Feast's on-demand transformations.
+    transforms: Option<Transforms>,
     stop: Notify,
 }
 
@@ -438,8 +441,15 @@ impl Server {
             streaming: StreamingCalls::new(options.max_connections, options.timeouts.stream),
             stop: Notify::new(),
             access: None,
+            transforms: None,
             options,
         }
+    }
+
+    /// Answers on-demand views natively, their transformations run by `transform`.
+    pub fn with_transforms(mut self, transform: Box<dyn Transform>) -> Self {
+        self.transforms = Some(Transforms::new(transform));
+        self
     }
 
     /// Reads natively only what Feast's auth, asked through `decide`, allows.
@@ -1113,7 +1123,12 @@ impl Server {
         if !reservation.grow(resolved.estimated_bytes()) {
             return Err(over_budget());
         }
-        match online::answer(&self.client, &resolved, format, |bytes| reservation.grow(bytes)).await {
+        let transforms = self.transforms.as_ref();
+        match online::answer(&self.client, &resolved, format, transforms, |bytes| {
+            reservation.grow(bytes)
+        })
+        .await
+        {
             Ok(Some(answer)) => Ok(Some(answer)),
             Ok(None) => Err(over_budget()),
             Err(err) => {

@@ -14,6 +14,7 @@ mod log;
 mod memo;
 mod metrics;
 mod online;
+mod transform;
 
 pub use access::{Asked, Decide};
 pub use connection::Timeouts;
@@ -21,4 +22,5 @@ pub use http::{
     Fallback, FallbackLimits, FallbackReply, FallbackRequest, FallbackResponse, MetricsExposure, Server,
     ServerError, ServerOptions,
 };
-pub use online::{AnswerShape, Catalog, RequestLimits, ServedProjection, ServedView};
+pub use online::{AnswerShape, Catalog, RequestLimits, ServedOnDemandView, ServedProjection, ServedView};
+pub use transform::{Rows, Transform};

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::json;
+use super::transform::{status_name, FeatureVector, Rows, Transforms};
 use crate::encoding::proto::Val;
 use crate::encoding::Value;
 use crate::redis::{EntryStamp, RedisClient};
@@ -71,11 +72,23 @@ pub struct ServedProjection {
     pub join_key_map: HashMap<String, String>,
 }
 
-/// What the server serves natively: the registry's feature views and the feature
-/// services made only of them, as Python read them at the last refresh.
+/// An on-demand feature view whose sources the server reads (its transformation is
+/// run by Feast's own code).
+pub struct ServedOnDemandView {
+    /// Each source view, and its features the transformation is given.
+    pub sources: Vec<(String, Vec<String>)>,
+    pub features: Vec<String>,
+    /// The request data it needs, from the request's `entities`.
+    pub request_fields: Vec<String>,
+}
+
+/// What the server serves natively: the registry's feature views, the on-demand views
+/// made of them and the feature services made only of views, as Python read them at
+/// the last refresh.
 #[derive(Default)]
 pub struct Catalog {
     pub views: HashMap<String, ServedView>,
+    pub on_demand: HashMap<String, ServedOnDemandView>,
     pub services: HashMap<String, Vec<ServedProjection>>,
     /// Which catalog this is, of those the server has served (set when it is served).
     pub generation: u64,
@@ -333,6 +346,9 @@ struct ViewRead<'a> {
     metadata_name: &'a str,
     /// Positions in `view.plan.features` of the requested features, in request order.
     features: Vec<usize>,
+    /// Positions of the features read only as on-demand views' inputs (read after
+    /// `features`, left out of the answer).
+    inputs: Vec<usize>,
     /// Per join key of the plan, the request column that holds it.
     columns: Vec<&'a str>,
     /// Per feature of the plan, its full name as JSON, when the prefix is the view's
@@ -353,6 +369,12 @@ pub struct AnswerShape {
 /// A request the server answers itself.
 pub struct Resolved<'a> {
     views: Vec<ViewRead<'a>>,
+    /// The on-demand views asked for, by name, and the features asked of them.
+    on_demand: Vec<(&'a str, usize)>,
+    /// The request's feature references, for Feast's transformations.
+    refs: &'a [JsonStr<'a>],
+    /// The request data columns the on-demand views need, as JSON text.
+    request_data: Vec<(&'a str, &'a RawValue)>,
     entities: Vec<(&'a str, NativeColumn)>,
     rows: usize,
     full_feature_names: bool,
@@ -406,36 +428,78 @@ fn entity_column(entity_type: EntityType, values: &EntityValues<'_>) -> Option<N
     }
 }
 
+/// The read of `view_name` in `views`, added when it is not there yet.
+fn view_read<'a, 'v>(
+    views: &'v mut Vec<ViewRead<'a>>,
+    catalog: &'a Catalog,
+    view_name: &str,
+) -> Option<&'v mut ViewRead<'a>> {
+    let known = match views.iter().position(|v| v.name == view_name) {
+        Some(known) => known,
+        None => {
+            let (name, view) = catalog.views.get_key_value(view_name)?;
+            views.push(ViewRead {
+                view,
+                name,
+                metadata_name: name,
+                features: Vec::new(),
+                inputs: Vec::new(),
+                columns: view.plan.join_keys.iter().map(String::as_str).collect(),
+                full_names: Some(&view.full_names),
+            });
+            views.len() - 1
+        }
+    };
+    Some(&mut views[known])
+}
+
 /// The views of a request, in the order Feast groups them (first appearance), with
-/// their features in request order; `None` for refs this path leaves to Feast.
-fn group_refs<'a>(catalog: &'a Catalog, features: &[JsonStr<'_>]) -> Option<Vec<ViewRead<'a>>> {
+/// their features in request order, and the on-demand views asked for (their sources'
+/// features read as inputs); `None` for refs this path leaves to Feast.
+#[allow(clippy::type_complexity)]
+fn group_refs<'a>(
+    catalog: &'a Catalog,
+    features: &[JsonStr<'_>],
+) -> Option<(Vec<ViewRead<'a>>, Vec<(&'a str, usize)>)> {
     let mut views: Vec<ViewRead<'a>> = Vec::new();
+    let mut on_demand: Vec<(&'a str, usize)> = Vec::new();
     for reference in features {
         let (view_name, feature) = reference.split_once(':')?;
         if view_name.contains('@') || feature.contains(':') {
             return None;
         }
-        let read = match views.iter().position(|v| v.name == view_name) {
-            Some(known) => &mut views[known],
-            None => {
-                let (name, view) = catalog.views.get_key_value(view_name)?;
-                views.push(ViewRead {
-                    view,
-                    name,
-                    metadata_name: name,
-                    features: Vec::new(),
-                    columns: view.plan.join_keys.iter().map(String::as_str).collect(),
-                    full_names: Some(&view.full_names),
-                });
-                views.last_mut().expect("pushed")
+        if let Some((name, odfv)) = catalog.on_demand.get_key_value(view_name) {
+            if !odfv.features.iter().any(|f| f == feature) {
+                return None;
             }
-        };
+            match on_demand.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, asked)) => *asked += 1,
+                None => on_demand.push((name, 1)),
+            }
+            for (source, source_features) in &odfv.sources {
+                let read = view_read(&mut views, catalog, source)?;
+                for source_feature in source_features {
+                    let position = read
+                        .view
+                        .plan
+                        .features
+                        .iter()
+                        .position(|f| &f.name == source_feature)?;
+                    if !read.features.contains(&position) && !read.inputs.contains(&position) {
+                        read.inputs.push(position);
+                    }
+                }
+            }
+            continue;
+        }
+        let read = view_read(&mut views, catalog, view_name)?;
         let position = read.view.plan.features.iter().position(|f| f.name == feature)?;
+        read.inputs.retain(|&input| input != position);
         if !read.features.contains(&position) {
             read.features.push(position);
         }
     }
-    Some(views)
+    Some((views, on_demand))
 }
 
 fn service_views<'a>(catalog: &'a Catalog, service: &str) -> Option<Vec<ViewRead<'a>>> {
@@ -465,6 +529,7 @@ fn service_views<'a>(catalog: &'a Catalog, service: &str) -> Option<Vec<ViewRead
                 name: &projection.name,
                 metadata_name: &projection.metadata_name,
                 features,
+                inputs: Vec::new(),
                 columns,
                 full_names: (own_name == Some(&projection.name)).then_some(view.full_names.as_slice()),
             })
@@ -478,8 +543,8 @@ pub fn resolve<'a>(
     parsed: &'a OnlineRequest<'_>,
     shape: AnswerShape,
 ) -> Option<Resolved<'a>> {
-    let views = match &parsed.feature_service {
-        Some(service) if !service.is_empty() => service_views(catalog, service)?,
+    let (views, on_demand) = match &parsed.feature_service {
+        Some(service) if !service.is_empty() => (service_views(catalog, service)?, Vec::new()),
         _ => group_refs(catalog, &parsed.features)?,
     };
     if views.is_empty() || parsed.entities.0.is_empty() {
@@ -497,13 +562,37 @@ pub fn resolve<'a>(
             }
         }
     }
+    let needs_request_data = |column: &str| {
+        on_demand.iter().any(|(name, _)| {
+            catalog.on_demand[*name]
+                .request_fields
+                .iter()
+                .any(|field| field == column)
+        })
+    };
     let mut entities = Vec::with_capacity(parsed.entities.0.len());
+    let mut request_data = Vec::new();
     for (name, values) in &parsed.entities.0 {
-        let (_, entity_type) = types.iter().find(|(column, _)| *column == &**name)?;
-        entities.push((&**name, entity_column(*entity_type, values)?));
+        match (types.iter().find(|(column, _)| *column == &**name), values) {
+            (Some((_, entity_type)), _) => entities.push((&**name, entity_column(*entity_type, values)?)),
+            // As given, for Feast to read as it reads request data; a message's values
+            // are left to Feast's own flow.
+            (None, EntityValues::Json(raw)) if needs_request_data(name) => request_data.push((&**name, *raw)),
+            (None, _) => return None,
+        }
     }
-    let rows = entities[0].1.len();
+    let every_field_given = on_demand.iter().all(|(name, _)| {
+        catalog.on_demand[*name]
+            .request_fields
+            .iter()
+            .all(|field| request_data.iter().any(|(given, _)| given == field))
+    });
+    let rows = entities.first()?.1.len();
     if rows == 0
+        || !every_field_given
+        || request_data
+            .iter()
+            .any(|(_, raw)| array_length(raw) != Some(rows))
         || entities.iter().any(|(_, c)| c.len() != rows)
         || views.iter().any(|v| {
             v.columns
@@ -515,6 +604,9 @@ pub fn resolve<'a>(
     }
     Some(Resolved {
         views,
+        on_demand,
+        refs: &parsed.features,
+        request_data,
         entities,
         rows,
         full_feature_names: parsed.full_feature_names,
@@ -534,7 +626,12 @@ const ANSWER_BYTES_PER_VALUE: usize = 48;
 impl Resolved<'_> {
     /// What answering the request will hold at most, beyond the stored values.
     pub fn estimated_bytes(&self) -> usize {
-        let features: usize = self.views.iter().map(|v| v.features.len()).sum();
+        let features: usize = self
+            .views
+            .iter()
+            .map(|v| v.features.len() + v.inputs.len())
+            .sum::<usize>()
+            + self.on_demand.iter().map(|(_, asked)| asked).sum::<usize>();
         self.rows
             .saturating_mul(features + self.entities.len())
             .saturating_mul(ANSWER_BYTES_PER_VALUE)
@@ -657,15 +754,21 @@ async fn read_all(
     Ok((hashes, None))
 }
 
-/// Reads every view of the request and writes Feast's answer in `format` into one
-/// buffer. `reserve(bytes)` is asked for the stored bytes read before the answer is
+/// Reads every view of the request, has Feast's `transforms` run its on-demand views,
+/// and writes Feast's answer in `format` into one buffer. `reserve(bytes)` is asked for the stored bytes read before the answer is
 /// written, and refuses the answer when they do not fit.
 pub async fn answer(
     client: &RedisClient,
     request: &Resolved<'_>,
     format: Format,
+    transforms: Option<&Transforms>,
     reserve: impl FnOnce(usize) -> bool,
 ) -> Result<Option<Answer>, StoreError> {
+    // The gRPC contract's on-demand views, and a server without Feast's
+    // transformations, are left to Feast.
+    if !request.on_demand.is_empty() && (format != Format::Json || transforms.is_none()) {
+        return Ok(Some(Answer::Unsupported));
+    }
     let mut keys = Vec::with_capacity(request.views.len());
     let mut fields = Vec::with_capacity(request.views.len());
     for view in &request.views {
@@ -676,16 +779,13 @@ pub async fn answer(
             .filter_map(|name| request.entities.iter().find(|(n, _)| n == name).map(|(_, c)| c))
             .collect();
         keys.push(plan.row_keys(&columns)?);
-        let every_feature_in_order = view.features.len() == plan.features.len()
-            && view.features.iter().enumerate().all(|(i, &feature)| i == feature);
+        let read = || view.features.iter().chain(&view.inputs);
+        let every_feature_in_order =
+            read().count() == plan.features.len() && read().enumerate().all(|(i, &feature)| i == feature);
         fields.push(match every_feature_in_order {
             true => Cow::Borrowed(plan.read_fields.as_slice()),
             false => {
-                let mut read: Vec<Vec<u8>> = view
-                    .features
-                    .iter()
-                    .map(|&i| plan.features[i].field.to_vec())
-                    .collect();
+                let mut read: Vec<Vec<u8>> = read().map(|&i| plan.features[i].field.to_vec()).collect();
                 read.push(plan.timestamp_field.clone());
                 Cow::Owned(read)
             }
@@ -702,12 +802,33 @@ pub async fn answer(
     if !reserve(stored.saturating_mul(2)) {
         return Ok(None);
     }
-    let (body, stamps) = match format {
-        Format::Json => match write_json(request, &keys, &hashes, stored)? {
-            Some(json) => (json.into_bytes(), stamps),
+    let on_demand = match transforms.filter(|_| !request.on_demand.is_empty()) {
+        None => Vec::new(),
+        Some(transforms) => {
+            let rows = Rows {
+                features: request.refs.iter().map(|r| r.to_string()).collect(),
+                full_feature_names: request.full_feature_names,
+                request_data: request
+                    .request_data
+                    .iter()
+                    .map(|(name, raw)| ((*name).to_owned(), raw.get().to_owned()))
+                    .collect(),
+                read: write_message(request, &keys, &hashes, stored, Columns::Read)?,
+            };
+            match transforms.run(rows).await {
+                Some(vectors) => vectors,
+                None => return Ok(Some(Answer::Unsupported)),
+            }
+        }
+    };
+    // A transformation's output is not a stored value: its answer is never kept.
+    let stamps = stamps.filter(|_| request.on_demand.is_empty());
+    let body = match format {
+        Format::Json => match write_json(request, &keys, &hashes, &on_demand, stored)? {
+            Some(json) => json.into_bytes(),
             None => return Ok(Some(Answer::Unsupported)),
         },
-        Format::Message => (write_message(request, &keys, &hashes, stored)?, stamps),
+        Format::Message => write_message(request, &keys, &hashes, stored, Columns::Asked)?,
     };
     Ok(Some(Answer::Written { body, stamps }))
 }
@@ -722,6 +843,7 @@ fn write_json(
     request: &Resolved<'_>,
     keys: &[RowKeys],
     hashes: &[Vec<store::Hash>],
+    on_demand: &[(String, FeatureVector)],
     stored: usize,
 ) -> Result<Option<String>, StoreError> {
     let mut out = String::with_capacity(request.estimated_bytes() + stored * 2 + 256);
@@ -741,6 +863,10 @@ fn write_json(
                 (true, None) => json::string(&mut out, &full_name(view, feature)),
             }
         }
+    }
+    for (name, _) in on_demand {
+        out.push(',');
+        json::string(&mut out, name);
     }
     out.push(']');
     if request.include_metadata {
@@ -828,12 +954,54 @@ fn write_json(
             out.push('}');
         }
     }
+    for (_, vector) in on_demand {
+        if write_vector_json(&mut out, vector).is_err() {
+            return Ok(None);
+        }
+    }
     out.push(']');
     if request.null_status {
         out.push_str(",\"status\":null");
     }
     out.push('}');
     Ok(Some(out))
+}
+
+/// Appends `,{"values":…,"statuses":…,"event_timestamps":…}` for a vector Feast's
+/// transformations made.
+fn write_vector_json(out: &mut String, vector: &FeatureVector) -> Result<(), json::Unsupported> {
+    out.push_str(",{\"values\":[");
+    for (i, value) in vector.values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::value(out, Some(value))?;
+    }
+    out.push_str("],\"statuses\":[");
+    for (i, &status) in vector.statuses.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::string(out, status_name(status).ok_or(json::Unsupported)?);
+    }
+    out.push_str("],\"event_timestamps\":[");
+    for (i, &timestamp) in vector.event_timestamps.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json::timestamp(out, timestamp);
+    }
+    out.push_str("]}");
+    Ok(())
+}
+
+/// Which of a view's features a message holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Columns {
+    /// Those asked for: the answer.
+    Asked,
+    /// Those read, the on-demand views' inputs too: what Feast's transformations see.
+    Read,
 }
 
 /// Appends protobuf field `tag` (length-delimited) holding `bytes`.
@@ -853,13 +1021,18 @@ fn write_message(
     keys: &[RowKeys],
     hashes: &[Vec<store::Hash>],
     stored: usize,
+    columns: Columns,
 ) -> Result<Vec<u8>, StoreError> {
+    let features = |view: &ViewRead<'_>| match columns {
+        Columns::Asked => view.features.len(),
+        Columns::Read => view.features.len() + view.inputs.len(),
+    };
     let mut names = Vec::new();
     for (entity, _) in &request.entities {
         put_bytes(&mut names, 1, entity.as_bytes());
     }
     for view in &request.views {
-        for &feature in &view.features {
+        for &feature in view.features.iter().chain(&view.inputs).take(features(view)) {
             let name = &view.view.plan.features[feature].name;
             match request.full_feature_names {
                 false => put_bytes(&mut names, 1, name.as_bytes()),
@@ -894,14 +1067,7 @@ fn write_message(
         put_bytes(&mut out, 2, &vector);
     }
     for ((view, rows), hashes) in request.views.iter().zip(keys).zip(hashes) {
-        store::feature_vectors(
-            &view.view.plan,
-            rows,
-            hashes,
-            view.features.len(),
-            false,
-            &mut out,
-        )?;
+        store::feature_vectors(&view.view.plan, rows, hashes, features(view), false, &mut out)?;
     }
     Ok(out)
 }
@@ -936,6 +1102,60 @@ mod tests {
             refused.to_string().contains("--max-values-per-request"),
             "{refused}"
         );
+    }
+
+    /// A catalog of view `fv` (features `a`, `b`, `c`, joined on `id`) and on-demand view
+    /// `odfv` (feature `out`) of `fv`'s `b` and `c` and request field `x`.
+    fn on_demand_catalog() -> Catalog {
+        let features = [("a", "INT64"), ("b", "INT64"), ("c", "INT64")];
+        let plan = ViewPlan::new(store::ViewSpec::of("fv", &[("id", "INT64")], &features)).unwrap();
+        let mut catalog = Catalog::default();
+        catalog
+            .views
+            .insert("fv".into(), ServedView::new("fv", Arc::new(plan), 0));
+        catalog.on_demand.insert(
+            "odfv".into(),
+            ServedOnDemandView {
+                sources: vec![("fv".into(), vec!["b".into(), "c".into()])],
+                features: vec!["out".into()],
+                request_fields: vec!["x".into()],
+            },
+        );
+        catalog
+    }
+
+    #[test]
+    fn on_demand_inputs_are_read_but_only_what_was_asked_is_answered() {
+        let catalog = on_demand_catalog();
+        let body = br#"{"features":["odfv:out","fv:c"],"entities":{"id":[1,2],"x":[0.5,1]}}"#;
+        let request = parse(body).unwrap();
+        let resolved = resolve(&catalog, &request, AnswerShape::default()).unwrap();
+        assert_eq!(resolved.on_demand, [("odfv", 1)]);
+        // `c` was asked for: answered, not an input only.
+        assert_eq!(resolved.views[0].features, [2]);
+        assert_eq!(resolved.views[0].inputs, [1]);
+        assert_eq!(resolved.request_data.len(), 1);
+        assert_eq!(resolved.request_data[0].1.get(), "[0.5,1]");
+    }
+
+    #[test]
+    fn on_demand_requests_the_native_path_cannot_answer_go_to_feast() {
+        let catalog = on_demand_catalog();
+        for body in [
+            // Request data missing, of another length, or a column nothing reads.
+            &br#"{"features":["odfv:out"],"entities":{"id":[1,2]}}"#[..],
+            br#"{"features":["odfv:out"],"entities":{"id":[1,2],"x":[1]}}"#,
+            br#"{"features":["odfv:out"],"entities":{"id":[1],"x":[1],"y":[1]}}"#,
+            // A feature the view does not have.
+            br#"{"features":["odfv:nope"],"entities":{"id":[1],"x":[1]}}"#,
+        ] {
+            let request = parse(body).unwrap();
+            assert!(
+                resolve(&catalog, &request, AnswerShape::default()).is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -262,19 +262,8 @@ mod tests {
     use crate::store::plan::{NativeColumn, ViewSpec};
 
     fn view(name: &str, ids: Vec<i64>) -> ColumnarView {
-        let plan = ViewPlan::new(ViewSpec {
-            project: "p".into(),
-            entity_key_serialization_version: 3,
-            view: name.into(),
-            join_keys: vec![("id".into(), "INT64".into())],
-            features: vec![("n".into(), "INT64".into()), ("s".into(), "STRING".into())],
-            timestamp_column: None,
-            key_ttl_seconds: None,
-            skip_dedup: false,
-            in_batch_ordering: true,
-            near_cache: false,
-        })
-        .unwrap();
+        let features = [("n", "INT64"), ("s", "STRING")];
+        let plan = ViewPlan::new(ViewSpec::of(name, &[("id", "INT64")], &features)).unwrap();
         ColumnarView {
             plan: Arc::new(plan),
             columns: vec![NativeColumn::Int64(ids)],

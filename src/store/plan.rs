@@ -86,6 +86,32 @@ pub struct ViewPlan {
     pub near_cached: bool,
 }
 
+#[cfg(test)]
+impl ViewSpec {
+    /// View `view` of project `p` (key serialization 3, no TTL, no near cache), with
+    /// `(name, ValueType)` join keys and features: a spec for tests.
+    pub fn of(view: &str, join_keys: &[(&str, &str)], features: &[(&str, &str)]) -> Self {
+        let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
+                .collect()
+        };
+        Self {
+            project: "p".into(),
+            entity_key_serialization_version: 3,
+            view: view.into(),
+            join_keys: owned(join_keys),
+            features: owned(features),
+            timestamp_column: None,
+            key_ttl_seconds: None,
+            skip_dedup: false,
+            in_batch_ordering: true,
+            near_cache: false,
+        }
+    }
+}
+
 impl ViewPlan {
     pub fn new(spec: ViewSpec) -> Result<Self, StoreError> {
         let version = KeySerializationVersion::from_config(spec.entity_key_serialization_version)?;

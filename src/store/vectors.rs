@@ -189,19 +189,7 @@ mod tests {
     }
 
     fn plan() -> ViewPlan {
-        ViewPlan::new(ViewSpec {
-            project: "p".into(),
-            entity_key_serialization_version: 3,
-            view: "fv".into(),
-            join_keys: vec![("id".into(), "INT64".into())],
-            features: vec![("f".into(), "INT64".into())],
-            timestamp_column: None,
-            key_ttl_seconds: None,
-            skip_dedup: false,
-            in_batch_ordering: true,
-            near_cache: false,
-        })
-        .unwrap()
+        ViewPlan::new(ViewSpec::of("fv", &[("id", "INT64")], &[("f", "INT64")])).unwrap()
     }
 
     #[test]

@@ -1,0 +1,143 @@
+"""`make bench`'s on-demand section: the bench's loan-shaped repo plus one pandas
+on-demand view (a debt-to-wages ratio of both views' features and the request's loan
+amount), served by stock `feast serve` and by `feast-redis-rs serve`, one Redis, in one
+run, with the same 1-row and 100-row `/get-online-features` requests (the demo's
+features and the on-demand one). Every answer must be a 200 and ours must answer every
+read natively (its fallback counter stays at 0). Writes bench/results_on_demand.json and
+prints a table of ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+from feast import Field, OnDemandFeatureView, RequestSource
+from feast.types import Float64, Int64
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from serve import FEATURES, bench_repo, measure_latency, metric, start, stop  # noqa: E402
+
+from bench import entity_rows, machine  # noqa: E402  (bench/bench.py, beside this script)
+from tests.redis_servers import free_port  # noqa: E402
+
+STOCK, OURS = "feast serve", "feast-redis-rs serve"
+ON_DEMAND = "loan_ratios:debt_to_wages"
+DEBTS = ["credit_card_due", "mortgage_due", "student_loan_due", "vehicle_loan_due"]
+
+
+def debt_to_wages(features: pd.DataFrame) -> pd.DataFrame:
+    """The applicant's debts and the loan asked for, over the zipcode's total wages."""
+    debts = sum(features[name] for name in DEBTS) + features["loan_amnt"]
+    return pd.DataFrame({"debt_to_wages": debts / (features["total_wages"] + 1)})
+
+
+def add_on_demand_view(repo: Path) -> None:
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(repo), fs_yaml_file=repo / "ours.yaml")
+    request = RequestSource(name="loan_request", schema=[Field(name="loan_amnt", dtype=Int64)])
+    view = OnDemandFeatureView(
+        name="loan_ratios",
+        sources=[
+            store.get_feature_view("zipcode_features"),
+            store.get_feature_view("credit_history"),
+            request,
+        ],
+        schema=[Field(name="debt_to_wages", dtype=Float64)],
+        udf=debt_to_wages,
+        udf_string="debt_to_wages",
+    )
+    store.apply([request, view])
+
+
+def on_demand_body(zips, applicants, rows: int, offset: int) -> bytes:
+    entities = entity_rows(zips, applicants, rows, offset)
+    return json.dumps(
+        {
+            "features": [*FEATURES, ON_DEMAND],
+            "entities": {
+                "zipcode": [e["zipcode"] for e in entities],
+                "dob_ssn": [e["dob_ssn"] for e in entities],
+                "loan_amnt": [1_000 * (offset + i) % 35_000 for i in range(rows)],
+            },
+        }
+    ).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
+    args = parser.parse_args()
+    block = 20 if args.quick else 200
+
+    with bench_repo(args.quick) as (tmp_path, _, repo, zips, applicants):
+        add_on_demand_view(repo)
+        metrics_port = free_port()
+        processes = []
+        try:
+            ports = {}
+            for index, (name, command, yaml_name, options) in enumerate(
+                [
+                    (STOCK, "feast", "stock.yaml", ()),
+                    (
+                        OURS,
+                        "feast-redis-rs",
+                        "ours.yaml",
+                        ("--metrics", "--metrics-port", str(metrics_port)),
+                    ),
+                ]
+            ):
+                process, port = start(
+                    command, repo, yaml_name, tmp_path / f"server-{index}.log",
+                    options=("--no-access-log", *options),
+                )  # fmt: skip
+                processes.append(process)
+                ports[name] = port
+            before = metric(metrics_port, "feast_fallbacks_total")
+            latency = {
+                rows: measure_latency(
+                    ports,
+                    [on_demand_body(zips, applicants, rows, k * rows) for k in range(block)],
+                    args.rounds,
+                )
+                for rows in (1, 100)
+            }
+            fallbacks = metric(metrics_port, "feast_fallbacks_total") - before
+        finally:
+            for process in processes:
+                stop(process)
+    assert fallbacks == 0, f"{fallbacks} reads went to Feast's app"
+
+    results = {
+        "machine": machine(),
+        "client": "one keep-alive HTTP/1.1 connection per server, one request at a time",
+        "request": f"{len(FEATURES)} features of 2 views and {ON_DEMAND} (pandas, request data)",
+        "rounds": args.rounds,
+        "requests_per_round": block,
+        "latency": latency,
+        "fallbacks": fallbacks,
+    }
+    out = Path(__file__).with_name("results_on_demand.json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+    print(f"\n{results['machine']}; {results['client']}; {results['request']}")
+    print(f"| | {STOCK} | {OURS} | ours vs stock |")
+    print("|---|---|---|---|")
+    for rows in (1, 100):
+        for stat in ("p50_ms", "p99_ms"):
+            stock, ours = (latency[rows][name][stat] for name in (STOCK, OURS))
+            print(
+                f"| {rows} row{'s' if rows > 1 else ''} {stat[:3]} | {stock:.3f} ms | "
+                f"{ours:.3f} ms | {stock / ours:.1f}x |"
+            )
+
+
+if __name__ == "__main__":
+    main()

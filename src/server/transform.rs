@@ -1,0 +1,163 @@
+//! On-demand feature views on the native read path. Their source views are read here as
+//! any view is; their transformations are run by Feast's own code (under the GIL, on a
+//! blocking thread), handed the rows as Feast's flow holds them just before it runs
+//! them; the answer is written here.
+
+use std::sync::Arc;
+
+use prost::Message;
+use tokio::sync::Semaphore;
+
+use crate::encoding::{Timestamp, Value};
+
+/// What a transformation is run on: the request as it was asked, and the rows read.
+pub struct Rows {
+    /// The request's feature references, as asked.
+    pub features: Vec<String>,
+    pub full_feature_names: bool,
+    /// Each request data column the on-demand views need, as the request's JSON text.
+    pub request_data: Vec<(String, String)>,
+    /// A serialized `GetOnlineFeaturesResponse` with the join keys and every source
+    /// feature read, as Feast's flow holds it before its transformations.
+    pub read: Vec<u8>,
+}
+
+/// Feast's transformations (they may block: they run on a blocking thread).
+pub trait Transform: Send + Sync + 'static {
+    /// Each on-demand feature asked for, by its name in the answer, as a serialized
+    /// `FeatureVector`; `None` when Feast's app should answer the request (a
+    /// transformation failed, or Feast's flow would not run it).
+    fn transform(&self, rows: &Rows) -> Option<Vec<(String, Vec<u8>)>>;
+}
+
+/// `feast.serving.GetOnlineFeaturesResponse.FeatureVector`.
+#[derive(Clone, PartialEq, Message)]
+pub struct FeatureVector {
+    #[prost(message, repeated, tag = "1")]
+    pub values: Vec<Value>,
+    #[prost(int32, repeated, tag = "2")]
+    pub statuses: Vec<i32>,
+    #[prost(message, repeated, tag = "3")]
+    pub event_timestamps: Vec<Timestamp>,
+}
+
+/// Transformations run at once: each holds a blocking thread (and, while it runs, the
+/// GIL); a request past them waits for one to end, holding its place among the reads
+/// in service, which bound and shed the rest.
+const TRANSFORMING_AT_ONCE: usize = 4;
+
+pub struct Transforms {
+    transform: Arc<dyn Transform>,
+    running: Arc<Semaphore>,
+}
+
+impl Transforms {
+    pub fn new(transform: Box<dyn Transform>) -> Self {
+        Self {
+            transform: Arc::from(transform),
+            running: Arc::new(Semaphore::new(TRANSFORMING_AT_ONCE)),
+        }
+    }
+
+    /// The on-demand features of `rows`, by name, as Feast made them (its vectors are
+    /// written as they come, as its JSON writes them), or `None` for Feast's app.
+    pub async fn run(&self, rows: Rows) -> Option<Vec<(String, FeatureVector)>> {
+        let place = Arc::clone(&self.running).acquire_owned().await.ok()?;
+        let transform = Arc::clone(&self.transform);
+        let vectors = tokio::task::spawn_blocking(move || {
+            let _place = place;
+            transform.transform(&rows)
+        })
+        .await
+        .ok()??;
+        vectors
+            .into_iter()
+            .map(|(name, bytes)| Some((name, FeatureVector::decode(bytes.as_slice()).ok()?)))
+            .collect()
+    }
+}
+
+/// `feast.serving.FieldStatus`'s name for `status`, as Feast's JSON writes it.
+pub fn status_name(status: i32) -> Option<&'static str> {
+    Some(match status {
+        0 => "INVALID",
+        1 => "PRESENT",
+        2 => "NULL_VALUE",
+        3 => "NOT_FOUND",
+        4 => "OUTSIDE_MAX_AGE",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoding::proto::Val;
+
+    struct Doubled;
+
+    impl Transform for Doubled {
+        fn transform(&self, rows: &Rows) -> Option<Vec<(String, Vec<u8>)>> {
+            let values: Vec<Value> = rows
+                .request_data
+                .iter()
+                .map(|(_, text)| {
+                    let number = text.parse::<i64>().ok()?;
+                    Some(Value {
+                        val: Some(Val::Int64Val(2 * number)),
+                    })
+                })
+                .collect::<Option<_>>()?;
+            let vector = FeatureVector {
+                statuses: vec![1; values.len()],
+                event_timestamps: vec![Timestamp::default(); values.len()],
+                values,
+            };
+            Some(vec![("doubled".to_owned(), vector.encode_to_vec())])
+        }
+    }
+
+    fn rows(request_data: &[&str]) -> Rows {
+        Rows {
+            features: vec!["odfv:doubled".to_owned()],
+            full_feature_names: false,
+            request_data: request_data
+                .iter()
+                .map(|t| ("x".to_owned(), (*t).to_owned()))
+                .collect(),
+            read: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn vectors_come_back_decoded_by_name() {
+        let transforms = Transforms::new(Box::new(Doubled));
+        let vectors = transforms.run(rows(&["21"])).await.expect("transformed");
+        assert_eq!(vectors.len(), 1);
+        assert_eq!(vectors[0].0, "doubled");
+        assert_eq!(vectors[0].1.values[0].val, Some(Val::Int64Val(42)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_transformation_or_a_vector_that_is_not_one_goes_to_feast() {
+        let transforms = Transforms::new(Box::new(Doubled));
+        assert!(transforms.run(rows(&["not a number"])).await.is_none());
+        struct Garbled;
+        impl Transform for Garbled {
+            fn transform(&self, _: &Rows) -> Option<Vec<(String, Vec<u8>)>> {
+                Some(vec![("garbled".to_owned(), vec![0xff, 0xff, 0xff])])
+            }
+        }
+        assert!(Transforms::new(Box::new(Garbled))
+            .run(rows(&["1"]))
+            .await
+            .is_none());
+    }
+
+    #[test]
+    fn statuses_are_named_as_feast_names_them() {
+        assert_eq!(status_name(1), Some("PRESENT"));
+        assert_eq!(status_name(3), Some("NOT_FOUND"));
+        assert_eq!(status_name(9), None);
+    }
+}

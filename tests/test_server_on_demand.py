@@ -1,0 +1,216 @@
+"""On-demand feature views read natively by ``feast-redis-rs serve``: their sources read
+from Redis here, their transformations run by Feast's own code, the JSON equal to stock
+``feast serve``'s on the same repo and Redis, with Feast's app never asked (its fallback
+counter stays put). What the native path leaves to Feast (a failing transformation,
+request data missing, an on-demand view in a feature service) gets stock's answer."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from feast import FeatureService, Field, OnDemandFeatureView, RequestSource
+from feast.types import Float64, Int64, String
+
+from feast_redis_rs import RedisOnlineStoreConfig
+
+from . import loan_repo
+from .feature_servers import columns, ours_and_stock_yamls, start_server
+from .test_server import fallbacks, scaled_wages
+
+
+def shifted_counts(inputs: dict) -> dict:
+    """Python mode: a stored Int64 plus the request's offset (None stays None)."""
+    counts = inputs.get("z_i64", inputs.get("zipcode_features__z_i64"))
+    return {
+        "shifted": [
+            None if count is None else count + offset
+            for count, offset in zip(counts, inputs["offset"], strict=True)
+        ]
+    }
+
+
+def labelled(inputs: dict) -> dict:
+    """Python mode, one row at a time (``singleton``)."""
+    text = inputs.get("c_text", inputs.get("credit_history__c_text"))
+    return {"label": f"{text}#{inputs['offset']}"}
+
+
+def ratio(features: pd.DataFrame) -> pd.DataFrame:
+    """Pandas mode over two sources, with no request data."""
+    return pd.DataFrame({"ratio": features["z_f64"] / features["c_f64"]})
+
+
+def broken(features: pd.DataFrame) -> pd.DataFrame:
+    """Fails on any request of more than one row (``apply`` infers its schema on one)."""
+    if len(features) > 1:
+        raise ValueError("this transformation fails")
+    return pd.DataFrame({"never": features["z_f64"]})
+
+
+def on_demand_objects(repo) -> list:
+    zipcodes, credit, _ = loan_repo.views(repo)
+    offset = RequestSource(name="offset_source", schema=[Field(name="offset", dtype=Int64)])
+
+    def view(name, sources, field, dtype, udf, **extra) -> OnDemandFeatureView:
+        return OnDemandFeatureView(
+            name=name,
+            sources=sources,
+            schema=[Field(name=field, dtype=dtype)],
+            udf=udf,
+            udf_string=udf.__name__,
+            **extra,
+        )
+
+    scaled = loan_repo.on_demand_view(repo, "scaled_view", "factor", "scaled", scaled_wages)
+    return [
+        *scaled,
+        offset,
+        view("shifted_view", [zipcodes, offset], "shifted", Int64, shifted_counts, mode="python"),
+        view(
+            "labelled_view",
+            [credit[["c_text"]], offset],
+            "label",
+            String,
+            labelled,
+            mode="python",
+            singleton=True,
+        ),
+        view("ratio_view", [zipcodes, credit[["c_f64"]]], "ratio", Float64, ratio),
+        view("broken_view", [zipcodes], "never", Float64, broken),
+        FeatureService(name="with_on_demand", features=[zipcodes[["z_f64"]], scaled[1]]),
+    ]
+
+
+@pytest.fixture(scope="module")
+def servers(redis_server, tmp_path_factory):
+    repo = tmp_path_factory.mktemp("on-demand-repo")
+    store = loan_repo.feature_store(
+        repo, RedisOnlineStoreConfig(connection_string=redis_server.address)
+    )
+    redis_server.client().flushall()
+    for view in loan_repo.views(repo):
+        store.write_to_online_store(view.name, loan_repo.frame(view))
+    store.apply(on_demand_objects(repo))
+    ours_yaml, stock_yaml = ours_and_stock_yamls(repo, redis_server.address)
+    ours = start_server("feast-redis-rs", repo, ours_yaml, "--metrics")
+    stock = start_server("feast", repo, stock_yaml, "--no-access-log")
+    yield ours, stock
+    ours.stop()
+    stock.stop()
+
+
+ROWS = loan_repo.entity_rows()
+ENTITIES = {
+    "zipcode": [row["zipcode"] for row in ROWS],
+    "dob_ssn": [row["dob_ssn"] for row in ROWS],
+}
+REQUEST_DATA = {
+    "factor": [0.5 * i - 2 for i in range(len(ROWS))],
+    "offset": [i * 1_000 - 7 for i in range(len(ROWS))],
+}
+
+
+# The columns each view reads: join keys and request data.
+READS = {
+    "zipcode_features": ["zipcode"],
+    "credit_history": ["dob_ssn"],
+    "loan_features": ["zipcode", "dob_ssn"],
+    "scaled_view": ["zipcode", "factor"],
+    "shifted_view": ["zipcode", "offset"],
+    "labelled_view": ["dob_ssn", "offset"],
+    "ratio_view": ["zipcode", "dob_ssn"],
+}
+
+
+def entities_read_by(features: list[str]) -> dict[str, list]:
+    """The request's columns for ``features``: those their views read (a column nothing
+    reads is left to Feast's app)."""
+    columns = {**ENTITIES, **REQUEST_DATA}
+    read = {column for ref in features for column in READS[ref.split(":")[0]]}
+    return {name: values for name, values in columns.items() if name in read}
+
+
+@pytest.mark.parametrize("full_feature_names", [False, True], ids=["short-names", "full-names"])
+@pytest.mark.parametrize(
+    "features",
+    [
+        ["zipcode_features:z_f64", "scaled_view:scaled"],
+        ["scaled_view:scaled"],
+        ["zipcode_features:z_i64", "credit_history:c_text", "shifted_view:shifted"],
+        ["labelled_view:label", "credit_history:c_f64"],
+        ["ratio_view:ratio", "loan_features:l_text"],
+        [
+            "scaled_view:scaled",
+            "shifted_view:shifted",
+            "labelled_view:label",
+            "ratio_view:ratio",
+            "zipcode_features:z_text_list",
+        ],
+    ],
+    ids=["pandas", "only-on-demand", "python", "singleton", "two-sources", "all-modes"],
+)
+def test_on_demand_views_are_answered_natively_as_stock_answers_them(
+    servers, features, full_feature_names
+):
+    ours, stock = servers
+    request = {
+        "features": features,
+        "entities": entities_read_by(features),
+        "full_feature_names": full_feature_names,
+    }
+    before = fallbacks(ours)
+    status, answer = ours.post("/get-online-features", request)
+    stock_status, expected = stock.post("/get-online-features", request)
+    assert (status, stock_status) == (200, 200), (answer, expected)
+    assert fallbacks(ours) == before, "the request must be answered natively"
+    assert len(columns(answer)) > 1
+    assert columns(answer) == columns(expected)
+
+
+def test_the_transformation_sees_the_rows_read_for_this_request(servers):
+    """Values computed from what this request read: each row's stored value times its
+    own factor (rows repeated and entities never written included)."""
+    ours, _ = servers
+    request = {
+        "features": ["zipcode_features:z_f64", "scaled_view:scaled"],
+        "entities": {"zipcode": ENTITIES["zipcode"], "factor": REQUEST_DATA["factor"]},
+    }
+    status, answer = ours.post("/get-online-features", request)
+    assert status == 200, answer
+    answered = columns(answer)
+    stored = answered["z_f64"]["values"]
+    assert any(value is None for value in stored) and any(value is not None for value in stored)
+    for value, scaled, factor in zip(
+        stored, answered["scaled"]["values"], REQUEST_DATA["factor"], strict=True
+    ):
+        assert scaled == (None if value is None else pytest.approx(value * factor))
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        # A transformation that raises.
+        {"features": ["broken_view:never"], "entities": {"zipcode": ENTITIES["zipcode"]}},
+        # Request data missing.
+        {"features": ["scaled_view:scaled"], "entities": {"zipcode": ENTITIES["zipcode"]}},
+        # An on-demand view in a feature service.
+        {
+            "feature_service": "with_on_demand",
+            "entities": {"zipcode": ENTITIES["zipcode"], "factor": REQUEST_DATA["factor"]},
+        },
+    ],
+    ids=["transformation-fails", "request-data-missing", "feature-service"],
+)
+def test_what_the_native_path_leaves_to_feast_gets_stocks_answer(servers, request_body):
+    ours, stock = servers
+    before = fallbacks(ours)
+    status, answer = ours.request("POST", "/get-online-features", request_body)
+    stock_status, expected = stock.request("POST", "/get-online-features", request_body)
+    assert status == stock_status
+    assert fallbacks(ours) == before + 1
+    if status == 200:
+        assert columns(json.loads(answer)) == columns(json.loads(expected))
+    else:
+        assert answer == expected
