@@ -120,9 +120,14 @@ def start_server(
         [str(part) for part in command_line],
         stdout=log.open("wb"),
         stderr=stderr,
-        # The project's root on the path: on-demand views of the tests are pickled by
-        # reference to their test module, which the servers then import.
-        env={**(env or os.environ), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+        # The project's root on the path (before what `env` puts there): on-demand views
+        # of the tests are pickled by reference to their test module, which the servers
+        # then import.
+        env={
+            **(env or os.environ),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), (env or {}).get("PYTHONPATH")])),
+        },
     )
     scheme = "https" if ssl_context else "http"
     server = FeatureServer(f"{scheme}://127.0.0.1:{port}", process, log, ssl_context)
