@@ -1,22 +1,29 @@
 """On-demand feature views read natively by ``feast-redis-rs serve``: their sources read
 from Redis here, their transformations run by Feast's own code, the JSON equal to stock
 ``feast serve``'s on the same repo and Redis, with Feast's app never asked (its fallback
-counter stays put). What the native path leaves to Feast (a failing transformation,
-request data missing, an on-demand view in a feature service) gets stock's answer."""
+counter stays put), and over gRPC equal to stock ``feast listen``'s. What the native
+path leaves to Feast (a failing transformation, request data missing, an on-demand view
+in a feature service, request data in a gRPC call) gets stock's answer."""
 
 from __future__ import annotations
 
 import json
 
+import grpc
 import pandas as pd
 import pytest
 from feast import FeatureService, Field, OnDemandFeatureView, RequestSource
+from feast.protos.feast.serving import GrpcServer_pb2_grpc, ServingService_pb2
+from feast.protos.feast.serving.ServingService_pb2_grpc import ServingServiceStub
+from feast.protos.feast.types.Value_pb2 import RepeatedValue
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Float64, Int64, String
 
 from feast_redis_rs import RedisOnlineStoreConfig
 
 from . import loan_repo
-from .feature_servers import columns, ours_and_stock_yamls, start_server
+from .feature_servers import columns, ours_and_stock_yamls, start_server, start_stock_listen
+from .test_grpc import by_name
 from .test_server import fallbacks, scaled_wages
 
 
@@ -84,7 +91,8 @@ def on_demand_objects(repo) -> list:
 
 
 @pytest.fixture(scope="module")
-def servers(redis_server, tmp_path_factory):
+def on_demand_repo(redis_server, tmp_path_factory):
+    """The loan repo with its data written and the on-demand views above."""
     repo = tmp_path_factory.mktemp("on-demand-repo")
     store = loan_repo.feature_store(
         repo, RedisOnlineStoreConfig(connection_string=redis_server.address)
@@ -93,10 +101,28 @@ def servers(redis_server, tmp_path_factory):
     for view in loan_repo.views(repo):
         store.write_to_online_store(view.name, loan_repo.frame(view))
     store.apply(on_demand_objects(repo))
-    ours_yaml, stock_yaml = ours_and_stock_yamls(repo, redis_server.address)
-    ours = start_server("feast-redis-rs", repo, ours_yaml, "--metrics")
-    stock = start_server("feast", repo, stock_yaml, "--no-access-log")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def servers(redis_server, on_demand_repo):
+    ours_yaml, stock_yaml = ours_and_stock_yamls(on_demand_repo, redis_server.address)
+    ours = start_server("feast-redis-rs", on_demand_repo, ours_yaml, "--metrics")
+    stock = start_server("feast", on_demand_repo, stock_yaml, "--no-access-log")
     yield ours, stock
+    ours.stop()
+    stock.stop()
+
+
+@pytest.fixture(scope="module")
+def channels(redis_server, on_demand_repo):
+    """Ours (``serve --type grpc``, /metrics beside it) and stock ``feast listen``."""
+    yamls = ours_and_stock_yamls(on_demand_repo, redis_server.address, "-grpc")
+    ours = start_server("feast-redis-rs", on_demand_repo, yamls[0], "--type", "grpc", "--metrics")
+    stock = start_stock_listen(on_demand_repo, yamls[1])
+    ours_channel = grpc.insecure_channel(ours.url.removeprefix("http://"))
+    yield ours, ours_channel, stock.channel
+    ours_channel.close()
     ours.stop()
     stock.stop()
 
@@ -214,3 +240,50 @@ def test_what_the_native_path_leaves_to_feast_gets_stocks_answer(servers, reques
         assert columns(json.loads(answer)) == columns(json.loads(expected))
     else:
         assert answer == expected
+
+
+def grpc_request(features: list[str], **extra) -> ServingService_pb2.GetOnlineFeaturesRequest:
+    request = ServingService_pb2.GetOnlineFeaturesRequest(
+        features=ServingService_pb2.FeatureList(val=features), **extra
+    )
+    for name, values in entities_read_by(features).items():
+        kind = {int: "int64_val", float: "double_val", str: "string_val"}[type(values[0])]
+        request.entities[name].CopyFrom(
+            RepeatedValue(val=[ValueProto(**{kind: value}) for value in values])
+        )
+    return request
+
+
+@pytest.mark.parametrize("full_feature_names", [False, True], ids=["short-names", "full-names"])
+def test_grpc_on_demand_views_equal_stock_feast_listen(channels, full_feature_names):
+    ours, ours_channel, stock_channel = channels
+    request = grpc_request(
+        ["ratio_view:ratio", "zipcode_features:z_f64", "credit_history:c_text"],
+        full_feature_names=full_feature_names,
+    )
+    before = fallbacks(ours)
+    answer = GrpcServer_pb2_grpc.GrpcFeatureServerStub(ours_channel).GetOnlineFeatures(request)
+    expected = GrpcServer_pb2_grpc.GrpcFeatureServerStub(stock_channel).GetOnlineFeatures(request)
+    assert fallbacks(ours) == before, "the call must be answered natively"
+    assert len(by_name(answer)) == 5
+    assert by_name(answer) == by_name(expected)
+    serving = ServingServiceStub(ours_channel).GetOnlineFeatures(request)
+    assert by_name(serving) == by_name(expected)
+
+
+def test_grpc_request_data_is_left_to_feasts_servicer(channels):
+    """Request data in a message's entities: Feast's servicer answers, as stock's."""
+    ours, ours_channel, stock_channel = channels
+    request = grpc_request(["zipcode_features:z_f64", "scaled_view:scaled"])
+
+    def call(channel):
+        try:
+            return by_name(
+                GrpcServer_pb2_grpc.GrpcFeatureServerStub(channel).GetOnlineFeatures(request)
+            )
+        except grpc.RpcError as error:
+            return error.code()
+
+    before = fallbacks(ours)
+    assert call(ours_channel) == call(stock_channel)
+    assert fallbacks(ours) == before + 1

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::json;
-use super::transform::{status_name, FeatureVector, Rows, Transforms};
+use super::transform::{status_name, FeatureVector, Rows, Transformed, Transforms};
 use crate::encoding::proto::Val;
 use crate::encoding::Value;
 use crate::redis::{EntryStamp, RedisClient};
@@ -764,9 +764,8 @@ pub async fn answer(
     transforms: Option<&Transforms>,
     reserve: impl FnOnce(usize) -> bool,
 ) -> Result<Option<Answer>, StoreError> {
-    // The gRPC contract's on-demand views, and a server without Feast's
-    // transformations, are left to Feast.
-    if !request.on_demand.is_empty() && (format != Format::Json || transforms.is_none()) {
+    // A server without Feast's transformations leaves on-demand views to Feast.
+    if !request.on_demand.is_empty() && transforms.is_none() {
         return Ok(Some(Answer::Unsupported));
     }
     let mut keys = Vec::with_capacity(request.views.len());
@@ -828,7 +827,7 @@ pub async fn answer(
             Some(json) => json.into_bytes(),
             None => return Ok(Some(Answer::Unsupported)),
         },
-        Format::Message => write_message(request, &keys, &hashes, stored, Columns::Asked)?,
+        Format::Message => write_message(request, &keys, &hashes, stored, Columns::Asked(&on_demand))?,
     };
     Ok(Some(Answer::Written { body, stamps }))
 }
@@ -843,7 +842,7 @@ fn write_json(
     request: &Resolved<'_>,
     keys: &[RowKeys],
     hashes: &[Vec<store::Hash>],
-    on_demand: &[(String, FeatureVector)],
+    on_demand: &[Transformed],
     stored: usize,
 ) -> Result<Option<String>, StoreError> {
     let mut out = String::with_capacity(request.estimated_bytes() + stored * 2 + 256);
@@ -864,9 +863,9 @@ fn write_json(
             }
         }
     }
-    for (name, _) in on_demand {
+    for transformed in on_demand {
         out.push(',');
-        json::string(&mut out, name);
+        json::string(&mut out, &transformed.name);
     }
     out.push(']');
     if request.include_metadata {
@@ -954,7 +953,7 @@ fn write_json(
             out.push('}');
         }
     }
-    for (_, vector) in on_demand {
+    for Transformed { vector, .. } in on_demand {
         if write_vector_json(&mut out, vector).is_err() {
             return Ok(None);
         }
@@ -995,12 +994,13 @@ fn write_vector_json(out: &mut String, vector: &FeatureVector) -> Result<(), jso
     Ok(())
 }
 
-/// Which of a view's features a message holds.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Columns {
-    /// Those asked for: the answer.
-    Asked,
-    /// Those read, the on-demand views' inputs too: what Feast's transformations see.
+/// Which columns a message holds.
+#[derive(Clone, Copy)]
+enum Columns<'t> {
+    /// Those asked for, the on-demand features Feast made last: the answer.
+    Asked(&'t [Transformed]),
+    /// The views' features read, the on-demand views' inputs too: what Feast's
+    /// transformations see.
     Read,
 }
 
@@ -1015,17 +1015,22 @@ fn put_bytes(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
 const PRESENT: u8 = 1;
 
 /// A serialized `GetOnlineFeaturesResponse` as `feast listen` answers it: the entity
-/// columns as asked for, then every feature's stored values as they are stored.
+/// columns as asked for, every feature's stored values as they are stored, then the
+/// on-demand features as Feast made them (with `Columns::Asked`).
 fn write_message(
     request: &Resolved<'_>,
     keys: &[RowKeys],
     hashes: &[Vec<store::Hash>],
     stored: usize,
-    columns: Columns,
+    columns: Columns<'_>,
 ) -> Result<Vec<u8>, StoreError> {
     let features = |view: &ViewRead<'_>| match columns {
-        Columns::Asked => view.features.len(),
+        Columns::Asked(_) => view.features.len(),
         Columns::Read => view.features.len() + view.inputs.len(),
+    };
+    let on_demand = match columns {
+        Columns::Asked(on_demand) => on_demand,
+        Columns::Read => &[],
     };
     let mut names = Vec::new();
     for (entity, _) in &request.entities {
@@ -1039,6 +1044,9 @@ fn write_message(
                 true => put_bytes(&mut names, 1, full_name(view, feature).as_bytes()),
             }
         }
+    }
+    for transformed in on_demand {
+        put_bytes(&mut names, 1, transformed.name.as_bytes());
     }
     let mut metadata = Vec::with_capacity(names.len() + 8);
     put_bytes(&mut metadata, 1, &names);
@@ -1068,6 +1076,9 @@ fn write_message(
     }
     for ((view, rows), hashes) in request.views.iter().zip(keys).zip(hashes) {
         store::feature_vectors(&view.view.plan, rows, hashes, features(view), false, &mut out)?;
+    }
+    for transformed in on_demand {
+        put_bytes(&mut out, 2, &transformed.serialized);
     }
     Ok(out)
 }

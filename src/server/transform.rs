@@ -41,6 +41,15 @@ pub struct FeatureVector {
     pub event_timestamps: Vec<Timestamp>,
 }
 
+/// An on-demand feature as Feast's transformation made it.
+pub struct Transformed {
+    /// Its name in the answer.
+    pub name: String,
+    pub vector: FeatureVector,
+    /// The vector as Feast serialized it, for the gRPC contract's answer.
+    pub serialized: Vec<u8>,
+}
+
 /// Transformations run at once: each holds a blocking thread (and, while it runs, the
 /// GIL); a request past them waits for one to end, holding its place among the reads
 /// in service, which bound and shed the rest.
@@ -61,7 +70,7 @@ impl Transforms {
 
     /// The on-demand features of `rows`, by name, as Feast made them (its vectors are
     /// written as they come, as its JSON writes them), or `None` for Feast's app.
-    pub async fn run(&self, rows: Rows) -> Option<Vec<(String, FeatureVector)>> {
+    pub async fn run(&self, rows: Rows) -> Option<Vec<Transformed>> {
         let place = Arc::clone(&self.running).acquire_owned().await.ok()?;
         let transform = Arc::clone(&self.transform);
         let vectors = tokio::task::spawn_blocking(move || {
@@ -72,7 +81,14 @@ impl Transforms {
         .ok()??;
         vectors
             .into_iter()
-            .map(|(name, bytes)| Some((name, FeatureVector::decode(bytes.as_slice()).ok()?)))
+            .map(|(name, serialized)| {
+                let vector = FeatureVector::decode(serialized.as_slice()).ok()?;
+                Some(Transformed {
+                    name,
+                    vector,
+                    serialized,
+                })
+            })
             .collect()
     }
 }
@@ -134,8 +150,9 @@ mod tests {
         let transforms = Transforms::new(Box::new(Doubled));
         let vectors = transforms.run(rows(&["21"])).await.expect("transformed");
         assert_eq!(vectors.len(), 1);
-        assert_eq!(vectors[0].0, "doubled");
-        assert_eq!(vectors[0].1.values[0].val, Some(Val::Int64Val(42)));
+        assert_eq!(vectors[0].name, "doubled");
+        assert_eq!(vectors[0].vector.values[0].val, Some(Val::Int64Val(42)));
+        assert_eq!(vectors[0].vector.encode_to_vec(), vectors[0].serialized);
     }
 
     #[tokio::test]
