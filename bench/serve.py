@@ -41,6 +41,7 @@ from bench import (  # noqa: E402  (bench/bench.py, beside this script)
     ZIPF_EXPONENT,
     entity_rows,
     feature_store,
+    machine,
     make_data,
     percentile,
     pyplot,
@@ -202,6 +203,42 @@ def start(
             time.sleep(0.2)
     process.kill()
     raise RuntimeError(f"{command} did not start: {log.read_text()[-2000:]}")
+
+
+def start_each(
+    servers: dict[str, tuple[str, str, tuple[str, ...]]],
+    repo: Path,
+    workdir: Path,
+    processes: list[subprocess.Popen],
+) -> dict[str, int]:
+    """Starts each of ``servers`` (``name: (command, yaml, options)``, no access log),
+    adding its process to ``processes`` (the caller stops them); returns their ports."""
+    ports = {}
+    for index, (name, (command, yaml_name, options)) in enumerate(servers.items()):
+        process, port = start(
+            command, repo, yaml_name, workdir / f"server-{index}.log",
+            options=("--no-access-log", *options),
+        )  # fmt: skip
+        processes.append(process)
+        ports[name] = port
+    return ports
+
+
+# The client of the latency measures (`measure_latency`).
+LATENCY_CLIENT = "one keep-alive HTTP/1.1 connection per server, one request at a time"
+
+
+def latency_results(rounds: int, block: int, latency: dict, **extra) -> dict:
+    """A latency section's results: the machine, the client, the rounds and `latency`
+    (then `extra`)."""
+    return {
+        "machine": machine(),
+        "client": LATENCY_CLIENT,
+        "rounds": rounds,
+        "requests_per_round": block,
+        "latency": latency,
+        **extra,
+    }
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -410,11 +447,8 @@ def main() -> None:
     with bench_repo(args.quick) as (tmp_path, _, repo, zips, applicants):
         processes = []
         try:
-            ports = {}
-            for index, (name, (command, yaml_name)) in enumerate(SERVERS.items()):
-                process, port = start(command, repo, yaml_name, tmp_path / f"server-{index}.log")
-                processes.append(process)
-                ports[name] = port
+            servers = {name: (*server, ()) for name, server in SERVERS.items()}
+            ports = start_each(servers, repo, tmp_path, processes)
             latency = {
                 rows: measure_latency(
                     ports,

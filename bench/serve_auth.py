@@ -24,9 +24,16 @@ from feast.permissions.policy import RoleBasedPolicy
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from serve import bench_repo, body, measure_latency, metric, start, stop  # noqa: E402
+from serve import (  # noqa: E402
+    bench_repo,
+    body,
+    latency_results,
+    measure_latency,
+    metric,
+    start_each,
+    stop,
+)
 
-from bench import machine  # noqa: E402  (bench/bench.py)
 from tests.oidc_issuer import CLIENT_ID, Issuer  # noqa: E402
 from tests.redis_servers import free_port  # noqa: E402
 
@@ -85,14 +92,7 @@ def main() -> None:
                 ),
                 OURS_OPEN: ("feast-redis-rs", "ours.yaml", ()),
             }
-            ports = {}
-            for index, (name, (command, yaml_name, options)) in enumerate(servers.items()):
-                process, port = start(
-                    command, repo, yaml_name, tmp_path / f"server-{index}.log",
-                    options=("--no-access-log", *options),
-                )  # fmt: skip
-                processes.append(process)
-                ports[name] = port
+            ports = start_each(servers, repo, tmp_path, processes)
             reader = {"Authorization": f"Bearer {issuer.token(['reader'], lifetime=24 * 3600)}"}
             headers = {STOCK: reader, OURS: reader}
             before = counters(metrics_port)
@@ -116,14 +116,7 @@ def main() -> None:
     # (the token, the features) again only after each registry refresh (every 60 s).
     assert counted["feast_fallbacks_total"] == 0, counted
     assert 1 <= counted["auth_decisions_total"] <= 10, counted
-    results = {
-        "machine": machine(),
-        "client": "one keep-alive HTTP/1.1 connection per server, one request at a time",
-        "rounds": args.rounds,
-        "requests_per_round": block,
-        "latency": latency,
-        "counted": counted,
-    }
+    results = latency_results(args.rounds, block, latency, counted=counted)
     out = Path(__file__).with_name("results_auth.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
 

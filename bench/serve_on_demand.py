@@ -23,9 +23,17 @@ from feast.types import Float64, Int64
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from serve import FEATURES, bench_repo, measure_latency, metric, start, stop  # noqa: E402
+from serve import (  # noqa: E402
+    FEATURES,
+    bench_repo,
+    latency_results,
+    measure_latency,
+    metric,
+    start_each,
+    stop,
+)
 
-from bench import entity_rows, machine, percentile  # noqa: E402  (bench/bench.py, beside this script)
+from bench import entity_rows, percentile  # noqa: E402  (bench/bench.py, beside this script)
 from tests.redis_servers import free_port  # noqa: E402
 
 STOCK, OURS = "feast serve", "feast-redis-rs serve"
@@ -109,24 +117,15 @@ def main() -> None:
         metrics_port = free_port()
         processes = []
         try:
-            ports = {}
-            for index, (name, command, yaml_name, options) in enumerate(
-                [
-                    (STOCK, "feast", "stock.yaml", ()),
-                    (
-                        OURS,
-                        "feast-redis-rs",
-                        "ours.yaml",
-                        ("--metrics", "--metrics-port", str(metrics_port)),
-                    ),
-                ]
-            ):
-                process, port = start(
-                    command, repo, yaml_name, tmp_path / f"server-{index}.log",
-                    options=("--no-access-log", *options),
-                )  # fmt: skip
-                processes.append(process)
-                ports[name] = port
+            servers = {
+                STOCK: ("feast", "stock.yaml", ()),
+                OURS: (
+                    "feast-redis-rs",
+                    "ours.yaml",
+                    ("--metrics", "--metrics-port", str(metrics_port)),
+                ),
+            }
+            ports = start_each(servers, repo, tmp_path, processes)
             before = metric(metrics_port, "feast_fallbacks_total")
             latency = {
                 rows: measure_latency(
@@ -148,16 +147,14 @@ def main() -> None:
         }
     assert fallbacks == 0, f"{fallbacks} reads went to Feast's app"
 
-    results = {
-        "machine": machine(),
-        "client": "one keep-alive HTTP/1.1 connection per server, one request at a time",
-        "request": f"{len(FEATURES)} features of 2 views and {ON_DEMAND} (pandas, request data)",
-        "rounds": args.rounds,
-        "requests_per_round": block,
-        "latency": latency,
-        "fallbacks": fallbacks,
-        "transformation_floor_ms": floor,
-    }
+    results = latency_results(
+        args.rounds,
+        block,
+        latency,
+        request=f"{len(FEATURES)} features of 2 views and {ON_DEMAND} (pandas, request data)",
+        fallbacks=fallbacks,
+        transformation_floor_ms=floor,
+    )
     out = Path(__file__).with_name("results_on_demand.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
 

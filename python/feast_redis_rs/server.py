@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, NoReturn
 from urllib.parse import unquote
 
@@ -545,15 +546,6 @@ def serve(
     plans = Plans()
     app = FeastApp(store)
     app.start()
-
-    def transform(
-        features: list[str],
-        full_feature_names: bool,
-        request_data: list[tuple[str, str]],
-        read: bytes,
-    ) -> list[tuple[str, bytes]] | None:
-        return _feast.on_demand_features(store, features, full_feature_names, request_data, read)
-
     server = _native.FeatureServer(
         options,
         client,
@@ -564,7 +556,7 @@ def serve(
         _feast.SERVED_NULL_STATUS,
         feast.__version__,
         decide,
-        transform,
+        partial(_feast.on_demand_features, store),
     )
     stop_refreshing = threading.Event()
 

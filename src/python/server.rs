@@ -323,10 +323,7 @@ impl Decide for PythonDecide {
         Python::attach(|py| {
             let decided = self
                 .0
-                .call1(
-                    py,
-                    (authorization, asked.service.as_deref(), asked.features.clone()),
-                )
+                .call1(py, (authorization, asked.service.as_deref(), &asked.features))
                 .and_then(|holds| holds.extract::<Option<f64>>(py));
             match decided {
                 // Allowed: for the seconds given (none are negative; infinity for a
@@ -355,12 +352,7 @@ impl Transform for PythonTransform {
                 .0
                 .call1(
                     py,
-                    (
-                        rows.features.clone(),
-                        rows.full_feature_names,
-                        rows.request_data.clone(),
-                        read,
-                    ),
+                    (&rows.features, rows.full_feature_names, &rows.request_data, read),
                 )
                 .and_then(|vectors| vectors.extract::<Option<Vec<(String, Vec<u8>)>>>(py));
             transformed.unwrap_or_else(|err| {

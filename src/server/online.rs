@@ -562,14 +562,11 @@ pub fn resolve<'a>(
             }
         }
     }
-    let needs_request_data = |column: &str| {
-        on_demand.iter().any(|(name, _)| {
-            catalog.on_demand[*name]
-                .request_fields
-                .iter()
-                .any(|field| field == column)
-        })
-    };
+    // The request data the on-demand views asked for need (a handful of names).
+    let needed: Vec<&str> = on_demand
+        .iter()
+        .flat_map(|(name, _)| catalog.on_demand[*name].request_fields.iter().map(String::as_str))
+        .collect();
     let mut entities = Vec::with_capacity(parsed.entities.0.len());
     let mut request_data = Vec::new();
     for (name, values) in &parsed.entities.0 {
@@ -577,16 +574,15 @@ pub fn resolve<'a>(
             (Some((_, entity_type)), _) => entities.push((&**name, entity_column(*entity_type, values)?)),
             // As given, for Feast to read as it reads request data; a message's values
             // are left to Feast's own flow.
-            (None, EntityValues::Json(raw)) if needs_request_data(name) => request_data.push((&**name, *raw)),
+            (None, EntityValues::Json(raw)) if needed.contains(&&**name) => {
+                request_data.push((&**name, *raw))
+            }
             (None, _) => return None,
         }
     }
-    let every_field_given = on_demand.iter().all(|(name, _)| {
-        catalog.on_demand[*name]
-            .request_fields
-            .iter()
-            .all(|field| request_data.iter().any(|(given, _)| given == field))
-    });
+    let every_field_given = needed
+        .iter()
+        .all(|field| request_data.iter().any(|(given, _)| given == field));
     let rows = entities.first()?.1.len();
     if rows == 0
         || !every_field_given
@@ -755,8 +751,9 @@ async fn read_all(
 }
 
 /// Reads every view of the request, has Feast's `transforms` run its on-demand views,
-/// and writes Feast's answer in `format` into one buffer. `reserve(bytes)` is asked for the stored bytes read before the answer is
-/// written, and refuses the answer when they do not fit.
+/// and writes Feast's answer in `format` into one buffer. `reserve(bytes)` is asked for
+/// the stored bytes read before the answer is written, and refuses the answer when they
+/// do not fit.
 pub async fn answer(
     client: &RedisClient,
     request: &Resolved<'_>,
