@@ -20,7 +20,6 @@ import time
 
 import pandas as pd
 import pytest
-from feast import FeatureService
 from prometheus_client.parser import text_string_to_metric_families
 
 from feast_redis_rs import RedisOnlineStoreConfig
@@ -48,11 +47,11 @@ def delayed(features_df: pd.DataFrame) -> pd.DataFrame:
 
 
 def slow_request(delay: float) -> dict:
-    """A request Feast's app answers in ``delay`` seconds: an on-demand view in a
-    feature service is left to it."""
+    """A request Feast's app answers in ``delay`` seconds: the server leaves a request
+    with a column no view reads to it (Feast passes over the column)."""
     return {
-        "feature_service": "delayed_service",
-        "entities": {"zipcode": loan_repo.ZIPCODES[:1], "delay": [delay]},
+        "features": ["delayed_view:delayed"],
+        "entities": {"zipcode": loan_repo.ZIPCODES[:1], "delay": [delay], "unread": [0]},
     }
 
 
@@ -68,9 +67,7 @@ def repo(tmp_path_factory):
     request, delayed_view = loan_repo.on_demand_view(
         path, "delayed_view", "delay", "delayed", delayed
     )
-    store.apply(
-        [request, delayed_view, FeatureService(name="delayed_service", features=[delayed_view])]
-    )
+    store.apply([request, delayed_view])
     yaml_file = write_repo_yaml(
         path,
         "ours.yaml",
@@ -402,13 +399,13 @@ def test_fallback_floods_are_shed_fast_and_native_requests_go_on(repo):
         server.stop()
 
 
-def post_native(server) -> tuple[int, str, str | None, float]:
+def post_native(server, request: dict = NATIVE_REQUEST) -> tuple[int, str, str | None, float]:
     """Status, body, Retry-After and seconds taken of one native read."""
     host, port = server.url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     started = time.monotonic()
     connection.request(
-        "POST", "/get-online-features", json.dumps(NATIVE_REQUEST),
+        "POST", "/get-online-features", json.dumps(request),
         {"Content-Type": "application/json"},
     )  # fmt: skip
     response = connection.getresponse()
@@ -498,6 +495,49 @@ def test_a_request_that_waits_too_long_for_feasts_app_is_shed_with_retry_after(r
         assert "--fallback-queue-timeout" in feast_error(response.read())
         blocker.join(timeout=30)
         answered_normally(server)
+    finally:
+        server.stop()
+
+
+def transformed_read(delay: float) -> dict:
+    """A native read whose on-demand transformation takes ``delay`` seconds."""
+    return {
+        "features": ["delayed_view:delayed"],
+        "entities": {"zipcode": loan_repo.ZIPCODES[:1], "delay": [delay]},
+    }
+
+
+def test_reads_past_the_transformations_running_wait_then_are_shed_with_retry_after(repo):
+    server = serve(repo, "--metrics", "--transform-queue-timeout", "0.5")
+    try:
+        answers = []
+        holders = [
+            threading.Thread(
+                target=lambda: answers.append(post_native(server, transformed_read(3)))
+            )
+            for _ in range(4)
+        ]
+        for holder in holders:
+            holder.start()
+        deadline = time.monotonic() + 10
+        while metric(server, "feast_redis_rs_transformations_running") < 4:
+            assert time.monotonic() < deadline, "the four transformations never ran at once"
+            time.sleep(0.05)
+        fallbacks = metric(server, "feast_redis_rs_feast_fallbacks_total")
+        status, body, retry_after, took = post_native(server, transformed_read(0))
+        assert (status, retry_after) == (503, "1"), body
+        assert 0.4 < took < 1.5
+        assert "--transform-queue-timeout" in feast_error(body.encode())
+        refused = {"limit": "transform_queue_timeout"}
+        assert metric(server, "feast_redis_rs_requests_refused_total", **refused) == 1
+        assert metric(server, "feast_redis_rs_transformations_waiting") == 0
+        for holder in holders:
+            holder.join(timeout=30)
+        assert [answer[0] for answer in answers] == [200] * 4
+        # The transformations' places are free again, for native reads.
+        assert post_native(server, transformed_read(0))[0] == 200
+        assert metric(server, "feast_redis_rs_transformations_running") == 0
+        assert metric(server, "feast_redis_rs_feast_fallbacks_total") == fallbacks
     finally:
         server.stop()
 

@@ -12,6 +12,7 @@ import time
 import urllib.request
 
 import grpc
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from feast import FeatureView
@@ -179,12 +180,17 @@ def test_a_decision_covers_only_what_it_asked_for(protected):
 
 def test_a_decision_is_not_kept_past_its_tokens_expiry(protected):
     issuer, ours, stock = protected
-    token = issuer.token(["reader"], lifetime=1)
+    # exp is whole seconds, so a token's life may be a second shorter than asked: 4
+    # leaves the two reads below at least 3 s on a loaded machine.
+    lifetime = 4
+    token = issuer.token(["reader"], lifetime=lifetime)
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
     before = counters(ours)
     assert post(ours, token)[0] == 200
     assert post(ours, token)[0] == 200
+    assert time.time() < expires, "the reads took the token's whole life"
     assert counters(ours)["auth_decisions_total"] == before["auth_decisions_total"] + 1
-    time.sleep(1.5)
+    time.sleep(expires - time.time() + 0.5)
     # Expired, but within the 10 s Feast allows for clocks apart: Feast decides again,
     # and allows it, as stock does.
     assert post(ours, token)[0] == post(stock, token)[0] == 200

@@ -1,9 +1,10 @@
 """On-demand feature views read natively by ``feast-redis-rs serve``: their sources read
 from Redis here, their transformations run by Feast's own code, the JSON equal to stock
 ``feast serve``'s on the same repo and Redis, with Feast's app never asked (its fallback
-counter stays put), and over gRPC equal to stock ``feast listen``'s. What the native
-path leaves to Feast (a failing transformation, request data missing, an on-demand view
-in a feature service, request data in a gRPC call) gets stock's answer."""
+counter stays put), in feature services too, and over gRPC equal to stock ``feast
+listen``'s. What the native path leaves to Feast (a failing transformation, request
+data missing, a service that renames a view, request data in a gRPC call) gets stock's
+answer."""
 
 from __future__ import annotations
 
@@ -84,9 +85,15 @@ def on_demand_objects(repo) -> list:
             mode="python",
             singleton=True,
         ),
-        view("ratio_view", [zipcodes, credit[["c_f64"]]], "ratio", Float64, ratio),
+        ratio_view := view("ratio_view", [zipcodes, credit[["c_f64"]]], "ratio", Float64, ratio),
         view("broken_view", [zipcodes], "never", Float64, broken),
         FeatureService(name="with_on_demand", features=[zipcodes[["z_f64"]], scaled[1]]),
+        # On-demand views without request data, one source not in the service.
+        FeatureService(name="ratios", features=[ratio_view, credit[["c_f64", "c_text"]]]),
+        FeatureService(
+            name="renamed_with_on_demand",
+            features=[zipcodes[["z_f64"]].with_name("renamed"), scaled[1]],
+        ),
     ]
 
 
@@ -221,13 +228,13 @@ def test_the_transformation_sees_the_rows_read_for_this_request(servers):
         {"features": ["broken_view:never"], "entities": {"zipcode": ENTITIES["zipcode"]}},
         # Request data missing.
         {"features": ["scaled_view:scaled"], "entities": {"zipcode": ENTITIES["zipcode"]}},
-        # An on-demand view in a feature service.
+        # A feature service with an on-demand view and a view it renames.
         {
-            "feature_service": "with_on_demand",
+            "feature_service": "renamed_with_on_demand",
             "entities": {"zipcode": ENTITIES["zipcode"], "factor": REQUEST_DATA["factor"]},
         },
     ],
-    ids=["transformation-fails", "request-data-missing", "feature-service"],
+    ids=["transformation-fails", "request-data-missing", "renamed-in-a-service"],
 )
 def test_what_the_native_path_leaves_to_feast_gets_stocks_answer(servers, request_body):
     ours, stock = servers
@@ -240,6 +247,32 @@ def test_what_the_native_path_leaves_to_feast_gets_stocks_answer(servers, reques
         assert columns(json.loads(answer)) == columns(json.loads(expected))
     else:
         assert answer == expected
+
+
+SERVICE_REQUESTS = {
+    "with_on_demand": {"zipcode": ENTITIES["zipcode"], "factor": REQUEST_DATA["factor"]},
+    "ratios": ENTITIES,
+}
+
+
+@pytest.mark.parametrize("full_feature_names", [False, True], ids=["short-names", "full-names"])
+@pytest.mark.parametrize("service", SERVICE_REQUESTS)
+def test_feature_services_with_on_demand_views_are_answered_natively(
+    servers, service, full_feature_names
+):
+    ours, stock = servers
+    request = {
+        "feature_service": service,
+        "entities": SERVICE_REQUESTS[service],
+        "full_feature_names": full_feature_names,
+    }
+    before = fallbacks(ours)
+    status, answer = ours.post("/get-online-features", request)
+    stock_status, expected = stock.post("/get-online-features", request)
+    assert (status, stock_status) == (200, 200), (answer, expected)
+    assert fallbacks(ours) == before, "the request must be answered natively"
+    assert len(columns(answer)) > 2
+    assert columns(answer) == columns(expected)
 
 
 def grpc_request(features: list[str], **extra) -> ServingService_pb2.GetOnlineFeaturesRequest:
@@ -269,6 +302,19 @@ def test_grpc_on_demand_views_equal_stock_feast_listen(channels, full_feature_na
     assert by_name(answer) == by_name(expected)
     serving = ServingServiceStub(ours_channel).GetOnlineFeatures(request)
     assert by_name(serving) == by_name(expected)
+
+
+def test_grpc_a_feature_service_with_on_demand_views_equals_stock_feast_listen(channels):
+    ours, ours_channel, stock_channel = channels
+    request = grpc_request(["ratio_view:ratio", "credit_history:c_f64"])
+    # The `kind` oneof: naming the service clears the features.
+    request.feature_service = "ratios"
+    before = fallbacks(ours)
+    answer = GrpcServer_pb2_grpc.GrpcFeatureServerStub(ours_channel).GetOnlineFeatures(request)
+    expected = GrpcServer_pb2_grpc.GrpcFeatureServerStub(stock_channel).GetOnlineFeatures(request)
+    assert fallbacks(ours) == before, "the call must be answered natively"
+    assert len(by_name(answer)) == 5
+    assert by_name(answer) == by_name(expected)
 
 
 def test_grpc_request_data_is_left_to_feasts_servicer(channels):

@@ -100,6 +100,28 @@ SERVED_NULL_STATUS = (0, 62) <= FEAST < (0, 64)
 IN_BATCH_ORDERING = FEAST >= (0, 66)
 """A written row must also be newer than earlier rows of its batch for the same entity
 (before, each row was checked against what was stored before the batch only)."""
+PRECOMPUTED_ROWS_AS_ASKED = (
+    "entity_row_indices"
+    in inspect.signature(
+        getattr(OnlineStore, "_try_precomputed_fast_path", lambda: None)
+    ).parameters
+)
+"""Pre-computed feature services answer every request row, repeated entities each in
+its place (Feast 0.67's fast path; before, the server leaves them to Feast's app)."""
+
+
+def precomputed_vector_view(service: str) -> FeatureView:
+    """The view Feast stores a pre-computed service's vectors under, one ``vector`` per
+    entity of the service's first view (``OnlineStore.write_precomputed_vector``)."""
+    from feast import FeatureView, Field
+    from feast.types import Bytes
+
+    return FeatureView(
+        name=f"__precomputed__{service}",
+        entities=[],
+        schema=[Field(name="vector", dtype=Bytes)],
+        source=None,
+    )
 
 
 class RequestContext(NamedTuple):
@@ -269,6 +291,7 @@ _TRANSFORMS_TAKE_TYPES = (
 def on_demand_features(
     store: FeatureStore,
     features: list[str],
+    feature_service: str | None,
     full_feature_names: bool,
     request_data: list[tuple[str, str]],
     read: bytes,
@@ -276,11 +299,17 @@ def on_demand_features(
     """Feast's on-demand transformations of the rows ``read`` (a serialized
     ``GetOnlineFeaturesResponse`` holding the join keys and the source features, as
     Feast's flow holds it before it transforms) and of ``request_data`` (each column as
-    the request's JSON): each on-demand feature asked for, by its name in the answer,
-    as a serialized ``FeatureVector``. ``None`` where Feast's app should answer (Feast
-    refuses the request, or a transformation fails: the app says why)."""
+    the request's JSON) for ``features``, or for ``feature_service`` when given: each
+    on-demand feature asked for, by its name in the answer, as a serialized
+    ``FeatureVector``. ``None`` where Feast's app should answer (Feast refuses the
+    request, or a transformation fails: the app says why)."""
     try:
-        context = request_context(store.registry, store.project, features, full_feature_names)
+        asked: list[str] | FeatureService = (
+            features
+            if feature_service is None
+            else store.get_feature_service(feature_service, allow_cache=True)
+        )
+        context = request_context(store.registry, store.project, asked, full_feature_names)
         response = GetOnlineFeaturesResponse.FromString(read)
         # Feast reads request data as it reads an entity column with no declared type.
         populate_result_rows(

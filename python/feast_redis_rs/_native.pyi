@@ -6,7 +6,13 @@ from typing import Any, final
 
 from feast_redis_rs.config import RedisOnlineStoreConfig
 from feast_redis_rs.plans import ViewSpec
-from feast_redis_rs.server import ServedOnDemandView, ServedProjection, ServedView, ServerOptions
+from feast_redis_rs.server import (
+    ServedOnDemandView,
+    ServedPrecomputed,
+    ServedProjection,
+    ServedView,
+    ServerOptions,
+)
 
 __all__ = [
     "BUILD_PROFILE",
@@ -122,7 +128,8 @@ class FeatureServer:
         feast_version: str,
         decide: Callable[[str, str | None, list[str]], float | None] | None,
         transform: Callable[
-            [list[str], bool, list[tuple[str, str]], bytes], list[tuple[str, bytes]] | None
+            [list[str], str | None, bool, list[tuple[str, str]], bytes],
+            list[tuple[str, bytes]] | None,
         ]
         | None,
     ) -> FeatureServer: ...
@@ -131,6 +138,7 @@ class FeatureServer:
         views: list[ServedView],
         on_demand: list[ServedOnDemandView],
         services: list[tuple[str, list[ServedProjection]]],
+        precomputed: list[ServedPrecomputed],
     ) -> None: ...
     def keep_catalog(self) -> None: ...
     def set_stale(self, reason: str) -> None: ...

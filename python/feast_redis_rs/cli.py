@@ -76,6 +76,9 @@ _LIMITS = [
      "Under overload, seconds an online request may wait for a place (the newest "
      "waiting is served first); then 503 with Retry-After. Otherwise it waits its "
      "turn for up to a second."),
+    ("--transform-queue-timeout", "transform_queue_timeout", float,
+     "Seconds an online request with on-demand views may wait for one of the 4 "
+     "transformations Feast's code runs at once to end; then 503 with Retry-After."),
     ("--fallback-concurrency", "fallback_concurrency", int,
      "Requests Feast's app works on at once."),
     ("--fallback-queue", "fallback_queue", int,

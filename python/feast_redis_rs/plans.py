@@ -222,6 +222,12 @@ class Plans:
         self._views[key] = (table, config, plan)
         return plan
 
+    def precomputed(self, config: RepoConfig, service: str, first: FeatureView) -> _native.ViewPlan:
+        """The plan of the vectors of pre-computed ``service``, whose first view is
+        ``first``."""
+        table = _feast.precomputed_vector_view(service)
+        return _native.ViewPlan(_spec(config, table, ["vector"], _join_keys(first)))
+
     def entities(self, config: RepoConfig, join_keys: list[str]) -> _native.ViewPlan:
         """A plan of join keys alone, for deleting every key of an entity."""
         return _native.ViewPlan(

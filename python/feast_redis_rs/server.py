@@ -1,13 +1,13 @@
 """``feast-redis-rs serve``: Feast's HTTP feature server, answered in Rust.
 
 Python reads ``feature_store.yaml`` and the registry with Feast's own API, at start and
-every ``registry_ttl_sec``, and hands the native server one plan per feature view and
-the feature services made of them. The server answers ``POST /get-online-features``
-and ``GET /health`` (``/metrics`` with ``--metrics``) without the GIL. Every other
-request -- ``/push``, ``/write-to-online-store``, ``/materialize``, online requests that
-need Feast's Python (on-demand views, request data, pre-computed services) and
-malformed ones -- is answered by Feast's own app in this process, so its shapes, statuses
-and errors are Feast's.
+every ``registry_ttl_sec``, and hands the native server one plan per feature view, the
+on-demand views and feature services made of them. The server answers ``POST
+/get-online-features`` and ``GET /health`` (``/metrics`` with ``--metrics``) without the
+GIL but for on-demand transformations, which Feast's code runs. Every other request --
+``/push``, ``/write-to-online-store``, ``/materialize``, online requests the catalog
+does not cover and malformed ones -- is answered by Feast's own app in this process, so
+its shapes, statuses and errors are Feast's.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 from urllib.parse import unquote
 
 import feast
-from feast import FeatureStore
+from feast import FeatureService, FeatureStore, FeatureView
 from feast.errors import FeastPermissionError
 from feast.feature_server import get_app
 from feast.feature_view import DUMMY_ENTITY_NAME
@@ -76,6 +76,9 @@ class ServerOptions:
     read_queue_timeout: float = 0.001
     """Under overload, seconds an online request may wait to be read; then 503 (load
     shedding: what is answered keeps its latency)."""
+    transform_queue_timeout: float = 1.0
+    """Seconds a read with on-demand views may wait for one of the transformations
+    running at once (4) to end; then 503."""
     workers: int = field(default_factory=cores_available)
     """Threads answering requests: by default one per core the process may use."""
     worker_connections: int = 1000
@@ -137,6 +140,30 @@ class ServedOnDemandView:
     definition: bytes
 
 
+@dataclass(frozen=True)
+class ServedPrecomputed:
+    service: str
+    plan: _native.ViewPlan = field(compare=False)
+    # The TTL in whole seconds of each view of the service that has one, by the name the
+    # service gives it, as Feast's pre-computed path judges staleness.
+    ttls: list[tuple[str, int]]
+
+
+def _precomputed(
+    store: FeatureStore, plans: Plans, service: FeatureService, views: dict[str, FeatureView]
+) -> ServedPrecomputed:
+    ttls: dict[str, int | None] = {}
+    for projection in service.feature_view_projections:
+        ttl = views[projection.name].ttl
+        ttls[projection.name_to_use()] = int(ttl.total_seconds()) if ttl else None
+    first = views[service.feature_view_projections[0].name]
+    return ServedPrecomputed(
+        service=service.name,
+        plan=plans.precomputed(store.config, service.name, first),
+        ttls=[(name, seconds) for name, seconds in ttls.items() if seconds is not None],
+    )
+
+
 def _on_demand_views(store: FeatureStore, served: set[str]) -> list[ServedOnDemandView]:
     """The on-demand views whose sources the server reads natively, transformed by
     Feast's code. Left to Feast: those written to the online store, with aggregations
@@ -172,14 +199,23 @@ def _on_demand_views(store: FeatureStore, served: set[str]) -> list[ServedOnDema
 
 
 Catalog = tuple[
-    list[ServedView], list[ServedOnDemandView], list[tuple[str, list[ServedProjection]]]
+    list[ServedView],
+    list[ServedOnDemandView],
+    list[tuple[str, list[ServedProjection]]],
+    list[ServedPrecomputed],
 ]
 
 
 def _catalog(store: FeatureStore, plans: Plans) -> Catalog:
     """The feature views the server reads natively, the on-demand views made of them
-    and the feature services made only of views (a pre-computed service is left to
-    Feast)."""
+    and the feature services made of those (a pre-computed one read from its vectors
+    where Feast's own path answers each row as asked, else left to Feast; one with
+    on-demand views left to Feast when a projection renames or re-keys its view)."""
+    feature_views = {
+        view.name: view
+        for view in store.list_feature_views(allow_cache=True)
+        if view.entity_columns
+    }
     views = [
         ServedView(
             name=view.name,
@@ -187,17 +223,27 @@ def _catalog(store: FeatureStore, plans: Plans) -> Catalog:
             version=getattr(view, "current_version_number", 0) or 0,
             definition=view.to_proto().SerializeToString(deterministic=True),
         )
-        for view in store.list_feature_views(allow_cache=True)
-        if view.entity_columns
+        for view in feature_views.values()
     ]
-    served = {view.name for view in views}
+    on_demand = _on_demand_views(store, set(feature_views))
+    served_on_demand = {view.name for view in on_demand}
+    servable = feature_views.keys() | served_on_demand
     services = []
+    precomputed = []
     for service in store.list_feature_services():
         projections = service.feature_view_projections
-        if getattr(service, "precompute_online", False) or any(
-            p.name not in served for p in projections
+        with_on_demand = any(p.name in served_on_demand for p in projections)
+        if (
+            not projections
+            or any(p.name not in servable for p in projections)
+            or (with_on_demand and any(p.name_alias or p.join_key_map for p in projections))
         ):
             continue
+        # Feast reads a service with on-demand views from its views, pre-computed or not.
+        if getattr(service, "precompute_online", False) and not with_on_demand:
+            if not _feast.PRECOMPUTED_ROWS_AS_ASKED:
+                continue
+            precomputed.append(_precomputed(store, plans, service, feature_views))
         services.append(
             (
                 service.name,
@@ -213,7 +259,7 @@ def _catalog(store: FeatureStore, plans: Plans) -> Catalog:
                 ],
             )
         )
-    return views, _on_demand_views(store, served), services
+    return views, on_demand, services, precomputed
 
 
 class FeastApp:

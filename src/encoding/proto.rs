@@ -319,3 +319,27 @@ pub struct Timestamp {
     #[prost(int32, tag = "2")]
     pub nanos: i32,
 }
+
+/// `feast.core.PrecomputedFeatureVector`: a feature service's features for one entity,
+/// stored by Feast 0.64 on as the `vector` of view `__precomputed__{service}`.
+#[derive(Clone, PartialEq, Message)]
+pub struct PrecomputedFeatureVector {
+    /// `{view}__{feature}` of each value.
+    #[prost(string, repeated, tag = "1")]
+    pub feature_names: Vec<String>,
+    #[prost(message, repeated, tag = "2")]
+    pub values: Vec<Value>,
+    /// The event time each view's features were read at.
+    #[prost(message, repeated, tag = "3")]
+    pub fv_timestamps: Vec<FeatureViewTimestamp>,
+    #[prost(message, optional, tag = "4")]
+    pub precomputed_at: Option<Timestamp>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct FeatureViewTimestamp {
+    #[prost(string, tag = "1")]
+    pub feature_view_name: String,
+    #[prost(message, optional, tag = "2")]
+    pub event_timestamp: Option<Timestamp>,
+}

@@ -15,8 +15,8 @@ use super::plan::ViewPlan;
 use super::store::RedisStoreClient;
 use crate::server::{
     AnswerShape, Asked, Catalog, Decide, Fallback, FallbackLimits, FallbackReply, FallbackRequest,
-    FallbackResponse, MetricsExposure, RequestLimits, Rows, ServedOnDemandView, ServedProjection, ServedView,
-    Server, ServerError, ServerOptions, Timeouts, Transform,
+    FallbackResponse, MetricsExposure, RequestLimits, Rows, ServedOnDemandView, ServedPrecomputed,
+    ServedProjection, ServedView, Server, ServerError, ServerOptions, Timeouts, Transform,
 };
 
 impl From<ServerError> for PyErr {
@@ -59,6 +59,8 @@ struct PyServerOptions {
     max_concurrent_reads: usize,
     #[pyo3(attribute)]
     read_queue_timeout: f64,
+    #[pyo3(attribute)]
+    transform_queue_timeout: f64,
     #[pyo3(attribute)]
     workers: usize,
     #[pyo3(attribute)]
@@ -153,6 +155,7 @@ impl PyServerOptions {
             max_buffered_bytes,
             max_concurrent_reads: self.max_concurrent_reads,
             read_queue_timeout: seconds("--read-queue-timeout", self.read_queue_timeout)?,
+            transform_queue_timeout: seconds("--transform-queue-timeout", self.transform_queue_timeout)?,
             workers: self.workers,
             max_connections: self.worker_connections,
             timeouts: Timeouts {
@@ -219,6 +222,17 @@ struct PyServedOnDemandView {
     features: Vec<String>,
     #[pyo3(attribute)]
     request_fields: Vec<String>,
+}
+
+/// The attributes of `feast_redis_rs.server.ServedPrecomputed`.
+#[derive(FromPyObject)]
+struct PyServedPrecomputed {
+    #[pyo3(attribute)]
+    service: String,
+    #[pyo3(attribute)]
+    plan: Py<ViewPlan>,
+    #[pyo3(attribute)]
+    ttls: Vec<(String, i64)>,
 }
 
 /// Sends a fallback's answer back to the waiting request; called once from Python.
@@ -341,7 +355,8 @@ impl Decide for PythonDecide {
 }
 
 /// Feast's on-demand transformations through Python's `transform(features,
-/// full_feature_names, request_data, read)` (called on a blocking thread).
+/// feature_service, full_feature_names, request_data, read)` (called on a blocking
+/// thread).
 struct PythonTransform(Py<PyAny>);
 
 impl Transform for PythonTransform {
@@ -352,7 +367,13 @@ impl Transform for PythonTransform {
                 .0
                 .call1(
                     py,
-                    (&rows.features, rows.full_feature_names, &rows.request_data, read),
+                    (
+                        &rows.features,
+                        &rows.feature_service,
+                        rows.full_feature_names,
+                        &rows.request_data,
+                        read,
+                    ),
                 )
                 .and_then(|vectors| vectors.extract::<Option<Vec<(String, Vec<u8>)>>>(py));
             transformed.unwrap_or_else(|err| {
@@ -415,6 +436,7 @@ impl FeatureServer {
         views: Vec<PyServedView>,
         on_demand: Vec<PyServedOnDemandView>,
         services: Vec<(String, Vec<PyServedProjection>)>,
+        precomputed: Vec<PyServedPrecomputed>,
     ) {
         let views = views
             .into_iter()
@@ -451,10 +473,19 @@ impl FeatureServer {
                 (view.name, served)
             })
             .collect();
+        let precomputed = precomputed
+            .into_iter()
+            .map(|served| {
+                let plan = served.plan.bind(py).get().0.clone();
+                let ttls = served.ttls;
+                (served.service, ServedPrecomputed { plan, ttls })
+            })
+            .collect();
         self.0.set_catalog(Catalog {
             views,
             on_demand,
             services,
+            precomputed,
             generation: 0,
         });
     }

@@ -573,6 +573,7 @@ impl Server {
             Ok(Some(Answer::Unsupported)) | Ok(None) => Ok(None),
             Err(Refusal::OverLimit(over)) => Err(Status::resource_exhausted(over.to_string())),
             Err(Refusal::OverBudget) => Err(Status::unavailable(GRPC_OVER_BUDGET)),
+            Err(Refusal::TransformsBusy(busy)) => Err(Status::unavailable(busy.message())),
             Err(Refusal::Redis(err)) => Err(Status::unavailable(err.to_string())),
         }
     }

@@ -39,7 +39,7 @@ use super::log::Log;
 use super::memo::AnswerMemo;
 use super::metrics::{Gauges, Metrics, Refused};
 use super::online::{self, Answer, Catalog, Format, RequestLimits};
-use super::transform::{Transform, Transforms};
+use super::transform::{Transform, Transforms, TransformsBusy};
 use crate::redis::{ConnectionGroup, RedisClient};
 
 /// Where `/metrics` is served, if at all.
@@ -84,6 +84,9 @@ pub struct ServerOptions {
     /// Under sustained overload, how long a read may wait for a place before a 503
     /// (load shedding: the ones answered keep their latency).
     pub read_queue_timeout: Duration,
+    /// How long a read with on-demand views may wait for one of the transformations
+    /// running at once to end before a 503.
+    pub transform_queue_timeout: Duration,
     pub workers: usize,
     /// Open client connections.
     pub max_connections: usize,
@@ -175,6 +178,8 @@ pub(super) enum Refusal {
     OverLimit(online::OverLimit),
     OverBudget,
     Redis(crate::store::StoreError),
+    /// Waited for a transformation to end (`--transform-queue-timeout`), in vain.
+    TransformsBusy(TransformsBusy),
 }
 
 const REQUEST_OVER_BUDGET: &str =
@@ -448,7 +453,7 @@ impl Server {
 
     /// Answers on-demand views natively, their transformations run by `transform`.
     pub fn with_transforms(mut self, transform: Box<dyn Transform>) -> Self {
-        self.transforms = Some(Transforms::new(transform));
+        self.transforms = Some(Transforms::new(transform, self.options.transform_queue_timeout));
         self
     }
 
@@ -870,6 +875,7 @@ impl Server {
             log_lines_dropped: self.log.dropped(),
             reads_in_service,
             read_limit,
+            transformations: self.transforms.as_ref().map_or((0, 0), Transforms::load),
             redis_pipelines,
             redis_writes,
             near_cache: self
@@ -1065,6 +1071,7 @@ impl Server {
             Ok(Some(Answer::Unsupported)) | Ok(None) => None,
             Err(Refusal::OverLimit(over)) => Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, &over.to_string())),
             Err(Refusal::OverBudget) => Some(shed(ANSWER_OVER_BUDGET)),
+            Err(Refusal::TransformsBusy(busy)) => Some(shed(&busy.message())),
             Err(Refusal::Redis(err)) => {
                 let mut message = String::new();
                 super::json::string(&mut message, &err.to_string());
@@ -1131,7 +1138,11 @@ impl Server {
         {
             Ok(Some(answer)) => Ok(Some(answer)),
             Ok(None) => Err(over_budget()),
-            Err(err) => {
+            Err(online::ReadError::TransformsBusy(busy)) => {
+                self.metrics.refused(Refused::TransformQueueTimeout);
+                Err(Refusal::TransformsBusy(busy))
+            }
+            Err(online::ReadError::Store(err)) => {
                 self.metrics.redis_error();
                 Err(Refusal::Redis(err))
             }

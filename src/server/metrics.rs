@@ -54,10 +54,11 @@ pub enum Refused {
     FallbackQueueFull,
     FallbackQueueTimeout,
     Streams,
+    TransformQueueTimeout,
 }
 
 impl Refused {
-    const ALL: [Refused; 9] = [
+    const ALL: [Refused; 10] = [
         Refused::BodyTooLarge,
         Refused::BodyTimeout,
         Refused::TooManyRows,
@@ -67,6 +68,7 @@ impl Refused {
         Refused::FallbackQueueFull,
         Refused::FallbackQueueTimeout,
         Refused::Streams,
+        Refused::TransformQueueTimeout,
     ];
 
     fn label(self) -> &'static str {
@@ -80,6 +82,7 @@ impl Refused {
             Refused::FallbackQueueFull => "fallback_queue_full",
             Refused::FallbackQueueTimeout => "fallback_queue_timeout",
             Refused::Streams => "streaming_calls",
+            Refused::TransformQueueTimeout => "transform_queue_timeout",
         }
     }
 }
@@ -90,6 +93,8 @@ pub struct Gauges {
     pub log_lines_dropped: u64,
     pub reads_in_service: usize,
     pub read_limit: usize,
+    /// On-demand transformations running, and reads waiting for one to end.
+    pub transformations: (usize, usize),
     /// Pipelines sent to Redis on the server's shared connections, and the writes that
     /// carried them.
     pub redis_pipelines: u64,
@@ -349,6 +354,20 @@ impl Metrics {
             "gauge",
             "Online requests that may be read natively at once now (adapts to the load, up to --max-concurrent-reads).",
             gauges.read_limit,
+        );
+        single(
+            &mut out,
+            "transformations_running",
+            "gauge",
+            "On-demand transformations Feast's code is running for native reads.",
+            gauges.transformations.0,
+        );
+        single(
+            &mut out,
+            "transformations_waiting",
+            "gauge",
+            "Native reads waiting for a transformation to end (at most --transform-queue-timeout).",
+            gauges.transformations.1,
         );
         single(
             &mut out,

@@ -14,6 +14,7 @@ mod log;
 mod memo;
 mod metrics;
 mod online;
+mod precomputed;
 mod transform;
 
 pub use access::{Asked, Decide};
@@ -23,4 +24,5 @@ pub use http::{
     ServerError, ServerOptions,
 };
 pub use online::{AnswerShape, Catalog, RequestLimits, ServedOnDemandView, ServedProjection, ServedView};
+pub use precomputed::ServedPrecomputed;
 pub use transform::{Rows, Transform};

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::json;
-use super::transform::{status_name, FeatureVector, Rows, Transformed, Transforms};
+use super::precomputed::{self, ServedPrecomputed};
+use super::transform::{status_name, FeatureVector, Rows, Transformed, Transforms, TransformsBusy};
 use crate::encoding::proto::Val;
 use crate::encoding::Value;
 use crate::redis::{EntryStamp, RedisClient};
@@ -83,13 +84,15 @@ pub struct ServedOnDemandView {
 }
 
 /// What the server serves natively: the registry's feature views, the on-demand views
-/// made of them and the feature services made only of views, as Python read them at
-/// the last refresh.
+/// made of them and the feature services made only of views (those pre-computed read
+/// from their vectors), as Python read them at the last refresh.
 #[derive(Default)]
 pub struct Catalog {
     pub views: HashMap<String, ServedView>,
     pub on_demand: HashMap<String, ServedOnDemandView>,
     pub services: HashMap<String, Vec<ServedProjection>>,
+    /// The services of `services` answered from their pre-computed vectors.
+    pub precomputed: HashMap<String, ServedPrecomputed>,
     /// Which catalog this is, of those the server has served (set when it is served).
     pub generation: u64,
 }
@@ -371,10 +374,15 @@ pub struct Resolved<'a> {
     views: Vec<ViewRead<'a>>,
     /// The on-demand views asked for, by name, and the features asked of them.
     on_demand: Vec<(&'a str, usize)>,
-    /// The request's feature references, for Feast's transformations.
+    /// The request's feature references, or its feature service, for Feast's
+    /// transformations.
     refs: &'a [JsonStr<'a>],
+    service: Option<&'a str>,
     /// The request data columns the on-demand views need, as JSON text.
     request_data: Vec<(&'a str, &'a RawValue)>,
+    /// A pre-computed service's vectors and the names its features are answered by
+    /// (`views` then answer no feature of their own).
+    precomputed: Option<(&'a ServedPrecomputed, Vec<String>)>,
     entities: Vec<(&'a str, NativeColumn)>,
     rows: usize,
     full_feature_names: bool,
@@ -468,28 +476,8 @@ fn group_refs<'a>(
         if view_name.contains('@') || feature.contains(':') {
             return None;
         }
-        if let Some((name, odfv)) = catalog.on_demand.get_key_value(view_name) {
-            if !odfv.features.iter().any(|f| f == feature) {
-                return None;
-            }
-            match on_demand.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, asked)) => *asked += 1,
-                None => on_demand.push((name, 1)),
-            }
-            for (source, source_features) in &odfv.sources {
-                let read = view_read(&mut views, catalog, source)?;
-                for source_feature in source_features {
-                    let position = read
-                        .view
-                        .plan
-                        .features
-                        .iter()
-                        .position(|f| &f.name == source_feature)?;
-                    if !read.features.contains(&position) && !read.inputs.contains(&position) {
-                        read.inputs.push(position);
-                    }
-                }
-            }
+        if catalog.on_demand.contains_key(view_name) {
+            ask_on_demand(catalog, &mut views, &mut on_demand, view_name, &[feature])?;
             continue;
         }
         let read = view_read(&mut views, catalog, view_name)?;
@@ -502,11 +490,55 @@ fn group_refs<'a>(
     Some((views, on_demand))
 }
 
-fn service_views<'a>(catalog: &'a Catalog, service: &str) -> Option<Vec<ViewRead<'a>>> {
-    catalog
-        .services
-        .get(service)?
+/// Asks on-demand view `name` of `catalog` for `features`: its sources' features are
+/// added to `views` as inputs (unless asked for); `None` for a feature it does not have.
+fn ask_on_demand<'a>(
+    catalog: &'a Catalog,
+    views: &mut Vec<ViewRead<'a>>,
+    on_demand: &mut Vec<(&'a str, usize)>,
+    name: &str,
+    features: &[&str],
+) -> Option<()> {
+    let (name, odfv) = catalog.on_demand.get_key_value(name)?;
+    if !features
         .iter()
+        .all(|feature| odfv.features.iter().any(|f| f == feature))
+    {
+        return None;
+    }
+    match on_demand.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, asked)) => *asked += features.len(),
+        None => on_demand.push((name, features.len())),
+    }
+    for (source, source_features) in &odfv.sources {
+        let read = view_read(views, catalog, source)?;
+        for source_feature in source_features {
+            let position = read
+                .view
+                .plan
+                .features
+                .iter()
+                .position(|f| &f.name == source_feature)?;
+            if !read.features.contains(&position) && !read.inputs.contains(&position) {
+                read.inputs.push(position);
+            }
+        }
+    }
+    Some(())
+}
+
+/// The views of feature service `service`, in its order, and its on-demand views (their
+/// sources' features read as inputs, after the service's views).
+#[allow(clippy::type_complexity)]
+fn service_views<'a>(
+    catalog: &'a Catalog,
+    service: &str,
+) -> Option<(Vec<ViewRead<'a>>, Vec<(&'a str, usize)>)> {
+    let projections = catalog.services.get(service)?;
+    let is_view = |projection: &&ServedProjection| catalog.views.contains_key(&projection.view);
+    let mut views = projections
+        .iter()
+        .filter(is_view)
         .map(|projection| {
             let view = catalog.views.get(&projection.view)?;
             let features = projection
@@ -534,7 +566,13 @@ fn service_views<'a>(catalog: &'a Catalog, service: &str) -> Option<Vec<ViewRead
                 full_names: (own_name == Some(&projection.name)).then_some(view.full_names.as_slice()),
             })
         })
-        .collect()
+        .collect::<Option<Vec<_>>>()?;
+    let mut on_demand = Vec::new();
+    for projection in projections.iter().filter(|p| !is_view(p)) {
+        let features: Vec<&str> = projection.features.iter().map(String::as_str).collect();
+        ask_on_demand(catalog, &mut views, &mut on_demand, &projection.view, &features)?;
+    }
+    Some((views, on_demand))
 }
 
 /// The request as the server answers it, in `shape`, or `None` to leave it to Feast.
@@ -543,10 +581,26 @@ pub fn resolve<'a>(
     parsed: &'a OnlineRequest<'_>,
     shape: AnswerShape,
 ) -> Option<Resolved<'a>> {
-    let (views, on_demand) = match &parsed.feature_service {
-        Some(service) if !service.is_empty() => (service_views(catalog, service)?, Vec::new()),
+    let (mut views, on_demand) = match &parsed.feature_service {
+        Some(service) if !service.is_empty() => service_views(catalog, service)?,
         _ => group_refs(catalog, &parsed.features)?,
     };
+    let precomputed = parsed
+        .feature_service
+        .as_deref()
+        .and_then(|service| catalog.precomputed.get(service))
+        .map(|served| {
+            let mut names = Vec::new();
+            for view in &mut views {
+                for feature in std::mem::take(&mut view.features) {
+                    names.push(match parsed.full_feature_names {
+                        true => full_name(view, feature),
+                        false => view.view.plan.features[feature].name.clone(),
+                    });
+                }
+            }
+            (served, names)
+        });
     if views.is_empty() || parsed.entities.0.is_empty() {
         return None;
     }
@@ -602,11 +656,19 @@ pub fn resolve<'a>(
         views,
         on_demand,
         refs: &parsed.features,
+        service: parsed
+            .feature_service
+            .as_deref()
+            .filter(|service| !service.is_empty()),
         request_data,
+        // Feast's pre-computed path answers no views' metadata.
+        include_metadata: shape.version_metadata
+            && parsed.include_feature_view_version_metadata
+            && precomputed.is_none(),
+        precomputed,
         entities,
         rows,
         full_feature_names: parsed.full_feature_names,
-        include_metadata: shape.version_metadata && parsed.include_feature_view_version_metadata,
         null_status: shape.null_status,
     })
 }
@@ -627,7 +689,8 @@ impl Resolved<'_> {
             .iter()
             .map(|v| v.features.len() + v.inputs.len())
             .sum::<usize>()
-            + self.on_demand.iter().map(|(_, asked)| asked).sum::<usize>();
+            + self.on_demand.iter().map(|(_, asked)| asked).sum::<usize>()
+            + self.precomputed.as_ref().map_or(0, |(_, names)| names.len());
         self.rows
             .saturating_mul(features + self.entities.len())
             .saturating_mul(ANSWER_BYTES_PER_VALUE)
@@ -717,6 +780,20 @@ pub enum Answer {
     Unsupported,
 }
 
+/// Why a request read natively got no answer.
+#[derive(Debug)]
+pub enum ReadError {
+    Store(StoreError),
+    /// The transformations were all busy for as long as the request may wait.
+    TransformsBusy(TransformsBusy),
+}
+
+impl From<StoreError> for ReadError {
+    fn from(err: StoreError) -> Self {
+        ReadError::Store(err)
+    }
+}
+
 /// Every view's hashes for its unique keys: one batch when the request is small (with
 /// the near-cache entries they came from), else pipelines of `PIPELINE_KEYS` commands
 /// in turn.
@@ -760,21 +837,19 @@ pub async fn answer(
     format: Format,
     transforms: Option<&Transforms>,
     reserve: impl FnOnce(usize) -> bool,
-) -> Result<Option<Answer>, StoreError> {
+) -> Result<Option<Answer>, ReadError> {
     // A server without Feast's transformations leaves on-demand views to Feast.
     if !request.on_demand.is_empty() && transforms.is_none() {
         return Ok(Some(Answer::Unsupported));
+    }
+    if let Some((served, names)) = &request.precomputed {
+        return Ok(answer_precomputed(client, request, served, names, format, reserve).await?);
     }
     let mut keys = Vec::with_capacity(request.views.len());
     let mut fields = Vec::with_capacity(request.views.len());
     for view in &request.views {
         let plan = &view.view.plan;
-        let columns: Vec<&NativeColumn> = view
-            .columns
-            .iter()
-            .filter_map(|name| request.entities.iter().find(|(n, _)| n == name).map(|(_, c)| c))
-            .collect();
-        keys.push(plan.row_keys(&columns)?);
+        keys.push(plan.row_keys(&request.columns(view))?);
         let read = || view.features.iter().chain(&view.inputs);
         let every_feature_in_order =
             read().count() == plan.features.len() && read().enumerate().all(|(i, &feature)| i == feature);
@@ -803,6 +878,7 @@ pub async fn answer(
         Some(transforms) => {
             let rows = Rows {
                 features: request.refs.iter().map(|r| r.to_string()).collect(),
+                feature_service: request.service.map(str::to_owned),
                 full_feature_names: request.full_feature_names,
                 request_data: request
                     .request_data
@@ -812,21 +888,90 @@ pub async fn answer(
                 read: write_message(request, &keys, &hashes, stored, Columns::Read)?,
             };
             match transforms.run(rows).await {
-                Some(vectors) => vectors,
-                None => return Ok(Some(Answer::Unsupported)),
+                Ok(Some(vectors)) => vectors,
+                Ok(None) => return Ok(Some(Answer::Unsupported)),
+                Err(busy) => return Err(ReadError::TransformsBusy(busy)),
             }
         }
     };
     // A transformation's output is not a stored value: its answer is never kept.
     let stamps = stamps.filter(|_| request.on_demand.is_empty());
-    let body = match format {
-        Format::Json => match write_json(request, &keys, &hashes, &on_demand, stored)? {
-            Some(json) => json.into_bytes(),
-            None => return Ok(Some(Answer::Unsupported)),
+    Ok(Some(
+        match write_answer(request, &keys, &hashes, &on_demand, stored, format)? {
+            Some(body) => Answer::Written { body, stamps },
+            None => Answer::Unsupported,
         },
-        Format::Message => write_message(request, &keys, &hashes, stored, Columns::Asked(&on_demand))?,
+    ))
+}
+
+/// A pre-computed service's answer, from the vector of each entity of its first view.
+async fn answer_precomputed(
+    client: &RedisClient,
+    request: &Resolved<'_>,
+    served: &ServedPrecomputed,
+    names: &[String],
+    format: Format,
+    reserve: impl FnOnce(usize) -> bool,
+) -> Result<Option<Answer>, StoreError> {
+    let plan = served.plan.as_ref();
+    let keys = plan.row_keys(&request.columns(&request.views[0]))?;
+    let fields = [Cow::Borrowed(plan.read_fields.as_slice())];
+    let (hashes, _) = read_all(client, &[plan], std::slice::from_ref(&keys), &fields).await?;
+    let stored: usize = hashes[0]
+        .iter()
+        .map(|hash| hash.iter().flatten().map(<[u8]>::len).sum::<usize>())
+        .sum();
+    if !reserve(stored.saturating_mul(2)) {
+        return Ok(None);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64());
+    let serialize = format == Format::Message;
+    let Some(vectors) = precomputed::vectors(served, names, &hashes[0], &keys.row_to_unique, now, serialize)
+    else {
+        return Ok(Some(Answer::Unsupported));
     };
-    Ok(Some(Answer::Written { body, stamps }))
+    // Statuses depend on the time of the request: the answer is never kept.
+    Ok(Some(
+        match write_answer(request, &[], &[], &vectors, stored, format)? {
+            Some(body) => Answer::Written { body, stamps: None },
+            None => Answer::Unsupported,
+        },
+    ))
+}
+
+impl Resolved<'_> {
+    /// The request's columns of `view`'s join keys, in its plan's order.
+    fn columns(&self, view: &ViewRead<'_>) -> Vec<&NativeColumn> {
+        view.columns
+            .iter()
+            .filter_map(|name| self.entities.iter().find(|(n, _)| n == name).map(|(_, c)| c))
+            .collect()
+    }
+}
+
+/// The answer in `format`: the entity columns, each view's features read, then the
+/// `vectors` made of what was read; `None` when a value is of a kind the JSON writer
+/// leaves to Feast.
+fn write_answer(
+    request: &Resolved<'_>,
+    keys: &[RowKeys],
+    hashes: &[Vec<store::Hash>],
+    vectors: &[Transformed],
+    stored: usize,
+    format: Format,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(match format {
+        Format::Json => write_json(request, keys, hashes, vectors, stored)?.map(String::into_bytes),
+        Format::Message => Some(write_message(
+            request,
+            keys,
+            hashes,
+            stored,
+            Columns::Asked(vectors),
+        )?),
+    })
 }
 
 /// The full name of `feature` (a position in the view's plan) as `view` is asked for.
@@ -1144,6 +1289,31 @@ mod tests {
         assert_eq!(resolved.views[0].inputs, [1]);
         assert_eq!(resolved.request_data.len(), 1);
         assert_eq!(resolved.request_data[0].1.get(), "[0.5,1]");
+    }
+
+    #[test]
+    fn a_feature_services_on_demand_views_read_their_sources_after_its_views() {
+        let mut catalog = on_demand_catalog();
+        let projection = |view: &str, features: &[&str]| ServedProjection {
+            view: view.into(),
+            name: view.into(),
+            metadata_name: view.into(),
+            features: features.iter().map(|f| (*f).to_owned()).collect(),
+            join_key_map: HashMap::new(),
+        };
+        catalog.services.insert(
+            "svc".into(),
+            vec![projection("odfv", &["out"]), projection("fv", &["c"])],
+        );
+        let request = parse(br#"{"feature_service":"svc","entities":{"id":[1,2],"x":[0.5,1]}}"#).unwrap();
+        let resolved = resolve(&catalog, &request, AnswerShape::default()).unwrap();
+        assert_eq!(resolved.on_demand, [("odfv", 1)]);
+        assert_eq!(resolved.views.len(), 1);
+        assert_eq!(resolved.views[0].features, [2]);
+        assert_eq!(resolved.views[0].inputs, [1]);
+        assert_eq!(resolved.service, Some("svc"));
+        // Feast's transformations are asked for the service, not for features.
+        assert!(resolved.refs.is_empty());
     }
 
     #[test]

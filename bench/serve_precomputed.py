@@ -1,0 +1,121 @@
+"""`make bench`'s pre-computed section: the bench's loan-shaped repo plus a feature
+service of the credit history with `precompute_online` (one stored vector per applicant,
+made by Feast's `precompute_feature_service`), served by stock `feast serve` and by
+`feast-redis-rs serve`, one Redis, in one run, with the same 1-row and 100-row
+`/get-online-features` requests of the service (full feature names: the vectors hold no
+other). Every answer must be a 200 and ours must answer every read natively (its
+fallback counter stays at 0). Writes bench/results_precomputed.json and prints a table
+of ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from feast import FeatureService
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from serve import (  # noqa: E402
+    bench_repo,
+    latency_results,
+    measure_latency,
+    metric,
+    start_each,
+    stop,
+)
+
+from bench import entity_rows  # noqa: E402  (bench/bench.py, beside this script)
+from tests.redis_servers import free_port  # noqa: E402
+
+STOCK, OURS = "feast serve", "feast-redis-rs serve"
+SERVICE = "credit_vector"
+
+
+def add_precomputed_service(repo: Path) -> int:
+    """The service, applied and its vectors pre-computed; how many were written."""
+    from feast import FeatureStore
+
+    store = FeatureStore(repo_path=str(repo), fs_yaml_file=repo / "ours.yaml")
+    credit = store.get_feature_view("credit_history")
+    store.apply([FeatureService(name=SERVICE, features=[credit], precompute_online=True)])
+    return store.precompute_feature_service(SERVICE)
+
+
+def service_body(zips, applicants, rows: int, offset: int) -> bytes:
+    entities = entity_rows(zips, applicants, rows, offset)
+    return json.dumps(
+        {
+            "feature_service": SERVICE,
+            "entities": {"dob_ssn": [e["dob_ssn"] for e in entities]},
+            "full_feature_names": True,
+        }
+    ).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
+    args = parser.parse_args()
+    block = 20 if args.quick else 200
+
+    with bench_repo(args.quick) as (tmp_path, _, repo, zips, applicants):
+        vectors = add_precomputed_service(repo)
+        assert vectors == len(applicants), (vectors, len(applicants))
+        metrics_port = free_port()
+        processes = []
+        try:
+            servers = {
+                STOCK: ("feast", "stock.yaml", ()),
+                OURS: (
+                    "feast-redis-rs",
+                    "ours.yaml",
+                    ("--metrics", "--metrics-port", str(metrics_port)),
+                ),
+            }
+            ports = start_each(servers, repo, tmp_path, processes)
+            before = metric(metrics_port, "feast_fallbacks_total")
+            latency = {
+                rows: measure_latency(
+                    ports,
+                    [service_body(zips, applicants, rows, k * rows) for k in range(block)],
+                    args.rounds,
+                )
+                for rows in (1, 100)
+            }
+            fallbacks = metric(metrics_port, "feast_fallbacks_total") - before
+        finally:
+            for process in processes:
+                stop(process)
+    assert fallbacks == 0, f"{fallbacks} reads went to Feast's app"
+
+    results = latency_results(
+        args.rounds,
+        block,
+        latency,
+        request=f"feature service {SERVICE} (precompute_online: the credit history's "
+        f"features, one vector per applicant, {vectors} vectors)",
+        fallbacks=fallbacks,
+    )
+    out = Path(__file__).with_name("results_precomputed.json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+    print(f"\n{results['machine']}; {results['client']}; {results['request']}")
+    print(f"| | {STOCK} | {OURS} | ours vs stock |")
+    print("|---|---|---|---|")
+    for rows in (1, 100):
+        for stat in ("p50_ms", "p99_ms"):
+            stock, ours = (latency[rows][name][stat] for name in (STOCK, OURS))
+            print(
+                f"| {rows} row{'s' if rows > 1 else ''} {stat[:3]} | {stock:.3f} ms | "
+                f"{ours:.3f} ms | {stock / ours:.1f}x |"
+            )
+
+
+if __name__ == "__main__":
+    main()
