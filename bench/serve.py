@@ -563,5 +563,36 @@ def main() -> None:
     print(f"\nWrote {ROOT / 'bench' / 'results_server.json'}")
 
 
+# The two servers of a section that measures stock's and ours alone.
+STOCK, OURS = "feast serve", "feast-redis-rs serve"
+
+
+def stock_and_ours_latency(
+    repo: Path, workdir: Path, bodies: dict[int, list[bytes]], rounds: int
+) -> tuple[dict, float]:
+    """Stock ``feast serve`` (stock.yaml) and ``feast-redis-rs serve`` (ours.yaml, its
+    metrics on a port of their own) on ``repo``, measured in turn with the ``bodies`` of
+    each row count; returns the latency by row count and server, and how many of ours
+    went to Feast's app."""
+    metrics_port = free_port()
+    servers = {
+        STOCK: ("feast", "stock.yaml", ()),
+        OURS: (
+            "feast-redis-rs",
+            "ours.yaml",
+            ("--metrics", "--metrics-port", str(metrics_port)),
+        ),
+    }
+    processes: list[subprocess.Popen] = []
+    try:
+        ports = start_each(servers, repo, workdir, processes)
+        before = metric(metrics_port, "feast_fallbacks_total")
+        latency = {rows: measure_latency(ports, block, rounds) for rows, block in bodies.items()}
+        return latency, metric(metrics_port, "feast_fallbacks_total") - before
+    finally:
+        for process in processes:
+            stop(process)
+
+
 if __name__ == "__main__":
     main()

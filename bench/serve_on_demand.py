@@ -25,18 +25,15 @@ sys.path.insert(0, str(ROOT))
 
 from serve import (  # noqa: E402
     FEATURES,
+    OURS,
+    STOCK,
     bench_repo,
     latency_results,
-    measure_latency,
-    metric,
-    start_each,
-    stop,
+    stock_and_ours_latency,
 )
 
 from bench import entity_rows, percentile  # noqa: E402  (bench/bench.py, beside this script)
-from tests.redis_servers import free_port  # noqa: E402
 
-STOCK, OURS = "feast serve", "feast-redis-rs serve"
 ON_DEMAND = "loan_ratios:debt_to_wages"
 DEBTS = ["credit_card_due", "mortgage_due", "student_loan_due", "vehicle_loan_due"]
 
@@ -114,37 +111,12 @@ def main() -> None:
 
     with bench_repo(args.quick) as (tmp_path, _, repo, zips, applicants):
         add_on_demand_view(repo)
-        metrics_port = free_port()
-        processes = []
-        try:
-            servers = {
-                STOCK: ("feast", "stock.yaml", ()),
-                OURS: (
-                    "feast-redis-rs",
-                    "ours.yaml",
-                    ("--metrics", "--metrics-port", str(metrics_port)),
-                ),
-            }
-            ports = start_each(servers, repo, tmp_path, processes)
-            before = metric(metrics_port, "feast_fallbacks_total")
-            latency = {
-                rows: measure_latency(
-                    ports,
-                    [on_demand_body(zips, applicants, rows, k * rows) for k in range(block)],
-                    args.rounds,
-                )
-                for rows in (1, 100)
-            }
-            fallbacks = metric(metrics_port, "feast_fallbacks_total") - before
-        finally:
-            for process in processes:
-                stop(process)
-        floor = {
-            rows: transformation_floor(
-                repo, [on_demand_body(zips, applicants, rows, k * rows) for k in range(block)]
-            )
+        bodies = {
+            rows: [on_demand_body(zips, applicants, rows, k * rows) for k in range(block)]
             for rows in (1, 100)
         }
+        latency, fallbacks = stock_and_ours_latency(repo, tmp_path, bodies, args.rounds)
+        floor = {rows: transformation_floor(repo, block) for rows, block in bodies.items()}
     assert fallbacks == 0, f"{fallbacks} reads went to Feast's app"
 
     results = latency_results(

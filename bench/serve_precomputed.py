@@ -20,19 +20,10 @@ from feast import FeatureService
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from serve import (  # noqa: E402
-    bench_repo,
-    latency_results,
-    measure_latency,
-    metric,
-    start_each,
-    stop,
-)
+from serve import OURS, STOCK, bench_repo, latency_results, stock_and_ours_latency  # noqa: E402
 
 from bench import entity_rows  # noqa: E402  (bench/bench.py, beside this script)
-from tests.redis_servers import free_port  # noqa: E402
 
-STOCK, OURS = "feast serve", "feast-redis-rs serve"
 SERVICE = "credit_vector"
 
 
@@ -67,31 +58,11 @@ def main() -> None:
     with bench_repo(args.quick) as (tmp_path, _, repo, zips, applicants):
         vectors = add_precomputed_service(repo)
         assert vectors == len(applicants), (vectors, len(applicants))
-        metrics_port = free_port()
-        processes = []
-        try:
-            servers = {
-                STOCK: ("feast", "stock.yaml", ()),
-                OURS: (
-                    "feast-redis-rs",
-                    "ours.yaml",
-                    ("--metrics", "--metrics-port", str(metrics_port)),
-                ),
-            }
-            ports = start_each(servers, repo, tmp_path, processes)
-            before = metric(metrics_port, "feast_fallbacks_total")
-            latency = {
-                rows: measure_latency(
-                    ports,
-                    [service_body(zips, applicants, rows, k * rows) for k in range(block)],
-                    args.rounds,
-                )
-                for rows in (1, 100)
-            }
-            fallbacks = metric(metrics_port, "feast_fallbacks_total") - before
-        finally:
-            for process in processes:
-                stop(process)
+        bodies = {
+            rows: [service_body(zips, applicants, rows, k * rows) for k in range(block)]
+            for rows in (1, 100)
+        }
+        latency, fallbacks = stock_and_ours_latency(repo, tmp_path, bodies, args.rounds)
     assert fallbacks == 0, f"{fallbacks} reads went to Feast's app"
 
     results = latency_results(
