@@ -563,6 +563,26 @@ def main() -> None:
     print(f"\nWrote {ROOT / 'bench' / 'results_server.json'}")
 
 
+def save_results(results: dict, file_name: str) -> None:
+    """Writes a latency section's ``results`` beside this script, and prints what they
+    were measured on."""
+    Path(__file__).with_name(file_name).write_text(json.dumps(results, indent=2) + "\n")
+    print(
+        "\n" + "; ".join(results[key] for key in ("machine", "client", "request") if key in results)
+    )
+
+
+def latency_rows(
+    latency: dict, names: tuple[str, ...]
+) -> Iterator[tuple[str, int, str, list[float]]]:
+    """A latency table's rows: each row count and statistic of ``latency``, labelled,
+    with the values of the servers ``names``."""
+    for rows in (1, 100):
+        for stat in ("p50_ms", "p99_ms"):
+            label = f"{rows} row{'s' if rows > 1 else ''} {stat[:3]}"
+            yield label, rows, stat, [latency[rows][name][stat] for name in names]
+
+
 # The two servers of a section that measures stock's and ours alone.
 STOCK, OURS = "feast serve", "feast-redis-rs serve"
 

@@ -11,7 +11,6 @@ prints a table of ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,8 +27,10 @@ from serve import (  # noqa: E402
     bench_repo,
     body,
     latency_results,
+    latency_rows,
     measure_latency,
     metric,
+    save_results,
     start_each,
     stop,
 )
@@ -117,20 +118,15 @@ def main() -> None:
     assert counted["feast_fallbacks_total"] == 0, counted
     assert 1 <= counted["auth_decisions_total"] <= 10, counted
     results = latency_results(args.rounds, block, latency, counted=counted)
-    out = Path(__file__).with_name("results_auth.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-
-    print(f"\n{results['machine']}; {results['client']}")
+    save_results(results, "results_auth.json")
     print(f"| | {STOCK} | {OURS} | {OURS_OPEN} | ours vs stock (auth) | auth vs no auth |")
     print("|---|---|---|---|---|---|")
-    for rows in (1, 100):
-        for stat in ("p50_ms", "p99_ms"):
-            values = [latency[rows][name][stat] for name in (STOCK, OURS, OURS_OPEN)]
-            print(
-                f"| {rows} row{'s' if rows > 1 else ''} {stat[:3]} | "
-                + " | ".join(f"{v:.3f} ms" for v in values)
-                + f" | {values[0] / values[1]:.1f}x | {values[1] / values[2]:.2f}x |"
-            )
+    for label, _, _, values in latency_rows(latency, (STOCK, OURS, OURS_OPEN)):
+        print(
+            f"| {label} | "
+            + " | ".join(f"{v:.3f} ms" for v in values)
+            + f" | {values[0] / values[1]:.1f}x | {values[1] / values[2]:.2f}x |"
+        )
     print(f"decisions by Feast's auth: {counted['auth_decisions_total']:.0f}, "
           f"requests to Feast's app: {counted['feast_fallbacks_total']:.0f}")  # fmt: skip
 

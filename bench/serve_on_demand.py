@@ -29,6 +29,8 @@ from serve import (  # noqa: E402
     STOCK,
     bench_repo,
     latency_results,
+    latency_rows,
+    save_results,
     stock_and_ours_latency,
 )
 
@@ -127,20 +129,12 @@ def main() -> None:
         fallbacks=fallbacks,
         transformation_floor_ms=floor,
     )
-    out = Path(__file__).with_name("results_on_demand.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-
-    print(f"\n{results['machine']}; {results['client']}; {results['request']}")
+    save_results(results, "results_on_demand.json")
     print(f"| | {STOCK} | {OURS} | ours vs stock | Feast's transformation, in process |")
     print("|---|---|---|---|---|")
-    for rows in (1, 100):
-        for stat in ("p50_ms", "p99_ms"):
-            stock, ours = (latency[rows][name][stat] for name in (STOCK, OURS))
-            floor_text = f"{floor[rows]:.3f} ms" if stat == "p50_ms" else ""
-            print(
-                f"| {rows} row{'s' if rows > 1 else ''} {stat[:3]} | {stock:.3f} ms | "
-                f"{ours:.3f} ms | {stock / ours:.1f}x | {floor_text} |"
-            )
+    for label, rows, stat, (stock, ours) in latency_rows(latency, (STOCK, OURS)):
+        floor_text = f"{floor[rows]:.3f} ms" if stat == "p50_ms" else ""
+        print(f"| {label} | {stock:.3f} ms | {ours:.3f} ms | {stock / ours:.1f}x | {floor_text} |")
 
 
 if __name__ == "__main__":

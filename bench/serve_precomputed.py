@@ -20,7 +20,15 @@ from feast import FeatureService
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from serve import OURS, STOCK, bench_repo, latency_results, stock_and_ours_latency  # noqa: E402
+from serve import (  # noqa: E402
+    OURS,
+    STOCK,
+    bench_repo,
+    latency_results,
+    latency_rows,
+    save_results,
+    stock_and_ours_latency,
+)
 
 from bench import entity_rows  # noqa: E402  (bench/bench.py, beside this script)
 
@@ -73,19 +81,11 @@ def main() -> None:
         f"features, one vector per applicant, {vectors} vectors)",
         fallbacks=fallbacks,
     )
-    out = Path(__file__).with_name("results_precomputed.json")
-    out.write_text(json.dumps(results, indent=2) + "\n")
-
-    print(f"\n{results['machine']}; {results['client']}; {results['request']}")
+    save_results(results, "results_precomputed.json")
     print(f"| | {STOCK} | {OURS} | ours vs stock |")
     print("|---|---|---|---|")
-    for rows in (1, 100):
-        for stat in ("p50_ms", "p99_ms"):
-            stock, ours = (latency[rows][name][stat] for name in (STOCK, OURS))
-            print(
-                f"| {rows} row{'s' if rows > 1 else ''} {stat[:3]} | {stock:.3f} ms | "
-                f"{ours:.3f} ms | {stock / ours:.1f}x |"
-            )
+    for label, _, _, (stock, ours) in latency_rows(latency, (STOCK, OURS)):
+        print(f"| {label} | {stock:.3f} ms | {ours:.3f} ms | {stock / ours:.1f}x |")
 
 
 if __name__ == "__main__":

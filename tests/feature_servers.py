@@ -4,6 +4,7 @@ its own on a free port."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
@@ -12,6 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,3 +199,34 @@ def feast_error(content: bytes) -> str:
     error = FeastError.from_error_detail(detail)
     assert isinstance(error, FeastError), detail
     return str(error)
+
+
+@contextlib.contextmanager
+def ours_and_stock_servers(
+    repo: Path, redis_address: str, *ours_args: str
+) -> Iterator[tuple[FeatureServer, FeatureServer]]:
+    """``feast-redis-rs serve`` (with /metrics and ``ours_args``) and stock ``feast
+    serve`` of ``repo`` on the Redis at ``redis_address``, stopped at the end."""
+    ours_yaml, stock_yaml = ours_and_stock_yamls(repo, redis_address)
+    ours = start_server("feast-redis-rs", repo, ours_yaml, "--metrics", *ours_args)
+    try:
+        stock = start_server("feast", repo, stock_yaml, "--no-access-log")
+        try:
+            yield ours, stock
+        finally:
+            stock.stop()
+    finally:
+        ours.stop()
+
+
+def assert_native_and_as_stock(servers, request: dict, fallbacks) -> dict:
+    """Posts ``request`` to ours and stock's (``servers``): both 200, ours answered
+    natively (``fallbacks(ours)`` unchanged) with stock's columns; returns them."""
+    ours, stock = servers
+    before = fallbacks(ours)
+    status, answer = ours.post("/get-online-features", request)
+    stock_status, expected = stock.post("/get-online-features", request)
+    assert (status, stock_status) == (200, 200), (answer, expected)
+    assert fallbacks(ours) == before, "the request must be answered natively"
+    assert columns(answer) == columns(expected)
+    return columns(answer)

@@ -20,7 +20,7 @@ from feast.types import Int64, String
 from feast_redis_rs import RedisOnlineStoreConfig, _feast
 
 from . import loan_repo
-from .feature_servers import columns, feast_error, ours_and_stock_yamls, start_server
+from .feature_servers import columns, feast_error, ours_and_stock_servers
 
 # Feast 0.60 to 0.63's `feast serve` cannot answer Bytes features (it puts the raw bytes
 # in its JSON and answers 500); this server answers them base64-encoded, as Feast 0.64 on
@@ -62,13 +62,10 @@ def served_repo(redis_server, tmp_path_factory):
 @pytest.fixture(scope="module")
 def servers(redis_server, served_repo):
     """Ours (with /metrics) and stock's, serving the loan repo."""
-    repo = served_repo
-    ours_yaml, stock_yaml = ours_and_stock_yamls(repo, redis_server.address)
-    ours = start_server("feast-redis-rs", repo, ours_yaml, "--metrics", "--max-body-bytes", "65536")
-    stock = start_server("feast", repo, stock_yaml, "--no-access-log")
-    yield ours, stock
-    ours.stop()
-    stock.stop()
+    with ours_and_stock_servers(
+        served_repo, redis_server.address, "--max-body-bytes", "65536"
+    ) as servers:
+        yield servers
 
 
 def written_view(repo) -> FeatureView:

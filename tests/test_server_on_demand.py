@@ -23,7 +23,14 @@ from feast.types import Float64, Int64, String
 from feast_redis_rs import RedisOnlineStoreConfig
 
 from . import loan_repo
-from .feature_servers import columns, ours_and_stock_yamls, start_server, start_stock_listen
+from .feature_servers import (
+    assert_native_and_as_stock,
+    columns,
+    ours_and_stock_servers,
+    ours_and_stock_yamls,
+    start_server,
+    start_stock_listen,
+)
 from .test_grpc import by_name
 from .test_server import fallbacks, scaled_wages
 
@@ -113,12 +120,8 @@ def on_demand_repo(redis_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def servers(redis_server, on_demand_repo):
-    ours_yaml, stock_yaml = ours_and_stock_yamls(on_demand_repo, redis_server.address)
-    ours = start_server("feast-redis-rs", on_demand_repo, ours_yaml, "--metrics")
-    stock = start_server("feast", on_demand_repo, stock_yaml, "--no-access-log")
-    yield ours, stock
-    ours.stop()
-    stock.stop()
+    with ours_and_stock_servers(on_demand_repo, redis_server.address) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")
@@ -187,19 +190,12 @@ def entities_read_by(features: list[str]) -> dict[str, list]:
 def test_on_demand_views_are_answered_natively_as_stock_answers_them(
     servers, features, full_feature_names
 ):
-    ours, stock = servers
     request = {
         "features": features,
         "entities": entities_read_by(features),
         "full_feature_names": full_feature_names,
     }
-    before = fallbacks(ours)
-    status, answer = ours.post("/get-online-features", request)
-    stock_status, expected = stock.post("/get-online-features", request)
-    assert (status, stock_status) == (200, 200), (answer, expected)
-    assert fallbacks(ours) == before, "the request must be answered natively"
-    assert len(columns(answer)) > 1
-    assert columns(answer) == columns(expected)
+    assert len(assert_native_and_as_stock(servers, request, fallbacks)) > 1
 
 
 def test_the_transformation_sees_the_rows_read_for_this_request(servers):
@@ -260,19 +256,12 @@ SERVICE_REQUESTS = {
 def test_feature_services_with_on_demand_views_are_answered_natively(
     servers, service, full_feature_names
 ):
-    ours, stock = servers
     request = {
         "feature_service": service,
         "entities": SERVICE_REQUESTS[service],
         "full_feature_names": full_feature_names,
     }
-    before = fallbacks(ours)
-    status, answer = ours.post("/get-online-features", request)
-    stock_status, expected = stock.post("/get-online-features", request)
-    assert (status, stock_status) == (200, 200), (answer, expected)
-    assert fallbacks(ours) == before, "the request must be answered natively"
-    assert len(columns(answer)) > 2
-    assert columns(answer) == columns(expected)
+    assert len(assert_native_and_as_stock(servers, request, fallbacks)) > 2
 
 
 def grpc_request(features: list[str], **extra) -> ServingService_pb2.GetOnlineFeaturesRequest:

@@ -20,7 +20,14 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast_redis_rs import RedisOnlineStoreConfig, _feast
 
 from . import loan_repo
-from .feature_servers import columns, ours_and_stock_yamls, start_server, start_stock_listen
+from .feature_servers import (
+    assert_native_and_as_stock,
+    columns,
+    ours_and_stock_servers,
+    ours_and_stock_yamls,
+    start_server,
+    start_stock_listen,
+)
 from .test_grpc import by_name
 from .test_server import fallbacks
 
@@ -81,12 +88,8 @@ def precomputed_repo(redis_server, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def servers(redis_server, precomputed_repo):
-    ours_yaml, stock_yaml = ours_and_stock_yamls(precomputed_repo, redis_server.address)
-    ours = start_server("feast-redis-rs", precomputed_repo, ours_yaml, "--metrics")
-    stock = start_server("feast", precomputed_repo, stock_yaml, "--no-access-log")
-    yield ours, stock
-    ours.stop()
-    stock.stop()
+    with ours_and_stock_servers(precomputed_repo, redis_server.address) as servers:
+        yield servers
 
 
 def service_request(service: str, zipcodes: list[int], full_feature_names: bool = True) -> dict:
@@ -99,15 +102,8 @@ def service_request(service: str, zipcodes: list[int], full_feature_names: bool 
 
 @pytest.mark.parametrize("service", ["vectors", "stale_vectors"], ids=["fresh", "stale"])
 def test_precomputed_services_are_answered_natively_as_stock_answers_them(servers, service):
-    ours, stock = servers
-    request = service_request(service, ZIPCODES)
-    before = fallbacks(ours)
-    status, answer = ours.post("/get-online-features", request)
-    stock_status, expected = stock.post("/get-online-features", request)
-    assert (status, stock_status) == (200, 200), (answer, expected)
-    assert fallbacks(ours) == before, "the request must be answered natively"
-    assert columns(answer) == columns(expected)
-    statuses = {name: set(column["statuses"]) for name, column in columns(answer).items()}
+    answered = assert_native_and_as_stock(servers, service_request(service, ZIPCODES), fallbacks)
+    statuses = {name: set(column["statuses"]) for name, column in answered.items()}
     if service == "stale_vectors":
         assert statuses["stale_zipcodes__z_f64"] == {"OUTSIDE_MAX_AGE"}
         assert statuses["zipcode_features__z_i64"] == {"PRESENT"}
