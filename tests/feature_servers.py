@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -230,3 +231,24 @@ def assert_native_and_as_stock(servers, request: dict, fallbacks) -> dict:
     assert fallbacks(ours) == before, "the request must be answered natively"
     assert columns(answer) == columns(expected)
     return columns(answer)
+
+
+@contextlib.contextmanager
+def ours_and_stock_channels(
+    repo: Path, redis_address: str
+) -> Iterator[tuple[FeatureServer, Any, Any]]:
+    """``feast-redis-rs serve --type grpc`` (/metrics beside it), a channel to it and
+    one to stock ``feast listen``, of ``repo`` on the Redis at ``redis_address``."""
+    import grpc
+
+    ours_yaml, stock_yaml = ours_and_stock_yamls(repo, redis_address, "-grpc")
+    ours = start_server("feast-redis-rs", repo, ours_yaml, "--type", "grpc", "--metrics")
+    try:
+        stock = start_stock_listen(repo, stock_yaml)
+        try:
+            with grpc.insecure_channel(ours.url.removeprefix("http://")) as channel:
+                yield ours, channel, stock.channel
+        finally:
+            stock.stop()
+    finally:
+        ours.stop()

@@ -26,10 +26,8 @@ from . import loan_repo
 from .feature_servers import (
     assert_native_and_as_stock,
     columns,
+    ours_and_stock_channels,
     ours_and_stock_servers,
-    ours_and_stock_yamls,
-    start_server,
-    start_stock_listen,
 )
 from .test_grpc import by_name
 from .test_server import fallbacks, scaled_wages
@@ -126,15 +124,8 @@ def servers(redis_server, on_demand_repo):
 
 @pytest.fixture(scope="module")
 def channels(redis_server, on_demand_repo):
-    """Ours (``serve --type grpc``, /metrics beside it) and stock ``feast listen``."""
-    yamls = ours_and_stock_yamls(on_demand_repo, redis_server.address, "-grpc")
-    ours = start_server("feast-redis-rs", on_demand_repo, yamls[0], "--type", "grpc", "--metrics")
-    stock = start_stock_listen(on_demand_repo, yamls[1])
-    ours_channel = grpc.insecure_channel(ours.url.removeprefix("http://"))
-    yield ours, ours_channel, stock.channel
-    ours_channel.close()
-    ours.stop()
-    stock.stop()
+    with ours_and_stock_channels(on_demand_repo, redis_server.address) as channels:
+        yield channels
 
 
 ROWS = loan_repo.entity_rows()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import grpc
 import pytest
 from feast import FeatureService, FeatureView
 from feast.protos.feast.serving import GrpcServer_pb2_grpc, ServingService_pb2
@@ -23,10 +22,8 @@ from . import loan_repo
 from .feature_servers import (
     assert_native_and_as_stock,
     columns,
+    ours_and_stock_channels,
     ours_and_stock_servers,
-    ours_and_stock_yamls,
-    start_server,
-    start_stock_listen,
 )
 from .test_grpc import by_name
 from .test_server import fallbacks
@@ -149,14 +146,8 @@ def test_what_feasts_precomputed_path_refuses_gets_stocks_answer(servers, reques
 
 @pytest.fixture(scope="module")
 def channels(redis_server, precomputed_repo):
-    yamls = ours_and_stock_yamls(precomputed_repo, redis_server.address, "-grpc")
-    ours = start_server("feast-redis-rs", precomputed_repo, yamls[0], "--type", "grpc", "--metrics")
-    stock = start_stock_listen(precomputed_repo, yamls[1])
-    ours_channel = grpc.insecure_channel(ours.url.removeprefix("http://"))
-    yield ours, ours_channel, stock.channel
-    ours_channel.close()
-    ours.stop()
-    stock.stop()
+    with ours_and_stock_channels(precomputed_repo, redis_server.address) as channels:
+        yield channels
 
 
 @pytest.mark.parametrize("service", ["vectors", "stale_vectors"], ids=["fresh", "stale"])

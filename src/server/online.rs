@@ -84,7 +84,7 @@ pub struct ServedOnDemandView {
 }
 
 /// What the server serves natively: the registry's feature views, the on-demand views
-/// made of them and the feature services made only of views (those pre-computed read
+/// made of them and the feature services made of those (the pre-computed ones read
 /// from their vectors), as Python read them at the last refresh.
 #[derive(Default)]
 pub struct Catalog {
