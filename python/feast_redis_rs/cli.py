@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -279,10 +278,10 @@ def _run(ctx: click.Context, options: ServerOptions, registry_ttl_sec: int) -> N
         left = serve(store, options, registry_ttl_sec)
     except (ValueError, OSError) as error:
         raise click.ClickException(str(error)) from error
-    busy = [t for t in threading.enumerate() if not t.daemon and t is not threading.main_thread()]
-    if left is None or busy:
-        # A second signal, or work of Feast's app still running past the grace (threads
-        # the interpreter would wait for): exit now, as promised.
-        logging.shutdown()
-        sys.stderr.flush()
-        os._exit(0 if left is not None else 1)
+    # The grace is all the time from SIGTERM to exit: the interpreter's teardown (a
+    # second of finalizing Feast's, pandas' and pyarrow's modules, and waiting for any
+    # thread of Feast's app still running) is skipped once the logs are written.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0 if left is not None else 1)

@@ -591,6 +591,9 @@ impl Server {
             }
             _ = signals.recv(&self.stop) => return Ok(None),
         }
+        // What was logged is written within the grace: the process may end right after.
+        self.log
+            .flush(self.options.shutdown_timeout.saturating_sub(started.elapsed()));
         Ok(Some(
             self.options.shutdown_timeout.saturating_sub(started.elapsed()),
         ))

@@ -43,10 +43,13 @@ impl Log {
                 let stderr = std::io::stderr();
                 let mut batch = Vec::with_capacity(BATCH_BYTES);
                 while let Ok(first) = lines.recv() {
+                    // An empty line asks to be told once what was queued before it is written.
+                    let mut flush_asked = first.is_empty();
                     batch.extend_from_slice(first.as_bytes());
                     let mut count = 1;
                     while batch.len() < BATCH_BYTES {
                         let Ok(line) = lines.try_recv() else { break };
+                        flush_asked |= line.is_empty();
                         batch.extend_from_slice(line.as_bytes());
                         count += 1;
                     }
@@ -56,6 +59,9 @@ impl Log {
                     }
                     drop(out);
                     batch.clear();
+                    if flush_asked {
+                        let _ = ended.send(());
+                    }
                     std::thread::sleep(LINGER);
                 }
                 let _ = ended.send(());
@@ -76,6 +82,15 @@ impl Log {
         let Some(queue) = &self.queue else { return };
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = queue.try_send(line) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until what is queued now is written, for `within` at most.
+    pub fn flush(&self, within: Duration) {
+        let Some(queue) = &self.queue else { return };
+        if queue.try_send(String::new()).is_ok() {
+            let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = written.recv_timeout(within);
         }
     }
 
