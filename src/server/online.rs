@@ -581,13 +581,16 @@ pub fn resolve<'a>(
     parsed: &'a OnlineRequest<'_>,
     shape: AnswerShape,
 ) -> Option<Resolved<'a>> {
-    let (mut views, on_demand) = match &parsed.feature_service {
-        Some(service) if !service.is_empty() => service_views(catalog, service)?,
-        _ => group_refs(catalog, &parsed.features)?,
-    };
-    let precomputed = parsed
+    // Feast passes over an empty service and reads the features.
+    let service = parsed
         .feature_service
         .as_deref()
+        .filter(|service| !service.is_empty());
+    let (mut views, on_demand) = match service {
+        Some(service) => service_views(catalog, service)?,
+        None => group_refs(catalog, &parsed.features)?,
+    };
+    let precomputed = service
         .and_then(|service| catalog.precomputed.get(service))
         .map(|served| {
             let mut names = Vec::new();
@@ -656,10 +659,7 @@ pub fn resolve<'a>(
         views,
         on_demand,
         refs: &parsed.features,
-        service: parsed
-            .feature_service
-            .as_deref()
-            .filter(|service| !service.is_empty()),
+        service,
         request_data,
         // Feast's pre-computed path answers no views' metadata.
         include_metadata: shape.version_metadata
