@@ -240,6 +240,7 @@ bench: $(DEPS_STAMP) redis-server wrk oha h2load
 	$(BIN)/python bench/serve_auth.py
 	$(BIN)/python bench/serve_on_demand.py
 	$(BIN)/python bench/serve_precomputed.py
+	$(BIN)/python bench/serve_push.py
 	$(BIN)/python bench/overload.py
 	$(BIN)/python bench/ray_engine.py
 

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -77,8 +77,11 @@ class Client:
     resends, inside the timing) when the server closes it, as gunicorn does when it
     recycles a worker of `feast serve` after `--max-requests`."""
 
-    def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, port: int, headers: dict[str, str] | None = None, path: str = "/get-online-features"
+    ) -> None:
         self.port = port
+        self.path = path
         self.headers = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         self.reconnects = 0
         self.sock = self._connect()
@@ -90,7 +93,7 @@ class Client:
 
     def request(self, body: bytes) -> bytes:
         head = (
-            f"POST /get-online-features HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+            f"POST {self.path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"{self.headers}\r\n"
         ).encode()
@@ -252,8 +255,8 @@ def stop(process: subprocess.Popen) -> None:
 def measure_latency(
     ports: dict, bodies: list[bytes], rounds: int, headers: dict[str, dict] | None = None
 ) -> dict:
-    """Each server's p50 and p99 over `rounds` of `bodies`, one request at a time, the
-    servers taking turns (`headers` by server: what its client sends besides)."""
+    """Each server's p50, p99 and mean over `rounds` of `bodies`, one request at a time,
+    the servers taking turns (`headers` by server: what its client sends besides)."""
     clients = {name: Client(port, (headers or {}).get(name)) for name, port in ports.items()}
     latencies: dict[str, list[float]] = {name: [] for name in ports}
     for client in clients.values():  # warm-up, out of the measurement
@@ -267,9 +270,15 @@ def measure_latency(
                 latencies[name].append(time.perf_counter() - started)
     for client in clients.values():
         client.close()
+    return {name: latency_stats(v) for name, v in latencies.items()}
+
+
+def latency_stats(seconds: list[float]) -> dict:
     return {
-        name: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99), "n": len(v)}
-        for name, v in latencies.items()
+        "p50_ms": percentile(seconds, 50),
+        "p99_ms": percentile(seconds, 99),
+        "mean_ms": 1e3 * sum(seconds) / len(seconds),
+        "n": len(seconds),
     }
 
 
@@ -590,10 +599,24 @@ STOCK, OURS = "feast serve", "feast-redis-rs serve"
 def stock_and_ours_latency(
     repo: Path, workdir: Path, bodies: dict[int, list[bytes]], rounds: int
 ) -> tuple[dict, float]:
+    """Stock ``feast serve`` and ours on ``repo`` (``stock_and_ours``), measured in turn
+    with the ``bodies`` of each row count; returns the latency by row count and server,
+    and how many of ours went to Feast's app."""
+    return stock_and_ours(
+        repo,
+        workdir,
+        lambda ports: {
+            rows: measure_latency(ports, block, rounds) for rows, block in bodies.items()
+        },
+    )
+
+
+def stock_and_ours(
+    repo: Path, workdir: Path, measure: Callable[[dict], dict]
+) -> tuple[dict, float]:
     """Stock ``feast serve`` (stock.yaml) and ``feast-redis-rs serve`` (ours.yaml, its
-    metrics on a port of their own) on ``repo``, measured in turn with the ``bodies`` of
-    each row count; returns the latency by row count and server, and how many of ours
-    went to Feast's app."""
+    metrics on a port of their own) on ``repo``; returns what ``measure`` makes of their
+    ports, and how many of ours went to Feast's app meanwhile."""
     metrics_port = free_port()
     servers = {
         STOCK: ("feast", "stock.yaml", ()),
@@ -607,8 +630,8 @@ def stock_and_ours_latency(
     try:
         ports = start_each(servers, repo, workdir, processes)
         before = metric(metrics_port, "feast_fallbacks_total")
-        latency = {rows: measure_latency(ports, block, rounds) for rows, block in bodies.items()}
-        return latency, metric(metrics_port, "feast_fallbacks_total") - before
+        measured = measure(ports)
+        return measured, metric(metrics_port, "feast_fallbacks_total") - before
     finally:
         for process in processes:
             stop(process)

@@ -129,7 +129,8 @@ class Cached:
         assert self.read_when_answered() == [number] * ENTITIES
         hits = self.stats()["hits"]
         assert self.read() == [number] * ENTITIES
-        assert self.stats()["hits"] == hits + ENTITIES, "the second read was not from the cache"
+        stats = self.stats()
+        assert stats["hits"] == hits + ENTITIES, f"the second read was not from the cache: {stats}"
 
 
 def write_rounds(redis_type: str, connection_string: str, pause: float, seconds: float, out):
@@ -146,6 +147,21 @@ def write_rounds(redis_type: str, connection_string: str, pause: float, seconds:
         number += 1
         time.sleep(pause)
     out.put(done)
+
+
+def replication_settled(nodes) -> bool:
+    """Every replica linked to its master and as far as it: a sync still to come would
+    empty a node, and a flush drops every entry (the rounds' second reads would miss)."""
+    for node in nodes:
+        info = node.client().info("replication")
+        if info["role"] != "slave":
+            continue
+        if info["master_link_status"] != "up" or info["master_sync_in_progress"]:
+            return False
+        master = next(n for n in nodes if n.port == int(info["master_port"]))
+        if master.client().info("replication")["master_repl_offset"] != info["slave_repl_offset"]:
+            return False
+    return True
 
 
 def stale_lags(reads: list[tuple[float, list[int]]], done: list[tuple[int, float]]) -> list[float]:
@@ -261,6 +277,7 @@ def test_nothing_stale_after_a_replica_is_promoted_or_slots_move(replicated_clus
     replica = next(n for n in nodes if role(n) == "slave")
     replica.client().execute_command("CLUSTER", "FAILOVER")
     wait_until(lambda: role(replica) == "master", 30, "the failover")
+    wait_until(lambda: replication_settled(nodes), 30, "the demoted master's sync")
     cached.write_when_answered(2)
     time.sleep(SETTLE_SECONDS)
     assert cached.read_when_answered() == [2] * ENTITIES
@@ -282,6 +299,10 @@ def test_nothing_stale_after_a_replica_is_promoted_or_slots_move(replicated_clus
     )  # fmt: skip
     # Every key of the source moved; its round-3 values were invalidated as they left.
     assert source.client().dbsize() == 0
+    # A master left without slots becomes its receiver's replica, and its full sync
+    # empties it: Redis sends a flush's invalidation, and every entry is dropped.
+    wait_until(lambda: role(source) == "slave", 30, "the emptied master's migration")
+    wait_until(lambda: replication_settled(nodes), 30, "the emptied master's sync")
     cached.write_when_answered(4)
     time.sleep(SETTLE_SECONDS)
     assert cached.read_when_answered() == [4] * ENTITIES

@@ -12,6 +12,7 @@ from feast_redis_rs.server import (
     ServedProjection,
     ServedView,
     ServerOptions,
+    WritableView,
 )
 
 __all__ = [
@@ -139,6 +140,7 @@ class FeatureServer:
         on_demand: list[ServedOnDemandView],
         services: list[tuple[str, list[ServedProjection]]],
         precomputed: list[ServedPrecomputed],
+        writes: tuple[list[WritableView], list[tuple[str, list[str]]]],
     ) -> None: ...
     def keep_catalog(self) -> None: ...
     def set_stale(self, reason: str) -> None: ...

@@ -26,6 +26,7 @@ from urllib.parse import unquote
 
 import feast
 from feast import FeatureService, FeatureStore, FeatureView
+from feast.data_source import PushSource
 from feast.errors import FeastPermissionError
 from feast.feature_server import get_app
 from feast.feature_view import DUMMY_ENTITY_NAME
@@ -149,6 +150,62 @@ class ServedPrecomputed:
     ttls: list[tuple[str, int]]
 
 
+@dataclass(frozen=True)
+class WritableView:
+    """A feature view ``/push`` and ``/write-to-online-store`` write natively."""
+
+    name: str
+    plan: _native.ViewPlan = field(compare=False)
+    # Feast parses it (a push without it, or with times it cannot read, is refused).
+    created_column: str | None
+
+
+def _writes(
+    store: FeatureStore, views: dict[str, FeatureView], served: list[ServedView]
+) -> tuple[list[WritableView], list[tuple[str, list[str]]]]:
+    """The feature views written natively: plain ones whose batch source maps no fields
+    (Feast renames those columns first); and the push sources whose every view is one
+    (Feast pushes to stream and label views its own way) and in no pre-computed service
+    (Feast computes the service's vectors again after a push)."""
+    plans = {view.name: view.plan for view in served}
+    writable = [
+        WritableView(
+            name=view.name,
+            plan=plans[view.name],
+            created_column=view.batch_source.created_timestamp_column or None,
+        )
+        for view in views.values()
+        if type(view) is FeatureView
+        and view.batch_source is not None
+        and view.batch_source.timestamp_field
+        and not view.batch_source.field_mapping
+    ]
+    fed: dict[str, list[str]] = {}
+    for view in [
+        *store.list_feature_views(allow_cache=True),
+        *store.list_stream_feature_views(allow_cache=True),
+    ]:
+        if isinstance(view.stream_source, PushSource):
+            fed.setdefault(view.stream_source.name, []).append(view.name)
+    refused = {
+        projection.name
+        for service in store.list_feature_services()
+        if getattr(service, "precompute_online", False)
+        for projection in service.feature_view_projections
+    }
+    for label_view in getattr(store, "list_label_views", lambda **_: [])(allow_cache=True):
+        if isinstance(label_view.source, PushSource):
+            fed.setdefault(label_view.source.name, []).append(label_view.name)
+            refused.add(label_view.name)
+    names = {view.name for view in writable} - refused
+    pushes = [
+        (source, sorted(targets))
+        for source, targets in sorted(fed.items())
+        if all(target in names for target in targets)
+    ]
+    return writable, pushes
+
+
 def _precomputed(
     store: FeatureStore, plans: Plans, service: FeatureService, views: dict[str, FeatureView]
 ) -> ServedPrecomputed:
@@ -203,6 +260,7 @@ Catalog = tuple[
     list[ServedOnDemandView],
     list[tuple[str, list[ServedProjection]]],
     list[ServedPrecomputed],
+    tuple[list[WritableView], list[tuple[str, list[str]]]],
 ]
 
 
@@ -210,7 +268,8 @@ def _catalog(store: FeatureStore, plans: Plans) -> Catalog:
     """The feature views the server reads natively, the on-demand views made of them
     and the feature services made of those (a pre-computed one read from its vectors
     where Feast's own path answers each row as asked, else left to Feast; one with
-    on-demand views left to Feast when a projection renames or re-keys its view)."""
+    on-demand views left to Feast when a projection renames or re-keys its view); the
+    views it writes natively, and the push sources feeding them."""
     feature_views = {
         view.name: view
         for view in store.list_feature_views(allow_cache=True)
@@ -259,7 +318,7 @@ def _catalog(store: FeatureStore, plans: Plans) -> Catalog:
                 ],
             )
         )
-    return views, on_demand, services, precomputed
+    return views, on_demand, services, precomputed, _writes(store, feature_views, views)
 
 
 class FeastApp:

@@ -16,7 +16,7 @@ use super::store::RedisStoreClient;
 use crate::server::{
     AnswerShape, Asked, Catalog, Decide, Fallback, FallbackLimits, FallbackReply, FallbackRequest,
     FallbackResponse, MetricsExposure, RequestLimits, Rows, ServedOnDemandView, ServedPrecomputed,
-    ServedProjection, ServedView, Server, ServerError, ServerOptions, Timeouts, Transform,
+    ServedProjection, ServedView, Server, ServerError, ServerOptions, Timeouts, Transform, WritableView,
 };
 
 impl From<ServerError> for PyErr {
@@ -235,6 +235,17 @@ struct PyServedPrecomputed {
     ttls: Vec<(String, i64)>,
 }
 
+/// The attributes of `feast_redis_rs.server.WritableView`.
+#[derive(FromPyObject)]
+struct PyWritableView {
+    #[pyo3(attribute)]
+    name: String,
+    #[pyo3(attribute)]
+    plan: Py<ViewPlan>,
+    #[pyo3(attribute)]
+    created_column: Option<String>,
+}
+
 /// Sends a fallback's answer back to the waiting request; called once from Python.
 /// Until then (or until it is dropped) it holds the request's place in Feast's app.
 #[pyclass(frozen, module = "feast_redis_rs._native")]
@@ -429,7 +440,8 @@ impl FeatureServer {
     }
 
     /// Serves `views` (and the on-demand views and feature services made of them) from
-    /// the next request on, read from the registry just now.
+    /// the next request on, and writes the views of `writes` (with the push sources
+    /// feeding them), read from the registry just now.
     fn update(
         &self,
         py: Python<'_>,
@@ -437,7 +449,9 @@ impl FeatureServer {
         on_demand: Vec<PyServedOnDemandView>,
         services: Vec<(String, Vec<PyServedProjection>)>,
         precomputed: Vec<PyServedPrecomputed>,
+        writes: (Vec<PyWritableView>, Vec<(String, Vec<String>)>),
     ) {
+        let (writable, pushes) = writes;
         let views = views
             .into_iter()
             .map(|view| {
@@ -481,11 +495,21 @@ impl FeatureServer {
                 (served.service, ServedPrecomputed { plan, ttls })
             })
             .collect();
+        let writable = writable
+            .into_iter()
+            .map(|view| {
+                let plan = view.plan.bind(py).get().0.clone();
+                let created_column = view.created_column;
+                (view.name, WritableView { plan, created_column })
+            })
+            .collect();
         self.0.set_catalog(Catalog {
             views,
             on_demand,
             services,
             precomputed,
+            writable,
+            pushes: pushes.into_iter().collect(),
             generation: 0,
         });
     }

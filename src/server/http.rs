@@ -1,8 +1,8 @@
 //! The HTTP server: hyper on a multi-thread tokio runtime, HTTP/1.1 with keep-alive,
-//! optional TLS. `POST /get-online-features`, `GET /health`, `GET /ready` (and
-//! `/metrics` when asked for) are answered here; every other request, and any online
-//! request the native path leaves, goes to the `Fallback` (Feast's own app, in Python)
-//! through a bounded queue.
+//! optional TLS. `POST /get-online-features`, `POST /push`, `POST /write-to-online-store`,
+//! `GET /health`, `GET /ready` (and `/metrics` when asked for) are answered here; every
+//! other request, and any request the native paths leave, goes to the `Fallback`
+//! (Feast's own app, in Python) through a bounded queue.
 //!
 //! Everything a client can make the server hold is bounded: open connections (past the
 //! cap the oldest connection without a request in service makes room, else the kernel's
@@ -39,6 +39,7 @@ use super::log::Log;
 use super::memo::AnswerMemo;
 use super::metrics::{Gauges, Metrics, Refused};
 use super::online::{self, Answer, Catalog, Format, RequestLimits};
+use super::push;
 use super::transform::{Transform, Transforms, TransformsBusy};
 use crate::redis::{ConnectionGroup, RedisClient};
 
@@ -184,6 +185,9 @@ pub(super) enum Refusal {
 
 const REQUEST_OVER_BUDGET: &str =
     "the server is holding as many request bytes as it may (--max-buffered-mb): retry shortly";
+/// What a native write holds beyond its body, per byte of it: its columns, their Arrow
+/// batch and the rows encoded from it (a JSON number of two bytes takes 8 in each).
+const WRITE_BYTES_PER_BODY_BYTE: usize = 12;
 const ANSWER_OVER_BUDGET: &str =
     "the server is holding as many answer bytes as it may (--max-buffered-mb): retry shortly";
 
@@ -266,6 +270,13 @@ fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
+}
+
+/// A 500 naming what failed in the store (Redis unreachable, timed out...).
+fn store_failed(err: &crate::store::StoreError) -> Answered {
+    let mut message = String::new();
+    super::json::string(&mut message, &err.to_string());
+    respond(StatusCode::INTERNAL_SERVER_ERROR, "application/json", message)
 }
 
 /// An error as Feast's app answers a `FeastError`: its `to_error_detail()` JSON, as a
@@ -945,6 +956,23 @@ impl Server {
                     None => self.fall_back(parts, body, peer, scheme).await,
                 }
             }
+            // In a repo with `auth`, Feast's app decides and writes.
+            (&Method::POST, path @ ("/push" | "/write-to-online-store")) if self.access.is_none() => {
+                let push = path == "/push";
+                let (parts, body) = request.into_parts();
+                let (body, reservation) = match self.read_body(&parts, body).await {
+                    Ok(read) => read,
+                    Err(refused) => return refused.answer(),
+                };
+                let native = match self.enter_read().await {
+                    Ok(_place) => self.write(push, &body, reservation).await,
+                    Err(why) => return shed(&why),
+                };
+                match native {
+                    Some(response) => response,
+                    None => self.fall_back(parts, body, peer, scheme).await,
+                }
+            }
             _ => {
                 let (parts, body) = request.into_parts();
                 match self.read_body(&parts, body).await {
@@ -1075,14 +1103,31 @@ impl Server {
             Err(Refusal::OverLimit(over)) => Some(refuse(StatusCode::PAYLOAD_TOO_LARGE, &over.to_string())),
             Err(Refusal::OverBudget) => Some(shed(ANSWER_OVER_BUDGET)),
             Err(Refusal::TransformsBusy(busy)) => Some(shed(&busy.message())),
-            Err(Refusal::Redis(err)) => {
-                let mut message = String::new();
-                super::json::string(&mut message, &err.to_string());
-                Some(respond(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "application/json",
-                    message,
-                ))
+            Err(Refusal::Redis(err)) => Some(store_failed(&err)),
+        }
+    }
+
+    /// A push (or a write to the online store) written natively: Feast's answer, `None`
+    /// for a request the native path leaves to Feast.
+    async fn write(&self, push: bool, body: &[u8], mut reservation: Reservation) -> Option<Answered> {
+        // The columns, their Arrow batch and the rows encoded from it.
+        if !reservation.grow(body.len().saturating_mul(WRITE_BYTES_PER_BODY_BYTE)) {
+            self.metrics.refused(Refused::MemoryBudget);
+            return Some(shed(REQUEST_OVER_BUDGET));
+        }
+        let catalog = self.catalog();
+        let write = match push {
+            true => push::parse_push(body, &catalog.pushes, &catalog.writable),
+            false => push::parse_write(body, &catalog.writable),
+        }?;
+        match push::write(&self.client, &write).await {
+            // Feast's push answers an empty 200; its write, its handler's `None`.
+            Ok(true) if push => Some(Response::new(Full::new(Bytes::new()))),
+            Ok(true) => Some(respond(StatusCode::OK, "application/json", "null")),
+            Ok(false) => None,
+            Err(err) => {
+                self.metrics.redis_error();
+                Some(store_failed(&err))
             }
         }
     }

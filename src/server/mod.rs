@@ -15,6 +15,7 @@ mod memo;
 mod metrics;
 mod online;
 mod precomputed;
+mod push;
 mod transform;
 
 pub use access::{Asked, Decide};
@@ -25,4 +26,5 @@ pub use http::{
 };
 pub use online::{AnswerShape, Catalog, RequestLimits, ServedOnDemandView, ServedProjection, ServedView};
 pub use precomputed::ServedPrecomputed;
+pub use push::WritableView;
 pub use transform::{Rows, Transform};

@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 
 use super::json;
 use super::precomputed::{self, ServedPrecomputed};
+use super::push::WritableView;
 use super::transform::{status_name, FeatureVector, Rows, Transformed, Transforms, TransformsBusy};
 use crate::encoding::proto::Val;
 use crate::encoding::Value;
@@ -93,6 +94,10 @@ pub struct Catalog {
     pub services: HashMap<String, Vec<ServedProjection>>,
     /// The services of `services` answered from their pre-computed vectors.
     pub precomputed: HashMap<String, ServedPrecomputed>,
+    /// The feature views `/push` and `/write-to-online-store` write natively, by name.
+    pub writable: HashMap<String, WritableView>,
+    /// The push sources pushed to natively, and the views of `writable` each feeds.
+    pub pushes: HashMap<String, Vec<String>>,
     /// Which catalog this is, of those the server has served (set when it is served).
     pub generation: u64,
 }
