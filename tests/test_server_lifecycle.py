@@ -5,11 +5,13 @@ flat memory under 64 connections."""
 from __future__ import annotations
 
 import http.client
+import importlib
 import json
 import os
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 import urllib.error
@@ -395,3 +397,31 @@ def test_workers_by_default_are_as_many_as_the_cgroups_cpu_quota_allows(
         assert f"with {workers} worker threads" in server.log.read_text()
     finally:
         server.stop()
+
+
+def test_a_start_that_fails_on_the_registry_exits_with_its_error_and_no_panic(tmp_path, redis):
+    """An on-demand view whose transformation's module the server cannot import (it was
+    applied from a module only the applying process had): the server exits non-zero with
+    Python's error, and none of its threads panics as the interpreter goes away."""
+    store, yaml_file = served_repo(tmp_path, redis.address)
+    module_dir = tmp_path / "only_here"
+    module_dir.mkdir()
+    (module_dir / "udfs_only_here.py").write_text(
+        "import pandas as pd\n\n\n"
+        "def doubled(features):\n"
+        "    return pd.DataFrame({'doubled': features['rate'] * 2})\n"
+    )
+    sys.path.insert(0, str(module_dir))
+    try:
+        udfs = importlib.import_module("udfs_only_here")
+        store.apply(
+            loan_repo.on_demand_view(tmp_path, "unloadable", "rate", "doubled", udfs.doubled)
+        )
+    finally:
+        sys.path.remove(str(module_dir))
+        sys.modules.pop("udfs_only_here", None)
+    with pytest.raises(RuntimeError, match="serve exited") as exited:
+        start_server("feast-redis-rs", tmp_path, yaml_file).stop()
+    output = str(exited.value)
+    assert "ModuleNotFoundError: No module named 'udfs_only_here'" in output
+    assert "panicked" not in output

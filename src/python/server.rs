@@ -281,8 +281,10 @@ impl PythonFallback {
         std::thread::Builder::new()
             .name("feast-redis-rs-fallback".into())
             .spawn(move || {
+                // The interpreter may be finalizing (`serve` failed to start and
+                // the process is exiting): the jobs are then dropped, as is the thread.
                 while let Ok(job) = queue.recv() {
-                    Python::attach(|py| {
+                    let attached = Python::try_attach(|py| {
                         // Whatever else is queued goes in the same hold of the GIL.
                         for job in std::iter::once(job).chain(queue.try_iter()) {
                             let called = match job {
@@ -316,11 +318,15 @@ impl PythonFallback {
                             }
                         }
                     });
+                    if attached.is_none() {
+                        break;
+                    }
                 }
-                Python::attach(|_| {
-                    drop(dispatch);
-                    drop(cancel);
-                });
+                let mut callbacks = Some((dispatch, cancel));
+                if Python::try_attach(|_| drop(callbacks.take())).is_none() {
+                    // Without the interpreter their references cannot be given back.
+                    std::mem::forget(callbacks.take());
+                }
             })
             .map_err(|err| PyOSError::new_err(format!("cannot start the fallback thread: {err}")))?;
         Ok(Self(jobs))
