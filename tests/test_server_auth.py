@@ -15,13 +15,14 @@ import grpc
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from feast import FeatureView
+from feast import FeatureView, Field, FileSource, PushSource
 from feast.permissions.action import AuthzedAction
 from feast.permissions.permission import Permission
 from feast.permissions.policy import RoleBasedPolicy
 from feast.protos.feast.serving import GrpcServer_pb2, GrpcServer_pb2_grpc, ServingService_pb2
 from feast.protos.feast.serving.ServingService_pb2_grpc import ServingServiceStub
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.types import Int64
 
 from feast_redis_rs import RedisOnlineStoreConfig
 
@@ -62,7 +63,26 @@ def protect(repo, redis_server, issuer: Issuer):
         policy=RoleBasedPolicy(roles=["zipcode-reader"]),
         actions=[AuthzedAction.READ_ONLINE],
     )
-    store.apply([readers("reader"), zipcode_readers])
+    pushes = PushSource(
+        name="zipcode_push",
+        batch_source=FileSource(
+            path=str(repo / "pushed.parquet"), timestamp_field="event_timestamp"
+        ),
+    )
+    pushed = FeatureView(
+        name="pushed_zipcodes",
+        entities=[loan_repo.entities()[0]],
+        schema=[Field(name="p_i64", dtype=Int64)],
+        source=pushes,
+    )
+    pushers = Permission(
+        name="pushers",
+        types=[FeatureView],
+        name_patterns=["pushed_zipcodes"],
+        policy=RoleBasedPolicy(roles=["pusher"]),
+        actions=[AuthzedAction.WRITE_ONLINE],
+    )
+    store.apply([readers("reader"), zipcode_readers, pushed, pushers])
     auth = {
         "type": "oidc",
         "client_id": CLIENT_ID,
@@ -162,6 +182,58 @@ def test_an_allowed_token_is_read_natively_on_one_decision(protected):
     refused = counters(ours)
     assert refused["feast_fallbacks_total"] == after["feast_fallbacks_total"] + 5
     assert refused["auth_decisions_total"] == after["auth_decisions_total"]
+
+
+PUSH = {
+    "push_source_name": "zipcode_push",
+    # Zipcodes of their own: the other tests read the loan repo's.
+    "df": {"zipcode": [1, 2], "p_i64": [10, 20], "event_timestamp": ["2026-01-01T00:00:00Z"] * 2},
+}
+
+
+def pushed(server, token: str | None, redis_server) -> tuple[int, dict]:
+    """``server``'s answer to ``PUSH`` by ``token``, and the hashes it wrote (then
+    deleted, for the next server to write)."""
+    client = redis_server.client()
+    before = set(client.keys("*"))
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    status, _ = server.request("POST", "/push", raw=json.dumps(PUSH).encode(), headers=headers)
+    written = {key: client.hgetall(key) for key in set(client.keys("*")) - before}
+    if written:
+        client.delete(*written)
+    return status, written
+
+
+def test_pushes_get_feasts_answers_and_an_allowed_one_is_written_natively(protected, redis_server):
+    """WRITE_ONLINE on the views a push writes, decided once by Feast for the token:
+    the push is then written natively, the same bytes as stock's; every refusal is
+    Feast's app's (its 401 or 403, nothing written)."""
+    issuer, ours, stock = protected
+    forged = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pusher = issuer.token(["pusher"])
+    cases = {
+        "no token": None,
+        "signed by another key": issuer.token(["pusher"], key=forged),
+        "a reader only": issuer.token(["reader"]),
+        "a pusher": pusher,
+    }
+    for case, token in cases.items():
+        before = counters(ours)
+        status, written = pushed(ours, token, redis_server)
+        stock_status, stock_written = pushed(stock, token, redis_server)
+        assert (status, written) == (stock_status, stock_written), case
+        after = counters(ours)
+        if case == "a pusher":
+            assert status == 200 and len(written) == 2
+            assert after["feast_fallbacks_total"] == before["feast_fallbacks_total"]
+            assert after["auth_decisions_total"] == before["auth_decisions_total"] + 1
+        else:
+            assert status in (401, 403) and not written, case
+            assert after["feast_fallbacks_total"] == before["feast_fallbacks_total"] + 1
+    assert cases and pushed(ours, pusher, redis_server)[0] == 200
+    assert counters(ours)["auth_decisions_total"] == after["auth_decisions_total"], "kept"
+    # A read decision does not let a pusher read, nor a push decision a reader write.
+    assert post(ours, pusher)[0] == post(stock, pusher)[0] == 403
 
 
 def test_a_decision_covers_only_what_it_asked_for(protected):

@@ -491,22 +491,42 @@ def _assert_may_read(store: FeatureStore, feature_service: str | None, features:
     asyncio.run(_get_features(asked, store))
 
 
-def decide_online_read(
-    store: FeatureStore, authorization: str, feature_service: str | None, features: list[str]
+def _assert_may_write(store: FeatureStore, views: list[str]) -> None:
+    """What ``feast serve`` asserts of the current user before ``/push`` (online) and
+    ``/write-to-online-store``: WRITE_ONLINE on each feature view written."""
+    from feast.permissions.action import AuthzedAction
+    from feast.permissions.security_manager import assert_permissions
+
+    for name in views:
+        view = store.get_feature_view(name, allow_registry_cache=True)
+        assert_permissions(resource=view, actions=[AuthzedAction.WRITE_ONLINE])
+
+
+def decide_request(
+    store: FeatureStore,
+    authorization: str,
+    feature_service: str | None,
+    features: list[str],
+    written: list[str],
 ) -> float | None:
-    """Feast's decision on a read of ``features`` (or ``feature_service``) by the bearer
-    token of the ``authorization`` header: the token parsed by the repo's auth manager and
-    the user's permissions asserted as ``feast serve`` does, in a context of its own.
-    Returns the seconds until the token expires (``math.inf`` when it names no expiry),
-    or ``None`` where Feast would not answer (no bearer token, a token rejected, a
-    permission missing, a name not found): Feast's app then answers the request."""
+    """Feast's decision on a read of ``features`` (or ``feature_service``), or a write
+    of the feature views ``written``, by the bearer token of the ``authorization`` header:
+    the token parsed by the repo's auth manager and the user's permissions asserted as
+    ``feast serve`` does, in a context of its own. Returns the seconds until the token
+    expires (``math.inf`` when it names no expiry), or ``None`` where Feast would not
+    answer (no bearer token, a token rejected, a permission missing, a name not found):
+    Feast's app then answers the request."""
     return contextvars.Context().run(
-        _decide_online_read, store, authorization, feature_service, features
+        _decide_request, store, authorization, feature_service, features, written
     )
 
 
-def _decide_online_read(
-    store: FeatureStore, authorization: str, feature_service: str | None, features: list[str]
+def _decide_request(
+    store: FeatureStore,
+    authorization: str,
+    feature_service: str | None,
+    features: list[str],
+    written: list[str],
 ) -> float | None:
     from feast.permissions.auth.auth_manager import get_auth_manager
     from feast.permissions.security_manager import get_security_manager
@@ -519,7 +539,10 @@ def _decide_online_read(
         token = GrpcTokenExtractor().extract_access_token(metadata={"authorization": authorization})
         parser = get_auth_manager().token_parser
         security_manager.set_current_user(asyncio.run(parser.user_details_from_access_token(token)))
-        _assert_may_read(store, feature_service, features)
+        if written:
+            _assert_may_write(store, written)
+        else:
+            _assert_may_read(store, feature_service, features)
     except Exception:  # Feast's app answers the request, with its own error
         return None
     return _seconds_until_expiry(token)

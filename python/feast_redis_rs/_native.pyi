@@ -127,7 +127,7 @@ class FeatureServer:
         version_metadata: bool,
         null_status: bool,
         feast_version: str,
-        decide: Callable[[str, str | None, list[str]], float | None] | None,
+        decide: Callable[[str, str | None, list[str], list[str]], float | None] | None,
         transform: Callable[
             [list[str], str | None, bool, list[tuple[str, str]], bytes],
             list[tuple[str, bytes]] | None,

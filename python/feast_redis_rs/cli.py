@@ -88,8 +88,8 @@ _LIMITS = [
      "Seconds from SIGTERM to exit, all of it; a second SIGTERM or SIGINT exits at once."),
     ("--auth-cache-seconds", "auth_cache_seconds", float,
      "In a repo with auth: seconds Feast's decision for a token and the features it asks "
-     "for is reused at most (never past the token's expiry; decided again after each "
-     "registry refresh); 0: Feast decides every request."),
+     "for (or the views it writes) is reused at most (never past the token's expiry; "
+     "decided again after each registry refresh); 0: Feast decides every request."),
 ]  # fmt: skip
 
 

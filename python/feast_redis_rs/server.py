@@ -100,8 +100,9 @@ class ServerOptions:
     """From SIGTERM to exit, all of it (Kubernetes waits 30 s by default)."""
     auth_cache_seconds: float = 60.0
     """In a repo with ``auth``: how long Feast's decision for a token and the features a
-    request asks for is reused at most (never past the token's expiry, and decided again
-    after each registry refresh); 0: Feast decides every request."""
+    request asks for (or the views it writes) is reused at most (never past the token's
+    expiry, and decided again after each registry refresh); 0: Feast decides every
+    request."""
 
 
 # A fallback whose client went away is cancelled this long after its app is told.
@@ -636,8 +637,10 @@ def serve(
             options.auth_cache_seconds,
         )
 
-        def decide(authorization: str, feature_service: str | None, features: list[str]):
-            return _feast.decide_online_read(store, authorization, feature_service, features)
+        def decide(
+            authorization: str, feature_service: str | None, features: list[str], written: list[str]
+        ) -> float | None:
+            return _feast.decide_request(store, authorization, feature_service, features, written)
 
         if options.metrics and options.metrics_port is None:
             # Not beside an authenticated API for anyone to read: on a port of its own.

@@ -346,7 +346,7 @@ impl Fallback for PythonFallback {
 }
 
 /// Feast's auth decision through Python's `decide(authorization, feature_service,
-/// features)`: the seconds it holds, or `None` (called on a blocking thread).
+/// features, written)`: the seconds it holds, or `None` (called on a blocking thread).
 struct PythonDecide(Py<PyAny>);
 
 impl Decide for PythonDecide {
@@ -354,7 +354,15 @@ impl Decide for PythonDecide {
         Python::attach(|py| {
             let decided = self
                 .0
-                .call1(py, (authorization, asked.service.as_deref(), &asked.features))
+                .call1(
+                    py,
+                    (
+                        authorization,
+                        asked.service.as_deref(),
+                        &asked.features,
+                        &asked.written,
+                    ),
+                )
                 .and_then(|holds| holds.extract::<Option<f64>>(py));
             match decided {
                 // Allowed: for the seconds given (none are negative; infinity for a
@@ -413,7 +421,8 @@ impl FeatureServer {
     /// templates of Feast's app, for the metrics; `version_metadata` and `null_status`:
     /// how the installed Feast's `feast serve` shapes its answers (`AnswerShape`);
     /// `feast_version`: what `ServingService.GetFeastServingInfo` answers; `decide`, in
-    /// a repo with `auth`: Feast's decision for a request read natively (`PythonDecide`);
+    /// a repo with `auth`: Feast's decision for a request read or written natively
+    /// (`PythonDecide`);
     /// `transform`: Feast's on-demand transformations (`PythonTransform`).
     #[new]
     #[allow(clippy::too_many_arguments)]
@@ -506,7 +515,12 @@ impl FeatureServer {
             .map(|view| {
                 let plan = view.plan.bind(py).get().0.clone();
                 let created_column = view.created_column;
-                (view.name, WritableView { plan, created_column })
+                let served = WritableView {
+                    name: view.name.clone(),
+                    plan,
+                    created_column,
+                };
+                (view.name, served)
             })
             .collect();
         self.0.set_catalog(Catalog {

@@ -1,7 +1,7 @@
-//! Feast's auth on the native read path. In a repo with `auth`, a request is read
-//! natively only once Feast's own code (its token parser and its permission checks, as
-//! `feast serve` runs them) has allowed the request's `authorization` to read what it
-//! asks for. The decision is kept, by a digest of the header and of what was asked, for
+//! Feast's auth on the native paths. In a repo with `auth`, a request is read (or
+//! written) natively only once Feast's own code (its token parser and its permission
+//! checks, as `feast serve` runs them) has allowed the request's `authorization` to read
+//! what it asks for (or to write the views it writes). The decision is kept, by a digest of the header and of what was asked, for
 //! as long as it holds (the token's expiry, `--auth-cache-seconds`) and until the
 //! registry is read again; whatever is not allowed, or not decided, goes to Feast's app,
 //! which answers its own 401 or 403. Nothing is read without a decision.
@@ -15,11 +15,14 @@ use lru::LruCache;
 use ring::digest;
 use tokio::sync::Semaphore;
 
-/// What a request asks to read: a feature service, or feature references.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What a request asks: to read a feature service or feature references, or to write
+/// feature views (a push, a write to the online store).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Asked {
     pub service: Option<String>,
     pub features: Vec<String>,
+    /// The views written (`WRITE_ONLINE` on each).
+    pub written: Vec<String>,
 }
 
 /// Feast's decision, made by Feast's code (it may block: it runs on a blocking thread).
@@ -77,7 +80,7 @@ impl Access {
         kept.clear();
     }
 
-    /// Whether `authorization` (the request's header, if any) may read `asked` natively.
+    /// Whether `authorization` (the request's header, if any) may be given `asked` natively.
     pub async fn verdict(&self, authorization: Option<&[u8]>, asked: &Asked) -> Verdict {
         // Feast's app answers a request without a token (its 401), or with a header
         // that is not text.
@@ -142,6 +145,10 @@ fn digest_of(authorization: &str, asked: &Asked) -> [u8; 32] {
     for feature in &asked.features {
         part(feature.as_bytes());
     }
+    part(b"written");
+    for view in &asked.written {
+        part(view.as_bytes());
+    }
     let mut out = [0; 32];
     out.copy_from_slice(context.finish().as_ref());
     out
@@ -176,8 +183,8 @@ mod tests {
 
     fn features(names: &[&str]) -> Asked {
         Asked {
-            service: None,
             features: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..Asked::default()
         }
     }
 
@@ -289,7 +296,7 @@ mod tests {
     fn a_service_and_features_of_the_same_name_differ() {
         let service = Asked {
             service: Some("v:a".into()),
-            features: vec![],
+            ..Asked::default()
         };
         assert_ne!(digest_of("t", &service), digest_of("t", &features(&["v:a"])));
         assert_ne!(
@@ -300,10 +307,17 @@ mod tests {
         let empty_service = |names: &[&str]| Asked {
             service: Some(String::new()),
             features: features(names).features,
+            ..Asked::default()
         };
         assert_ne!(
             digest_of("t", &empty_service(&["v:a"])),
             digest_of("t", &empty_service(&["w:secret"]))
         );
+        // Reading a view is not writing it.
+        let written = Asked {
+            written: vec!["v".into()],
+            ..Asked::default()
+        };
+        assert_ne!(digest_of("t", &written), digest_of("t", &features(&["v"])));
     }
 }

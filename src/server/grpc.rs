@@ -562,7 +562,7 @@ impl Server {
         let catalog = self.catalog();
         let mut reservation = self.reservation();
         let _place = self.enter_read().await.map_err(Status::unavailable)?;
-        if !self.allows(authorization, &parsed).await {
+        if !self.allows(authorization, &parsed.asked()).await {
             return Ok(None);
         }
         match self

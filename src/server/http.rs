@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use super::access::{Access, Decide, Verdict};
+use super::access::{Access, Asked, Decide, Verdict};
 use super::admission::{Admission, Place, Shed};
 use super::budget::{MemoryBudget, Reservation};
 use super::connection::{Closed, ConnState, Connections, TimedIo, Timeouts};
@@ -956,16 +956,16 @@ impl Server {
                     None => self.fall_back(parts, body, peer, scheme).await,
                 }
             }
-            // In a repo with `auth`, Feast's app decides and writes.
-            (&Method::POST, path @ ("/push" | "/write-to-online-store")) if self.access.is_none() => {
+            (&Method::POST, path @ ("/push" | "/write-to-online-store")) => {
                 let push = path == "/push";
                 let (parts, body) = request.into_parts();
                 let (body, reservation) = match self.read_body(&parts, body).await {
                     Ok(read) => read,
                     Err(refused) => return refused.answer(),
                 };
+                let authorization = parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes);
                 let native = match self.enter_read().await {
-                    Ok(_place) => self.write(push, &body, reservation).await,
+                    Ok(_place) => self.write(push, &body, authorization, reservation).await,
                     Err(why) => return shed(&why),
                 };
                 match native {
@@ -1079,7 +1079,7 @@ impl Server {
         let catalog = self.catalog();
         let parsed = online::parse(body)?;
         if self.access.is_some() {
-            if !self.allows(authorization, &parsed).await {
+            if !self.allows(authorization, &parsed.asked()).await {
                 return None;
             }
             if let Some(kept) = self.kept_answer(body) {
@@ -1109,7 +1109,13 @@ impl Server {
 
     /// A push (or a write to the online store) written natively: Feast's answer, `None`
     /// for a request the native path leaves to Feast.
-    async fn write(&self, push: bool, body: &[u8], mut reservation: Reservation) -> Option<Answered> {
+    async fn write(
+        &self,
+        push: bool,
+        body: &[u8],
+        authorization: Option<&[u8]>,
+        mut reservation: Reservation,
+    ) -> Option<Answered> {
         // The columns, their Arrow batch and the rows encoded from it.
         if !reservation.grow(body.len().saturating_mul(WRITE_BYTES_PER_BODY_BYTE)) {
             self.metrics.refused(Refused::MemoryBudget);
@@ -1120,6 +1126,9 @@ impl Server {
             true => push::parse_push(body, &catalog.pushes, &catalog.writable),
             false => push::parse_write(body, &catalog.writable),
         }?;
+        if !self.allows(authorization, &write.asked()).await {
+            return None;
+        }
         match push::write(&self.client, &write).await {
             // Feast's push answers an empty 200; its write, its handler's `None`.
             Ok(true) if push => Some(Response::new(Full::new(Bytes::new()))),
@@ -1132,17 +1141,13 @@ impl Server {
         }
     }
 
-    /// Whether Feast's auth lets `authorization` read what `parsed` asks for natively
-    /// (always, in a repo without `auth`).
-    pub(super) async fn allows(
-        &self,
-        authorization: Option<&[u8]>,
-        parsed: &online::OnlineRequest<'_>,
-    ) -> bool {
+    /// Whether Feast's auth gives `authorization` what it `asked` natively (always, in a
+    /// repo without `auth`).
+    pub(super) async fn allows(&self, authorization: Option<&[u8]>, asked: &Asked) -> bool {
         let Some(access) = &self.access else {
             return true;
         };
-        match access.verdict(authorization, &parsed.asked()).await {
+        match access.verdict(authorization, asked).await {
             Verdict::Kept => true,
             Verdict::Decided => {
                 self.metrics.auth_decided();

@@ -124,6 +124,7 @@ impl<'a> OnlineRequest<'a> {
         super::access::Asked {
             service: self.feature_service.as_ref().map(|service| service.to_string()),
             features: self.features.iter().map(|feature| feature.to_string()).collect(),
+            written: Vec::new(),
         }
     }
 

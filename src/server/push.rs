@@ -22,12 +22,14 @@ use arrow_schema::{Field, Schema};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::access::Asked;
 use crate::redis::RedisClient;
 use crate::store::{write_arrow, StoreError, ViewPlan};
 
 /// A feature view written natively: its plan (every feature, the batch source's event
 /// time column) and the created-time column Feast parses (and does not store).
 pub struct WritableView {
+    pub name: String,
     pub plan: Arc<ViewPlan>,
     pub created_column: Option<String>,
 }
@@ -72,6 +74,16 @@ struct WriteBody<'a> {
 pub struct Write<'c> {
     pub views: Vec<&'c WritableView>,
     pub columns: Columns,
+}
+
+impl Write<'_> {
+    /// What Feast's auth decides on: `WRITE_ONLINE` on every view written.
+    pub fn asked(&self) -> Asked {
+        Asked {
+            written: self.views.iter().map(|view| view.name.clone()).collect(),
+            ..Asked::default()
+        }
+    }
 }
 
 /// The columns of a `df`, by name, as pandas types them.
