@@ -444,11 +444,16 @@ def chart(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def section_arguments(doc: str) -> argparse.Namespace:
+    """A section script's arguments (``--rounds``, ``--quick``), described by its ``doc``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = section_arguments(__doc__)
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: install Debian's wrk package (make bench does)")
     block, seconds = (20, 3) if args.quick else (200, 10)

@@ -10,7 +10,6 @@ prints a table of ratios.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from serve import (  # noqa: E402
     measure_latency,
     metric,
     save_results,
+    section_arguments,
     start_each,
     stop,
 )
@@ -63,10 +63,7 @@ def counters(port: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
-    args = parser.parse_args()
+    args = section_arguments(__doc__)
     block = 20 if args.quick else 200
 
     issuer = Issuer()

@@ -10,7 +10,6 @@ takes in process (the floor of any server that runs it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -31,6 +30,7 @@ from serve import (  # noqa: E402
     latency_results,
     latency_rows,
     save_results,
+    section_arguments,
     stock_and_ours_latency,
 )
 
@@ -105,10 +105,7 @@ def transformation_floor(repo: Path, bodies: list[bytes]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
-    args = parser.parse_args()
+    args = section_arguments(__doc__)
     block = 20 if args.quick else 200
 
     with bench_repo(args.quick) as (tmp_path, _, repo, zips, applicants):

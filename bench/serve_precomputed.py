@@ -10,7 +10,6 @@ of ratios.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from serve import (  # noqa: E402
     latency_results,
     latency_rows,
     save_results,
+    section_arguments,
     stock_and_ours_latency,
 )
 
@@ -57,10 +57,7 @@ def service_body(zips, applicants, rows: int, offset: int) -> bytes:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
-    args = parser.parse_args()
+    args = section_arguments(__doc__)
     block = 20 if args.quick else 200
 
     with bench_repo(args.quick) as (tmp_path, _, repo, zips, applicants):

@@ -10,7 +10,6 @@ second by one client sending one push at a time).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,6 +31,7 @@ from serve import (  # noqa: E402
     latency_rows,
     latency_stats,
     save_results,
+    section_arguments,
     stock_and_ours,
 )
 
@@ -100,10 +100,7 @@ def measure_pushes(ports: dict, bodies: dict[str, dict], block: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="a smaller run, to check the script")
-    args = parser.parse_args()
+    args = section_arguments(__doc__)
     block = 20 if args.quick else 200
 
     with bench_repo(args.quick) as (tmp_path, _, repo, _, applicants):
