@@ -394,3 +394,32 @@ def test_grpc_calls_are_authenticated_by_their_bearer_token(protected, redis_ser
     finally:
         channel.close()
         stock.stop()
+
+
+def test_a_push_is_decided_before_its_columns_take_memory(protected, redis_server):
+    """A push's `df` is read, and the dozen times its body it holds reserved, only once
+    Feast allows the token: without a token, a push past ``--max-buffered-mb`` gets Feast's
+    401 (as stock's) and leaves the budget alone; an allowed one is shed with a 503."""
+    issuer, ours, stock = protected
+    small = start_server(
+        "feast-redis-rs", ours.repo, ours.repo / "ours.yaml", "--no-access-log",
+        "--max-buffered-mb", "1", "--max-body-bytes", "500000",
+    )  # fmt: skip
+    try:
+        rows = 5000
+        df = {
+            "zipcode": list(range(10, 10 + rows)),
+            "p_i64": list(range(rows)),
+            "event_timestamp": ["2026-01-01T00:00:00Z"] * rows,
+        }
+        body = json.dumps({"push_source_name": "zipcode_push", "df": df}).encode()
+        assert 100_000 < len(body) < 500_000
+        keys = redis_server.client().dbsize()
+        anonymous = [server.request("POST", "/push", raw=body)[0] for server in (small, stock)]
+        assert anonymous[0] == anonymous[1] in (401, 403)
+        headers = {"Authorization": f"Bearer {issuer.token(['pusher'])}"}
+        status, answer = small.request("POST", "/push", raw=body, headers=headers)
+        assert status == 503 and b"--max-buffered-mb" in answer
+        assert redis_server.client().dbsize() == keys
+    finally:
+        small.stop()

@@ -1108,7 +1108,8 @@ impl Server {
     }
 
     /// A push (or a write to the online store) written natively: Feast's answer, `None`
-    /// for a request the native path leaves to Feast.
+    /// for a request the native path leaves to Feast. Its `df` is read (and the memory it
+    /// takes reserved) once the request is allowed.
     async fn write(
         &self,
         push: bool,
@@ -1116,11 +1117,6 @@ impl Server {
         authorization: Option<&[u8]>,
         mut reservation: Reservation,
     ) -> Option<Answered> {
-        // The columns, their Arrow batch and the rows encoded from it.
-        if !reservation.grow(body.len().saturating_mul(WRITE_BYTES_PER_BODY_BYTE)) {
-            self.metrics.refused(Refused::MemoryBudget);
-            return Some(shed(REQUEST_OVER_BUDGET));
-        }
         let catalog = self.catalog();
         let write = match push {
             true => push::parse_push(body, &catalog.pushes, &catalog.writable),
@@ -1129,7 +1125,13 @@ impl Server {
         if !self.allows(authorization, &write.asked()).await {
             return None;
         }
-        match push::write(&self.client, &write).await {
+        // The columns, their Arrow batch and the rows encoded from it.
+        if !reservation.grow(body.len().saturating_mul(WRITE_BYTES_PER_BODY_BYTE)) {
+            self.metrics.refused(Refused::MemoryBudget);
+            return Some(shed(REQUEST_OVER_BUDGET));
+        }
+        let columns = push::columns(body)?;
+        match push::write(&self.client, &write, &columns).await {
             // Feast's push answers an empty 200; its write, its handler's `None`.
             Ok(true) if push => Some(Response::new(Full::new(Bytes::new()))),
             Ok(true) => Some(respond(StatusCode::OK, "application/json", "null")),

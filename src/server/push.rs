@@ -19,6 +19,7 @@ use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{Field, Schema};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -38,13 +39,14 @@ fn yes() -> bool {
     true
 }
 
-/// The body of `POST /push`, as Feast's `PushFeaturesRequest` reads it.
+/// The body of `POST /push`, as Feast's `PushFeaturesRequest` reads it, but for its
+/// `df` (skipped: it is read once the request is allowed, by `DfBody`).
 #[derive(Deserialize)]
 struct PushBody<'a> {
     #[serde(borrow)]
     push_source_name: Cow<'a, str>,
-    #[serde(borrow)]
-    df: HashMap<Cow<'a, str>, Vec<&'a RawValue>>,
+    #[allow(dead_code)]
+    df: IgnoredAny,
     #[serde(default = "yes")]
     allow_registry_cache: bool,
     #[serde(borrow, default)]
@@ -56,13 +58,14 @@ struct PushBody<'a> {
     transform_on_write: bool,
 }
 
-/// The body of `POST /write-to-online-store` (Feast's `WriteToFeatureStoreRequest`).
+/// The body of `POST /write-to-online-store` (Feast's `WriteToFeatureStoreRequest`),
+/// but for its `df`.
 #[derive(Deserialize)]
 struct WriteBody<'a> {
     #[serde(borrow)]
     feature_view_name: Cow<'a, str>,
-    #[serde(borrow)]
-    df: HashMap<Cow<'a, str>, Vec<&'a RawValue>>,
+    #[allow(dead_code)]
+    df: IgnoredAny,
     #[serde(default = "yes")]
     allow_registry_cache: bool,
     #[serde(default = "yes")]
@@ -70,10 +73,16 @@ struct WriteBody<'a> {
     transform_on_write: bool,
 }
 
-/// A write the native path takes: the views, each given the same batch.
+/// A write body's `df`.
+#[derive(Deserialize)]
+struct DfBody<'a> {
+    #[serde(borrow)]
+    df: HashMap<Cow<'a, str>, Vec<&'a RawValue>>,
+}
+
+/// A write the native path takes: the views written, each given the same batch.
 pub struct Write<'c> {
     pub views: Vec<&'c WritableView>,
-    pub columns: Columns,
 }
 
 impl Write<'_> {
@@ -235,7 +244,8 @@ impl Columns {
     }
 }
 
-/// A `POST /push` body the native path takes: an online push to views all written here.
+/// The views a `POST /push` body writes, when the native path takes it (an online push
+/// to views all written here); its `df` is only skipped over.
 pub fn parse_push<'c>(
     body: &[u8],
     pushes: &'c HashMap<String, Vec<String>>,
@@ -250,33 +260,34 @@ pub fn parse_push<'c>(
         .iter()
         .map(|name| writable.get(name))
         .collect::<Option<Vec<_>>>()?;
-    Some(Write {
-        views,
-        columns: Columns::of(parsed.df)?,
-    })
+    Some(Write { views })
 }
 
-/// A `POST /write-to-online-store` body the native path takes.
+/// The view a `POST /write-to-online-store` body writes, when the native path takes it.
 pub fn parse_write<'c>(body: &[u8], writable: &'c HashMap<String, WritableView>) -> Option<Write<'c>> {
     let parsed: WriteBody = serde_json::from_slice(body).ok()?;
     if !parsed.allow_registry_cache {
         return None;
     }
     let view = writable.get(parsed.feature_view_name.as_ref())?;
-    Some(Write {
-        views: vec![view],
-        columns: Columns::of(parsed.df)?,
-    })
+    Some(Write { views: vec![view] })
 }
 
-/// Writes `write` to every view; `Ok(false)` when a view's columns are not of a type
-/// this path takes. Views written before such a view are written again by Feast's app,
-/// as Feast's push does: the rows are no newer than those stored then, and skipped.
-pub async fn write(client: &RedisClient, write: &Write<'_>) -> Result<bool, StoreError> {
+/// The columns of a write body's `df`, when the native path takes them.
+pub fn columns(body: &[u8]) -> Option<Columns> {
+    let parsed: DfBody = serde_json::from_slice(body).ok()?;
+    Columns::of(parsed.df)
+}
+
+/// Writes `columns` to every view of `write`; `Ok(false)` when a view's columns are not
+/// of a type this path takes. Views written before such a view are written again by
+/// Feast's app, as Feast's push does: the rows are no newer than those stored then, and
+/// skipped.
+pub async fn write(client: &RedisClient, write: &Write<'_>, columns: &Columns) -> Result<bool, StoreError> {
     let Some(batches) = write
         .views
         .iter()
-        .map(|view| write.columns.batch(view))
+        .map(|view| columns.batch(view))
         .collect::<Option<Vec<_>>>()
     else {
         return Ok(false);
