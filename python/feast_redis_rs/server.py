@@ -162,12 +162,17 @@ class WritableView:
 
 
 def _writes(
-    store: FeatureStore, views: dict[str, FeatureView], served: list[ServedView]
+    store: FeatureStore,
+    all_views: list[FeatureView],
+    views: dict[str, FeatureView],
+    served: list[ServedView],
+    services: list[FeatureService],
 ) -> tuple[list[WritableView], list[tuple[str, list[str]]]]:
-    """The feature views written natively: plain ones whose batch source maps no fields
-    (Feast renames those columns first); and the push sources whose every view is one
-    (Feast pushes to stream and label views its own way) and in no pre-computed service
-    (Feast computes the service's vectors again after a push)."""
+    """The feature views written natively (of ``views``, those ``served``): plain ones
+    whose batch source maps no fields (Feast renames those columns first); and the push
+    sources whose every view is one (Feast pushes to stream and label views its own way)
+    and in none of the pre-computed ``services`` (Feast computes the service's vectors
+    again after a push)."""
     plans = {view.name: view.plan for view in served}
     writable = [
         WritableView(
@@ -182,15 +187,12 @@ def _writes(
         and not view.batch_source.field_mapping
     ]
     fed: dict[str, list[str]] = {}
-    for view in [
-        *store.list_feature_views(allow_cache=True),
-        *store.list_stream_feature_views(allow_cache=True),
-    ]:
+    for view in [*all_views, *store.list_stream_feature_views(allow_cache=True)]:
         if isinstance(view.stream_source, PushSource):
             fed.setdefault(view.stream_source.name, []).append(view.name)
     refused = {
         projection.name
-        for service in store.list_feature_services()
+        for service in services
         if getattr(service, "precompute_online", False)
         for projection in service.feature_view_projections
     }
@@ -271,11 +273,8 @@ def _catalog(store: FeatureStore, plans: Plans) -> Catalog:
     where Feast's own path answers each row as asked, else left to Feast; one with
     on-demand views left to Feast when a projection renames or re-keys its view); the
     views it writes natively, and the push sources feeding them."""
-    feature_views = {
-        view.name: view
-        for view in store.list_feature_views(allow_cache=True)
-        if view.entity_columns
-    }
+    all_views = store.list_feature_views(allow_cache=True)
+    feature_views = {view.name: view for view in all_views if view.entity_columns}
     views = [
         ServedView(
             name=view.name,
@@ -290,7 +289,8 @@ def _catalog(store: FeatureStore, plans: Plans) -> Catalog:
     servable = feature_views.keys() | served_on_demand
     services = []
     precomputed = []
-    for service in store.list_feature_services():
+    all_services = store.list_feature_services()
+    for service in all_services:
         projections = service.feature_view_projections
         with_on_demand = any(p.name in served_on_demand for p in projections)
         if (
@@ -319,7 +319,8 @@ def _catalog(store: FeatureStore, plans: Plans) -> Catalog:
                 ],
             )
         )
-    return views, on_demand, services, precomputed, _writes(store, feature_views, views)
+    writes = _writes(store, all_views, feature_views, views, all_services)
+    return views, on_demand, services, precomputed, writes
 
 
 class FeastApp:

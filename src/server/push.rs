@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow_array::cast::AsArray;
 use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
@@ -97,14 +98,7 @@ impl Write<'_> {
 
 /// The columns of a `df`, by name, as pandas types them.
 pub struct Columns {
-    by_name: HashMap<String, Column>,
-}
-
-enum Column {
-    Int64(Vec<i64>),
-    Float64(Vec<f64>),
-    Bool(Vec<bool>),
-    Utf8(Vec<String>),
+    by_name: HashMap<String, ArrayRef>,
 }
 
 /// One JSON value as Python's `json` gives it to pandas.
@@ -135,38 +129,48 @@ fn cell(raw: &RawValue) -> Option<Cell> {
     }
 }
 
-/// The column pandas makes of `values`, when it is one this path takes.
-fn column(values: &[&RawValue]) -> Option<Column> {
+/// The column pandas makes of `values` (as Arrow types it), when it is one this path
+/// takes.
+fn column(values: &[&RawValue]) -> Option<ArrayRef> {
     let cells = values.iter().map(|raw| cell(raw)).collect::<Option<Vec<_>>>()?;
     Some(match cells.first()? {
-        Cell::Int(_) | Cell::Float(_) => {
-            if cells.iter().all(|c| matches!(c, Cell::Int(_))) {
-                Column::Int64(
-                    cells
-                        .iter()
-                        .map(|c| if let Cell::Int(i) = c { *i } else { 0 })
-                        .collect(),
-                )
-            } else {
-                let numbers = cells.iter().map(|c| match c {
+        Cell::Int(_) if cells.iter().all(|c| matches!(c, Cell::Int(_))) => Arc::new(
+            cells
+                .iter()
+                .map(|c| if let Cell::Int(i) = c { Some(*i) } else { None })
+                .collect::<Option<Vec<i64>>>()
+                .map(Int64Array::from)?,
+        ),
+        Cell::Int(_) | Cell::Float(_) => Arc::new(
+            cells
+                .iter()
+                .map(|c| match c {
                     Cell::Int(i) => Some(*i as f64),
                     Cell::Float(f) => Some(*f),
                     _ => None,
-                });
-                Column::Float64(numbers.collect::<Option<_>>()?)
-            }
-        }
-        Cell::Bool(_) => Column::Bool(
-            cells
-                .into_iter()
-                .map(|c| if let Cell::Bool(b) = c { Some(b) } else { None })
-                .collect::<Option<_>>()?,
+                })
+                .collect::<Option<Vec<f64>>>()
+                .map(Float64Array::from)?,
         ),
-        Cell::Str(_) => Column::Utf8(
+        Cell::Bool(_) => Arc::new(
             cells
-                .into_iter()
-                .map(|c| if let Cell::Str(s) = c { Some(s) } else { None })
-                .collect::<Option<_>>()?,
+                .iter()
+                .map(|c| if let Cell::Bool(b) = c { Some(*b) } else { None })
+                .collect::<Option<Vec<bool>>>()
+                .map(BooleanArray::from)?,
+        ),
+        Cell::Str(_) => Arc::new(
+            cells
+                .iter()
+                .map(|c| {
+                    if let Cell::Str(s) = c {
+                        Some(s.as_str())
+                    } else {
+                        None
+                    }
+                })
+                .collect::<Option<Vec<&str>>>()
+                .map(StringArray::from)?,
         ),
     })
 }
@@ -185,30 +189,24 @@ impl Columns {
     }
 
     fn array(&self, name: &str) -> Option<ArrayRef> {
-        Some(match self.by_name.get(name)? {
-            Column::Int64(v) => Arc::new(Int64Array::from(v.clone())),
-            Column::Float64(v) => Arc::new(Float64Array::from(v.clone())),
-            Column::Bool(v) => Arc::new(BooleanArray::from(v.clone())),
-            Column::Utf8(v) => Arc::new(StringArray::from_iter_values(v)),
-        })
+        self.by_name.get(name).cloned()
     }
 
     /// The times of column `name` in microseconds since the epoch, as Feast stores them
     /// (`pd.to_datetime`, then `to_pydatetime`, which drops nanoseconds).
     fn times(&self, name: &str) -> Option<Vec<i64>> {
-        let Column::Utf8(texts) = self.by_name.get(name)? else {
-            return None;
-        };
+        let texts = self.by_name.get(name)?.as_string_opt::<i32>()?;
         // pandas infers one format from the first time and holds the others to it.
         let shape = |text: &str| {
             text.bytes()
                 .map(|b| if b.is_ascii_digit() { b'0' } else { b })
                 .collect::<Vec<_>>()
         };
-        let first = shape(texts.first()?);
+        let first = shape(texts.iter().next()??);
         texts
             .iter()
             .map(|text| {
+                let text = text?;
                 if shape(text) == first {
                     iso8601_micros(text)
                 } else {
@@ -388,6 +386,7 @@ fn iso8601_micros(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
 
     #[test]
     fn iso8601_times_are_read_as_pandas_reads_them() {
@@ -429,10 +428,11 @@ mod tests {
     fn columns_are_typed_as_pandas_types_them_or_not_taken() {
         let taken =
             columns(r#"{"i": [1, -2], "f": [1, 2.5], "b": [true, false], "s": ["a", "\u00e9"]}"#).unwrap();
-        assert!(matches!(taken.by_name["i"], Column::Int64(ref v) if v == &[1, -2]));
-        assert!(matches!(taken.by_name["f"], Column::Float64(ref v) if v == &[1.0, 2.5]));
-        assert!(matches!(taken.by_name["b"], Column::Bool(ref v) if v == &[true, false]));
-        assert!(matches!(taken.by_name["s"], Column::Utf8(ref v) if v == &["a", "é"]));
+        let column = |name: &str| taken.by_name[name].as_ref();
+        assert_eq!(column("i"), &Int64Array::from(vec![1, -2]) as &dyn Array);
+        assert_eq!(column("f"), &Float64Array::from(vec![1.0, 2.5]) as &dyn Array);
+        assert_eq!(column("b"), &BooleanArray::from(vec![true, false]) as &dyn Array);
+        assert_eq!(column("s"), &StringArray::from(vec!["a", "é"]) as &dyn Array);
         for refused in [
             r#"{"a": [1, null]}"#,
             r#"{"a": [1, "2"]}"#,
