@@ -122,8 +122,24 @@ class Cached:
                 self.stock = StockStore()
                 time.sleep(0.05)
 
+    def fill(self, seconds: float = 10) -> None:
+        """Reads until one read is answered from the cache alone. Every key Redis tracks
+        for the cache is then an entry, so the entries gone means a write's
+        invalidations all came: a key tracked without an entry (its fill refused by a
+        flush) would be invalidated unseen, and maybe only after the next read had
+        registered its fill, refusing it."""
+        deadline = time.monotonic() + seconds
+        while True:
+            hits = self.stats()["hits"]
+            self.read_when_answered()
+            if self.stats()["hits"] == hits + ENTITIES:
+                return
+            assert time.monotonic() < deadline, f"the cache did not fill: {self.stats()}"
+
     def cached_round(self, number: int) -> None:
         """Round `number` written, read once into the cache and once from it."""
+        if self.config.online_store.near_cache.invalidation == "tracking":
+            self.fill()
         self.write_when_answered(number)
         self.wait_for_invalidations()
         assert self.read_when_answered() == [number] * ENTITIES
