@@ -653,6 +653,15 @@ def serve(
         raise ValueError("the repo's online store is not feast_redis_rs.RedisOnlineStore")
     client = online_store._get_client(config.online_store)
     plans = Plans()
+    try:
+        served = _catalog(store, plans)
+    except Exception as error:
+        # Say what failed without a traceback: e.g. an on-demand view's transformation
+        # whose module is not installed where the server runs.
+        raise ValueError(
+            f"cannot read the feature views, on-demand views and services of the registry "
+            f"of {store.repo_path}: {type(error).__name__}: {_without_secrets(str(error))}"
+        ) from error
     app = FeastApp(store)
     app.start()
     server = _native.FeatureServer(
@@ -695,7 +704,6 @@ def serve(
         while registry_ttl_sec > 0 and not stop_refreshing.wait(registry_ttl_sec):
             refresh()
 
-    served = catalog()
     server.update(*served)
     refresher = threading.Thread(target=refresh_every_ttl, name="registry-refresh", daemon=True)
     refresher.start()
