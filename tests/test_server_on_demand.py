@@ -62,6 +62,31 @@ def broken(features: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"never": features["z_f64"]})
 
 
+def pandas_inputs(features: pd.DataFrame) -> pd.DataFrame:
+    """Every column a pandas transformation is given, its dtype and each row's value."""
+    names = sorted(features.columns)
+    return pd.DataFrame(
+        {
+            "pandas_seen": [
+                "|".join(f"{n}:{features[n].dtype}:{features[n].iloc[i]!r}" for n in names)
+                for i in range(len(features))
+            ]
+        }
+    )
+
+
+def python_inputs(inputs: dict) -> dict:
+    """Every column a python transformation is given, each row's value and its type."""
+    names = sorted(inputs)
+    rows = len(inputs[names[0]])
+    return {
+        "python_seen": [
+            "|".join(f"{n}:{type(inputs[n][i]).__name__}:{inputs[n][i]!r}" for n in names)
+            for i in range(rows)
+        ]
+    }
+
+
 def on_demand_objects(repo) -> list:
     zipcodes, credit, _ = loan_repo.views(repo)
     offset = RequestSource(name="offset_source", schema=[Field(name="offset", dtype=Int64)])
@@ -92,6 +117,18 @@ def on_demand_objects(repo) -> list:
         ),
         ratio_view := view("ratio_view", [zipcodes, credit[["c_f64"]]], "ratio", Float64, ratio),
         view("broken_view", [zipcodes], "never", Float64, broken),
+        # What the transformations are given: every stored type, nulls, lists, request data.
+        view(
+            "pandas_inputs_view", [zipcodes, credit, offset], "pandas_seen", String, pandas_inputs
+        ),
+        view(
+            "python_inputs_view",
+            [zipcodes, credit, offset],
+            "python_seen",
+            String,
+            python_inputs,
+            mode="python",
+        ),
         FeatureService(name="with_on_demand", features=[zipcodes[["z_f64"]], scaled[1]]),
         # On-demand views without request data, one source not in the service.
         FeatureService(name="ratios", features=[ratio_view, credit[["c_f64", "c_text"]]]),
@@ -148,6 +185,8 @@ READS = {
     "shifted_view": ["zipcode", "offset"],
     "labelled_view": ["dob_ssn", "offset"],
     "ratio_view": ["zipcode", "dob_ssn"],
+    "pandas_inputs_view": ["zipcode", "dob_ssn", "offset"],
+    "python_inputs_view": ["zipcode", "dob_ssn", "offset"],
 }
 
 
@@ -175,8 +214,17 @@ def entities_read_by(features: list[str]) -> dict[str, list]:
             "ratio_view:ratio",
             "zipcode_features:z_text_list",
         ],
+        ["pandas_inputs_view:pandas_seen", "python_inputs_view:python_seen"],
     ],
-    ids=["pandas", "only-on-demand", "python", "singleton", "two-sources", "all-modes"],
+    ids=[
+        "pandas",
+        "only-on-demand",
+        "python",
+        "singleton",
+        "two-sources",
+        "all-modes",
+        "inputs-seen",
+    ],
 )
 def test_on_demand_views_are_answered_natively_as_stock_answers_them(
     servers, features, full_feature_names

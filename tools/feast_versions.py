@@ -38,6 +38,7 @@ SUITES = [
     "tests/test_write_arrow.py",
     "tests/test_server.py",
     "tests/test_server_push.py",
+    "tests/test_server_on_demand.py",
     "tests/test_feast_cli.py",
     "tests/test_ray_engine.py",
     "tests/test_spark_engine.py",

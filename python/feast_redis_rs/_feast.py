@@ -31,9 +31,12 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import feast
+import feast.online_response
 import pyarrow as pa
 from feast import utils
+from feast.feature_view import DUMMY_ENTITY_ID
 from feast.infra.online_stores.online_store import OnlineStore
+from feast.online_response import OnlineResponse
 from feast.protos.feast.serving.ServingService_pb2 import GetOnlineFeaturesResponse
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import python_values_to_proto_values
@@ -288,6 +291,51 @@ _TRANSFORMS_TAKE_TYPES = (
 )
 
 
+# The types whose Python values ``feast_value_type_to_python_type`` makes without regard
+# to the type it is given (the UUIDs it parses are stored as strings).
+_PLAIN_TYPES = frozenset(
+    ValueType[f"{name}{suffix}"]
+    for name in ("INT32", "INT64", "FLOAT", "DOUBLE", "STRING", "BYTES", "BOOL", "UNIX_TIMESTAMP")
+    for suffix in ("", "_LIST")
+)
+
+_transforming = threading.local()
+
+
+class _OnlineResponseOfColumns(OnlineResponse):
+    """Feast's ``OnlineResponse``; but the ``to_dict`` of a response that
+    ``on_demand_features`` is transforming on this thread starts with the columns
+    decoded in Rust (the Python values Feast's own conversion makes of them), then
+    goes on with the response's own columns (the request data)."""
+
+    def to_dict(self, include_event_timestamps: bool = False) -> dict[str, Any]:
+        current = getattr(_transforming, "columns", None)
+        if current is None or current[0] is not self.proto or include_event_timestamps:
+            return super().to_dict(include_event_timestamps)
+        return {**current[1], **super().to_dict()}
+
+
+def transform_from_columns() -> None:
+    """Lets ``on_demand_features`` hand Feast's transformations the columns decoded in
+    Rust: Feast's flow imports ``OnlineResponse`` at each call, and gets
+    ``_OnlineResponseOfColumns`` from here on (in this process: ``feast-redis-rs serve``
+    calls this; it answers as Feast's class for any other response)."""
+    feast.online_response.OnlineResponse = _OnlineResponseOfColumns
+
+
+def _timestamp_columns(
+    config: RepoConfig, grouped_refs: list, full_feature_names: bool
+) -> list[str]:
+    """The ``_ts:<view>`` column, its values all missing, that Feast's flow over a Redis
+    store hands its transformations for each view read: the store appends the view's
+    timestamp field to the list of features Feast's flow then names its columns by."""
+    names = []
+    for table, _ in grouped_refs:
+        field = f"_ts:{versioned_name(table, config)}"
+        names.append(f"{table.projection.name_to_use()}__{field}" if full_feature_names else field)
+    return names
+
+
 def on_demand_features(
     store: FeatureStore,
     features: list[str],
@@ -295,14 +343,18 @@ def on_demand_features(
     full_feature_names: bool,
     request_data: list[tuple[str, str]],
     read: bytes,
+    columns: list[tuple[str, list[Any]]] | None = None,
 ) -> list[tuple[str, bytes]] | None:
     """Feast's on-demand transformations of the rows ``read`` (a serialized
     ``GetOnlineFeaturesResponse`` holding the join keys and the source features, as
     Feast's flow holds it before it transforms) and of ``request_data`` (each column as
     the request's JSON) for ``features``, or for ``feature_service`` when given: each
     on-demand feature asked for, by its name in the answer, as a serialized
-    ``FeatureVector``. ``None`` where Feast's app should answer (Feast refuses the
-    request, or a transformation fails: the app says why)."""
+    ``FeatureVector``. ``columns``, when given, are ``read``'s as Python lists of the
+    values Feast's ``OnlineResponse.to_dict`` makes of them (decoded in Rust); they are
+    used for columns of types converted without a type (once ``transform_from_columns``
+    was called). ``None`` where Feast's app should answer (Feast refuses the request, or
+    a transformation fails: the app says why)."""
     try:
         asked: list[str] | FeatureService = (
             features
@@ -310,22 +362,40 @@ def on_demand_features(
             else store.get_feature_service(feature_service, allow_cache=True)
         )
         context = request_context(store.registry, store.project, asked, full_feature_names)
-        response = GetOnlineFeaturesResponse.FromString(read)
+        types = feature_types(context.grouped_refs)
+        decoded = None
+        if (
+            columns is not None
+            and feast.online_response.OnlineResponse is _OnlineResponseOfColumns
+            and all(types.get(name) in _PLAIN_TYPES or name not in types for name, _ in columns)
+            and [name for name, _ in columns].count(DUMMY_ENTITY_ID) <= 1
+        ):
+            decoded = {name: values for name, values in columns if name != DUMMY_ENTITY_ID}
+            response = GetOnlineFeaturesResponse()
+        else:
+            response = GetOnlineFeaturesResponse.FromString(read)
         # Feast reads request data as it reads an entity column with no declared type.
-        populate_result_rows(
-            response,
-            {
-                name: python_values_to_proto_values(json.loads(text), ValueType.UNKNOWN)
-                for name, text in request_data
-            },
+        request_columns = {
+            name: python_values_to_proto_values(json.loads(text), ValueType.UNKNOWN)
+            for name, text in request_data
+        }
+        rows = len(next(iter(decoded.values()))) if decoded else len(response.results[0].values)
+        present = (
+            decoded.keys() if decoded is not None else set(response.metadata.feature_names.val)
         )
+        for name in _timestamp_columns(store.config, context.grouped_refs, full_feature_names):
+            if name not in present:
+                request_columns.setdefault(name, [ValueProto()] * rows)
+        populate_result_rows(response, request_columns)
         before = len(response.results)
-        extra = (
-            {"feature_types": feature_types(context.grouped_refs)} if _TRANSFORMS_TAKE_TYPES else {}
-        )
-        utils._augment_response_with_on_demand_transforms(
-            response, context.feature_refs, context.on_demand_views, full_feature_names, **extra
-        )
+        extra = {"feature_types": types} if _TRANSFORMS_TAKE_TYPES else {}
+        _transforming.columns = None if decoded is None else (response, decoded)
+        try:
+            utils._augment_response_with_on_demand_transforms(
+                response, context.feature_refs, context.on_demand_views, full_feature_names, **extra
+            )
+        finally:
+            _transforming.columns = None
     except Exception:
         return None
     names = response.metadata.feature_names.val[before:]

@@ -129,7 +129,14 @@ class FeatureServer:
         feast_version: str,
         decide: Callable[[str, str | None, list[str], list[str]], float | None] | None,
         transform: Callable[
-            [list[str], str | None, bool, list[tuple[str, str]], bytes],
+            [
+                list[str],
+                str | None,
+                bool,
+                list[tuple[str, str]],
+                bytes,
+                list[tuple[str, list[Any]]] | None,
+            ],
             list[tuple[str, bytes]] | None,
         ]
         | None,

@@ -662,6 +662,7 @@ def serve(
             f"cannot read the feature views, on-demand views and services of the registry "
             f"of {store.repo_path}: {type(error).__name__}: {_without_secrets(str(error))}"
         ) from error
+    _feast.transform_from_columns()
     app = FeastApp(store)
     app.start()
     server = _native.FeatureServer(

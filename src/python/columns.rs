@@ -48,7 +48,7 @@ impl ColumnarAnswer {
 
 /// `datetime.fromtimestamp(seconds, tz=timezone.utc)`: what Feast returns for a unix
 /// timestamp.
-fn datetime_of<'py>(py: Python<'py>, seconds: i64) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn datetime_of<'py>(py: Python<'py>, seconds: i64) -> PyResult<Bound<'py, PyAny>> {
     static FROM_TIMESTAMP: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
     let (from_timestamp, utc) = FROM_TIMESTAMP.get_or_try_init(py, || -> PyResult<_> {
         let datetime = py.import("datetime")?;

@@ -9,14 +9,19 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList, PyString};
 
+use super::columns::datetime_of;
 use super::plan::ViewPlan;
 use super::store::RedisStoreClient;
+use crate::columns::NULL_TIMESTAMP;
+use crate::encoding::proto::Val;
+use crate::encoding::Value;
 use crate::server::{
     AnswerShape, Asked, Catalog, Decide, Fallback, FallbackLimits, FallbackReply, FallbackRequest,
-    FallbackResponse, MetricsExposure, RequestLimits, Rows, ServedOnDemandView, ServedPrecomputed,
-    ServedProjection, ServedView, Server, ServerError, ServerOptions, Timeouts, Transform, WritableView,
+    FallbackResponse, MetricsExposure, ReadResponse, RequestLimits, Rows, ServedOnDemandView,
+    ServedPrecomputed, ServedProjection, ServedView, Server, ServerError, ServerOptions, Timeouts, Transform,
+    WritableView,
 };
 
 impl From<ServerError> for PyErr {
@@ -380,13 +385,71 @@ impl Decide for PythonDecide {
 }
 
 /// Feast's on-demand transformations through Python's `transform(features,
-/// feature_service, full_feature_names, request_data, read)` (called on a blocking
-/// thread).
+/// feature_service, full_feature_names, request_data, read, columns)` (called on a
+/// blocking thread); `columns` are those of `read` as Python lists, when every value's
+/// Python value is made here (`python_value`), else `None`.
 struct PythonTransform(Py<PyAny>);
+
+/// The Python value Feast's `feast_value_type_to_python_type` makes of `value` (in every
+/// release from 0.60), for the scalar and list kinds with no type-dependent conversion;
+/// `None` for the rest (sets, maps, JSON, UUIDs, decimals, `null_val`...).
+fn python_value<'py>(py: Python<'py>, value: &Value) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn listed<'py, T>(
+        py: Python<'py>,
+        items: &[T],
+        convert: impl Fn(&T) -> PyResult<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let items = items.iter().map(convert).collect::<PyResult<Vec<_>>>()?;
+        Ok(Some(PyList::new(py, items)?.into_any()))
+    }
+    fn timestamp(py: Python<'_>, seconds: i64) -> PyResult<Bound<'_, PyAny>> {
+        match seconds {
+            NULL_TIMESTAMP => Ok(py.None().into_bound(py)),
+            seconds => datetime_of(py, seconds),
+        }
+    }
+    let any = |object: Bound<'py, PyAny>| Ok(Some(object));
+    match &value.val {
+        None => any(py.None().into_bound(py)),
+        Some(Val::BytesVal(v)) => any(PyBytes::new(py, v).into_any()),
+        Some(Val::StringVal(v)) => any(PyString::new(py, v).into_any()),
+        Some(Val::Int32Val(v)) => any(v.into_pyobject(py)?.into_any()),
+        Some(Val::Int64Val(v)) => any(v.into_pyobject(py)?.into_any()),
+        Some(Val::DoubleVal(v)) => any(v.into_pyobject(py)?.into_any()),
+        Some(Val::FloatVal(v)) => any(f64::from(*v).into_pyobject(py)?.into_any()),
+        Some(Val::BoolVal(v)) => any(v.into_pyobject(py)?.to_owned().into_any()),
+        Some(Val::UnixTimestampVal(v)) => any(timestamp(py, *v)?),
+        Some(Val::BytesListVal(l)) => listed(py, &l.val, |v| Ok(PyBytes::new(py, v).into_any())),
+        Some(Val::StringListVal(l)) => listed(py, &l.val, |v| Ok(PyString::new(py, v).into_any())),
+        Some(Val::Int32ListVal(l)) => listed(py, &l.val, |v| Ok(v.into_pyobject(py)?.into_any())),
+        Some(Val::Int64ListVal(l)) => listed(py, &l.val, |v| Ok(v.into_pyobject(py)?.into_any())),
+        Some(Val::DoubleListVal(l)) => listed(py, &l.val, |v| Ok(v.into_pyobject(py)?.into_any())),
+        Some(Val::FloatListVal(l)) => listed(py, &l.val, |v| Ok(f64::from(*v).into_pyobject(py)?.into_any())),
+        Some(Val::BoolListVal(l)) => listed(py, &l.val, |v| Ok(v.into_pyobject(py)?.to_owned().into_any())),
+        Some(Val::UnixTimestampListVal(l)) => listed(py, &l.val, |v| timestamp(py, *v)),
+        Some(_) => Ok(None),
+    }
+}
+
+/// The columns of `read` as Python lists of Feast's Python values, or `None` when one
+/// value is not made here (or cannot be: a timestamp out of Python's range).
+fn python_columns<'py>(py: Python<'py>, read: &[u8]) -> Option<Vec<(String, Bound<'py, PyList>)>> {
+    ReadResponse::columns(read)?
+        .into_iter()
+        .map(|(name, values)| {
+            let items = values
+                .iter()
+                .map(|value| python_value(py, value).ok().flatten())
+                .collect::<Option<Vec<_>>>()?;
+            Some((name, PyList::new(py, items).ok()?))
+        })
+        .collect()
+}
 
 impl Transform for PythonTransform {
     fn transform(&self, rows: &Rows) -> Option<Vec<(String, Vec<u8>)>> {
         Python::attach(|py| {
+            let columns = python_columns(py, &rows.read);
             let read = PyBytes::new(py, &rows.read);
             let transformed = self
                 .0
@@ -398,6 +461,7 @@ impl Transform for PythonTransform {
                         rows.full_feature_names,
                         &rows.request_data,
                         read,
+                        columns,
                     ),
                 )
                 .and_then(|vectors| vectors.extract::<Option<Vec<(String, Vec<u8>)>>>(py));

@@ -27,4 +27,4 @@ pub use http::{
 pub use online::{AnswerShape, Catalog, RequestLimits, ServedOnDemandView, ServedProjection, ServedView};
 pub use precomputed::ServedPrecomputed;
 pub use push::WritableView;
-pub use transform::{Rows, Transform};
+pub use transform::{ReadResponse, Rows, Transform};

@@ -44,6 +44,42 @@ pub struct FeatureVector {
     pub event_timestamps: Vec<Timestamp>,
 }
 
+/// `feast.serving.GetOnlineFeaturesResponse` as `Rows::read` holds it: the columns'
+/// names and vectors (its other fields are not read).
+#[derive(Clone, PartialEq, Message)]
+pub struct ReadResponse {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<ReadMetadata>,
+    #[prost(message, repeated, tag = "2")]
+    pub results: Vec<FeatureVector>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct ReadMetadata {
+    #[prost(message, optional, tag = "1")]
+    pub feature_names: Option<FeatureNames>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+pub struct FeatureNames {
+    #[prost(string, repeated, tag = "1")]
+    pub val: Vec<String>,
+}
+
+impl ReadResponse {
+    /// Each column of `read` by name, or `None` when it is not one such response.
+    pub fn columns(read: &[u8]) -> Option<Vec<(String, Vec<Value>)>> {
+        let response = Self::decode(read).ok()?;
+        let names = response.metadata?.feature_names?.val;
+        (names.len() == response.results.len()).then(|| {
+            names
+                .into_iter()
+                .zip(response.results.into_iter().map(|vector| vector.values))
+                .collect()
+        })
+    }
+}
+
 /// An on-demand feature as Feast's transformation made it.
 pub struct Transformed {
     /// Its name in the answer.
@@ -275,6 +311,42 @@ mod tests {
             assert!(transformed.await.unwrap().unwrap().is_some());
         }
         assert_eq!(transforms.load(), (0, 0));
+    }
+
+    #[test]
+    fn the_rows_read_are_their_columns_by_name_or_none_when_names_and_vectors_differ() {
+        let int = |v| Value {
+            val: Some(Val::Int64Val(v)),
+        };
+        let vector = |values: Vec<Value>| FeatureVector {
+            values,
+            ..Default::default()
+        };
+        let response = |names: &[&str], results| ReadResponse {
+            metadata: Some(ReadMetadata {
+                feature_names: Some(FeatureNames {
+                    val: names.iter().map(|n| n.to_string()).collect(),
+                }),
+            }),
+            results,
+        };
+        let read = response(
+            &["zipcode", "z_i64"],
+            vec![
+                vector(vec![int(1), int(2)]),
+                vector(vec![int(3), Value::default()]),
+            ],
+        );
+        assert_eq!(
+            ReadResponse::columns(&read.encode_to_vec()),
+            Some(vec![
+                ("zipcode".to_string(), vec![int(1), int(2)]),
+                ("z_i64".to_string(), vec![int(3), Value::default()]),
+            ])
+        );
+        let unnamed = response(&["zipcode"], vec![vector(vec![int(1)]), vector(vec![int(3)])]);
+        assert_eq!(ReadResponse::columns(&unnamed.encode_to_vec()), None);
+        assert_eq!(ReadResponse::columns(b"\x0a\xff"), None);
     }
 
     #[test]
