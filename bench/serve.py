@@ -6,7 +6,7 @@ alternating blocks (a plain socket, so the client costs little). Throughput: `wr
 the server's own HTTP capacity, of which a 1-row read's share is what Redis round trips
 leave), and 1-row reads with its access log on. Writes bench/results_server.json,
 prints a table of ratios against stock `feast serve`, and its chart
-bench/results_server.png.
+docs/results_server.png (the documentation site shows it).
 """
 
 from __future__ import annotations
@@ -543,7 +543,7 @@ def main() -> None:
         "near_cache": near_cache,
     }
     (ROOT / "bench" / "results_server.json").write_text(json.dumps(results, indent=2))
-    chart(results, ROOT / "bench" / "results_server.png")
+    chart(results, ROOT / "docs" / "results_server.png")
     stock = "stock feast serve"
     print(f"\nMachine: {results['machine']}; one keep-alive client; wrk -t2 -c16, 1-row requests\n")
     print("| measure | " + " | ".join(SERVERS) + " | feast-redis-rs vs stock |")

@@ -499,7 +499,7 @@ def test_redshift_on_moto(deployed):
     """What moto's CloudFormation passes to its Redshift model. It drops the cluster's
     IamRoles, LoggingProperties, VPC security groups, parameter group and identifier (and
     keeps no parameter values): those are held by the policy rule
-    redshift_private_encrypted_logged, and listed in infra/README.md as unverified here."""
+    redshift_private_encrypted_logged, and listed in docs/aws.md as unverified here."""
     redshift = deployed.moto.client("redshift")
     [cluster] = redshift.describe_clusters()["Clusters"]
     assert cluster["Encrypted"] is True

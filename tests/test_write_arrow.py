@@ -169,7 +169,7 @@ def test_typed_arrow_rows_match_stock_bytes(redis_server, redis_db, tmp_path):
         assert all(0 < c <= 7 for c in calls), calls
     assert all(0 < redis_db.ttl(key) <= 300 for key in expected)
 
-    # As the README shows it: a store of its own, from the repo's config.
+    # As docs/engines.md shows it: a store of its own, from the repo's config.
     redis_db.flushall()
     for table in tables:
         RedisOnlineStore().write_arrow(ours.config, view, table)

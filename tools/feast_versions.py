@@ -9,7 +9,7 @@ standalone and cluster Redis, v2 and v3 entity keys, reads both ways, materializ
 through every engine, the native server's JSON, the Feast CLI, and the demo's run.py.
 
 Writes each release's result to tools/feast_versions.json (with the date) and prints
-the README's table. ``--versions oldest newest`` is what CI runs.
+the table of docs/compatibility.md. ``--versions oldest`` is what CI runs.
 """
 
 from __future__ import annotations
